@@ -94,7 +94,7 @@ def is_under(key: str, prefix: str) -> bool:
 
 
 def flatten(document: Mapping[str, Any], prefix: Iterable[str] = ()) -> dict[str, Any]:
-    """Nested document -> ``{dotted key: leaf}``; lists and scalars are leaves, empty maps vanish."""
+    """Nested document -> ``{dotted key: leaf}``; lists, scalars are leaves; {} vanishes."""
     flat: dict[str, Any] = {}
     base = tuple(prefix)
 

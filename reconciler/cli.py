@@ -1,0 +1,93 @@
+"""``reconciler``: the daemon (``serve``) and offline tools (``validate``, ``plan``, ``version``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.osinfo import package_version
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reconciler", description=__doc__)
+    parser.add_argument("--log-level", default="info")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the daemon (or one pass with --once)")
+    _state_args(serve)
+    serve.add_argument("--socket", type=Path, help="API socket (default <state-dir>/api.sock)")
+    serve.add_argument("--user-data", action="append", default=[], metavar="FILE",
+                       help="user data applied at first boot; later files override earlier")
+    serve.add_argument("--once", action="store_true",
+                       help="run the boot pipeline and one pass, print the receipt, exit")
+
+    validate = commands.add_parser("validate", help="check user-data documents offline")
+    validate.add_argument("--variant", default=None)
+    validate.add_argument("files", nargs="+")
+
+    plan = commands.add_parser("plan", help="dry run: what a pass would change now")
+    _state_args(plan)
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def _state_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--root", type=Path, help="prefix for rendered files (<state-dir>/root)")
+    parser.add_argument("--variant", default=None, help="aws-dev, aws-k8s or aws-ecs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(package_version())
+        return 0
+    if args.command == "validate":
+        return _validate(args.files, args.variant)
+    from reconciler import logs
+    from reconciler.host import HostError, open_host
+
+    logs.configure(args.log_level)
+    try:
+        host = open_host(args.state_dir, args.root, args.variant)
+    except HostError as error:
+        print(f"reconciler: {error}", file=sys.stderr)
+        return 2
+    with host:
+        if args.command == "plan":
+            print(json.dumps(host.dry_run(), indent=2))
+            return 0
+        if args.once:
+            return host.serve_once(args.user_data)
+        from reconciler.daemon import serve
+
+        return serve(host, args.socket, args.user_data)
+
+
+def _validate(files: Sequence[str], variant: str | None) -> int:
+    from reconciler.documents import DocumentError, load_document, settings_of
+    from reconciler.schema import DEFAULT_VARIANT, Schema
+
+    schema = Schema.load(variant or DEFAULT_VARIANT)
+    failed = False
+    for name in files:
+        try:
+            problems = schema.validate(settings_of(load_document(name), name))
+        except DocumentError as error:
+            print(f"{error}", file=sys.stderr)
+            failed = True
+            continue
+        for problem in problems:
+            print(f"{name}: {problem}", file=sys.stderr)
+        failed = failed or bool(problems)
+        if not problems:
+            print(f"{name}: valid for variant {schema.variant}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

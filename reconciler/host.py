@@ -1,0 +1,107 @@
+"""Wiring of one host's parts: state dir, store, schema, renderer catalog, reconciler."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.boot import boot
+from reconciler.documents import DocumentError
+from reconciler.osinfo import os_info
+from reconciler.plan import unified_diff
+from reconciler.reconcile import Reconciler
+from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
+from reconciler.store import Store
+from renderers.catalog import Catalog
+
+VARIANT_META = "variant"
+
+
+class HostError(Exception):
+    """The state dir cannot be used as asked (wrong variant, unreadable...)."""
+
+
+@dataclass
+class Host:
+    state_dir: Path
+    root: Path
+    store: Store
+    schema: Schema
+    catalog: Catalog
+    reconciler: Reconciler
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+    @property
+    def variant(self) -> str:
+        return self.schema.variant
+
+    def serve_once(self, user_data: Sequence[str]) -> int:
+        """Boot pipeline and one pass; the receipt goes to stdout."""
+        try:
+            result = boot(self.store, self.schema, user_data)
+        except (InvalidSettings, DocumentError) as error:
+            print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
+            return 1
+        for ignored in result.user_data_ignored:
+            print(f"reconciler: {ignored}: user data is applied at first boot only; ignored",
+                  file=sys.stderr)
+        receipt = self.reconciler.run_pass(reason="boot")
+        print(json.dumps(receipt, indent=2))
+        return 0 if receipt["ok"] else 1
+
+    def dry_run(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a pass would do now for ``settings`` (default: live); touches nothing."""
+        generation = self.store.generation()
+        if settings is None:
+            settings = self.store.live_document()
+            changed = self.store.changed_since(self.store.applied_generation())
+        else:
+            changed = set()
+        plan = self.reconciler.plan_for(settings, generation, changed)
+        observed_root = self.root
+        files = []
+        for action in plan.files:
+            target = observed_root / action.path.lstrip("/")
+            old = target.read_bytes() if target.is_file() else None
+            files.append({"name": action.name, "path": action.path, "reason": action.reason,
+                          "diff": unified_diff(action.path, old, action.content)})
+        return {
+            "generation": generation,
+            "files": files,
+            "services": [{"name": s.service, "reason": s.reason, "skipped": s.skipped,
+                          "changed_settings": list(s.changed_settings)} for s in plan.services],
+            "errors": dict(plan.errors),
+        }
+
+
+def open_host(state_dir: Path, root: Path | None = None, variant: str | None = None) -> Host:
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(root) if root else state_dir / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    store = Store(state_dir / "store.db")
+    try:
+        recorded = store.get_meta(VARIANT_META)
+        if variant and recorded and variant != recorded:
+            raise HostError(f"{state_dir} holds a {recorded} host, not {variant}")
+        variant = variant or recorded or DEFAULT_VARIANT
+        if variant not in VARIANTS:
+            raise HostError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        if not recorded:
+            store.set_meta(VARIANT_META, variant)
+        schema = Schema.load(variant)
+        catalog = Catalog.load(variant)
+    except BaseException:
+        store.close()
+        raise
+    reconciler = Reconciler(store, catalog, root, os_info(variant))
+    return Host(state_dir, root, store, schema, catalog, reconciler)

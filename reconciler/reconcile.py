@@ -1,0 +1,133 @@
+"""One reconcile pass: snapshot -> render -> observe -> plan (pure) -> execute -> receipt.
+
+Level-triggered and idempotent: a pass reads the whole desired and observed state, so running it
+twice does nothing the second time. Restarts owed for files already written are recorded in the
+store *before* the write and settled after the restart, so a crash never loses one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, write_atomic
+from reconciler.plan import Plan, ServiceAction, plan
+from reconciler.store import Store
+from renderers.catalog import Catalog
+from renderers.render import Renderer
+
+
+@dataclass
+class Step:
+    kind: str  # "file" | "service"
+    name: str
+    result: str  # written | failed | restarted | skipped
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "result": self.result,
+                "detail": self.detail, **self.extra}
+
+
+class Reconciler:
+    """Converges the files and services of one host towards the live settings."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        root: Path,
+        os_info: Mapping[str, str],
+        runner: CommandRunner | None = None,
+    ):
+        self.store = store
+        self.catalog = catalog
+        self.renderer = Renderer(catalog)
+        self.root = Path(root)
+        self.sandbox = self.root.resolve() != Path("/")
+        self.os_info = dict(os_info)
+        self.runner = runner or SubprocessRunner()
+
+    def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"settings": settings, "os": self.os_info}
+
+    def plan_for(self, settings: Mapping[str, Any], generation: int,
+                 changed: set[str]) -> Plan:
+        """The pure plan for ``settings`` against the disk as it is now (used by dry runs too)."""
+        rendered = self.renderer.render_all(self.model(settings))
+        paths = [f.path for f in self.catalog.files.values()]
+        observed = read_observed(self.root, paths)
+        owed = self.store.owed()
+        return plan(generation, rendered, observed, self.catalog, changed, owed.keys(),
+                    sandbox=self.sandbox)
+
+    def run_pass(self, reason: str = "requested") -> dict[str, Any]:
+        started = time.time()
+        generation = self.store.generation()
+        settings = self.store.live_document()
+        changed = self.store.changed_since(self.store.applied_generation())
+        the_plan = self.plan_for(settings, generation, changed)
+        steps: list[Step] = []
+
+        debts = {s.service: s.changed_settings for s in the_plan.services}
+        if debts:
+            self.store.owe(debts, generation, reason)
+
+        failed_files: set[str] = set()
+        for action in the_plan.files:
+            try:
+                write_atomic(self.root, action.path, action.content, action.mode)
+                steps.append(Step("file", action.name, "written", action.reason,
+                                  {"path": action.path}))
+            except OSError as error:
+                failed_files.add(action.name)
+                steps.append(Step("file", action.name, "failed", str(error),
+                                  {"path": action.path}))
+
+        for action in the_plan.services:
+            steps.append(self._service(action, failed_files))
+
+        for name, message in sorted(the_plan.errors.items()):
+            steps.append(Step("file", name, "failed", message,
+                              {"path": self.catalog.files[name].path}))
+
+        ok = all(step.result != "failed" for step in steps)
+        receipt = {
+            "generation": generation,
+            "ok": ok,
+            "reason": reason,
+            "started": started,
+            "duration_ms": round((time.time() - started) * 1000, 3),
+            "changed_settings": sorted(changed),
+            "steps": [step.as_dict() for step in steps],
+            "unchanged_files": len(the_plan.unchanged),
+        }
+        receipt["pass"] = self.store.save_receipt(generation, ok, receipt)
+        return receipt
+
+    def _service(self, action: ServiceAction, failed_files: set[str]) -> Step:
+        service = self.catalog.services[action.service]
+        blocked = failed_files.intersection(service.configuration_files)
+        extra = {"reason": action.reason, "commands": [list(c) for c in action.commands]}
+        if blocked:
+            return Step("service", action.service, "failed",
+                        f"not restarted: writing {', '.join(sorted(blocked))} failed", extra)
+        if action.skipped:
+            self.store.settle(action.service)
+            return Step("service", action.service, "skipped",
+                        "sandbox root: host services are not restarted", extra)
+        env = {"CHANGED_SETTINGS": " ".join(action.changed_settings)}
+        for argv in action.commands:
+            result = self.runner.run(argv, env, service.timeout)
+            if result.error or result.returncode != 0:
+                detail = result.error or f"{' '.join(argv)} exited {result.returncode}"
+                if result.output:
+                    detail += f": {result.output.strip()[-400:]}"
+                return Step("service", action.service, "failed", detail, extra)
+        self.store.settle(action.service)
+        return Step("service", action.service, "restarted" if action.commands else "applied",
+                    action.reason, extra)

@@ -1,0 +1,466 @@
+"""The settings store: one SQLite file (WAL, synchronous=FULL), opened only by the daemon.
+
+It holds live settings with their provenance, named pending transactions (ordered merge patches),
+the generation history with exact per-key changes, metadata, restarts owed by an interrupted
+pass, and pass receipts. Every commit is one SQLite transaction: a crash leaves the old or the
+new generation, never a mix. What a commit *means* is decided by ``reconciler.transaction``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.keys import flatten, join_key, split_key, unflatten
+from reconciler.transaction import (
+    ROOT,
+    Change,
+    CommitPlan,
+    Patch,
+    SchemaLike,
+    plan_commit,
+    rollback_plan,
+    touched_sections,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, source TEXT NOT NULL,
+    generation INTEGER NOT NULL, time REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, tx TEXT NOT NULL, source TEXT NOT NULL,
+    body TEXT NOT NULL, time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_tx ON pending (tx, seq);
+CREATE TABLE IF NOT EXISTS generations (
+    number INTEGER PRIMARY KEY, time REAL NOT NULL, tx TEXT NOT NULL, source TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    generation INTEGER NOT NULL, key TEXT NOT NULL, old TEXT, new TEXT, source TEXT,
+    PRIMARY KEY (generation, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS changes_key ON changes (key, generation);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owed (
+    service TEXT PRIMARY KEY, generation INTEGER NOT NULL, reason TEXT NOT NULL,
+    keys TEXT NOT NULL, time REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    pass INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER NOT NULL, ok INTEGER NOT NULL,
+    time REAL NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_generation ON receipts (generation, pass);
+"""
+
+
+class NothingToCommit(Exception):
+    """The transaction has no pending change (the API answers 422)."""
+
+    def __init__(self, tx: str):
+        super().__init__(f"Tried to commit with no pending changes in transaction {tx!r}")
+        self.tx = tx
+
+
+class UnknownGeneration(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Provenance:
+    key: str
+    value: Any
+    source: str
+    generation: int
+    time: float
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    time: float
+    tx: str
+    source: str
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    generation: int  # the live generation after the commit (unchanged when no value changed)
+    changed: tuple[str, ...]  # keys whose values actually changed
+
+
+@dataclass(frozen=True)
+class Owed:
+    service: str
+    generation: int
+    reason: str
+    keys: tuple[str, ...]
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _subtree_bounds(prefix: str) -> tuple[str, str]:
+    """Range of keys strictly below ``prefix``: '.' (0x2E) is followed by '/' (0x2F)."""
+    return prefix + ".", prefix + "/"
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._write():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so readers never see half of it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several queries."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    # ---- live settings -------------------------------------------------------------------
+
+    def _live_under(self, db: sqlite3.Connection, prefix: str) -> list[tuple[str, str, str]]:
+        low, high = _subtree_bounds(prefix)
+        return db.execute(
+            "SELECT key, value, source FROM settings WHERE key = ? OR (key > ? AND key < ?)",
+            (prefix, low, high),
+        ).fetchall()
+
+    def live(self, prefix: str = ROOT) -> dict[str, Any]:
+        """Flat ``{key: value}`` of live keys at or under ``prefix`` (segment-wise)."""
+        with self._lock:
+            return {k: _load(v) for k, v, _ in self._live_under(self._db, prefix)}
+
+    def get(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Live values of exactly these keys (absent keys are omitted)."""
+        with self._lock:
+            found = {}
+            for key in keys:
+                row = self._db.execute(
+                    "SELECT value FROM settings WHERE key = ?", (key,)
+                ).fetchone()
+                if row:
+                    found[key] = _load(row[0])
+            return found
+
+    def live_document(self) -> dict[str, Any]:
+        """Nested live settings, the inside of ``settings``."""
+        return unflatten(self.live(), strip=1)
+
+    def generation(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT max(number) FROM generations").fetchone()
+            return row[0] or 0
+
+    def provenance(self, prefix: str) -> list[Provenance]:
+        """Who set each live key at or under ``prefix``, in which generation, when."""
+        with self._lock:
+            low, high = _subtree_bounds(prefix)
+            rows = self._db.execute(
+                "SELECT key, value, source, generation, time FROM settings"
+                " WHERE key = ? OR (key > ? AND key < ?) ORDER BY key",
+                (prefix, low, high),
+            ).fetchall()
+        return [Provenance(k, _load(v), s, g, t) for k, v, s, g, t in rows]
+
+    def sources(self, prefix: str = ROOT) -> dict[str, str]:
+        with self._lock:
+            return {k: s for k, _, s in self._live_under(self._db, prefix)}
+
+    # ---- history ---------------------------------------------------------------------------
+
+    def _changes(self, db: sqlite3.Connection, number: int) -> tuple[Change, ...]:
+        rows = db.execute(
+            "SELECT key, old, new, source FROM changes WHERE generation = ? ORDER BY key",
+            (number,),
+        ).fetchall()
+        return tuple(Change(k, _load(o), _load(n), s) for k, o, n, s in rows)
+
+    def generations(self, limit: int = 50, before: int | None = None) -> list[Generation]:
+        """Newest first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT number, time, tx, source FROM generations WHERE number < ?"
+                " ORDER BY number DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            ).fetchall()
+            return [Generation(n, t, tx, s, self._changes(db, n)) for n, t, tx, s in rows]
+
+    def key_history(self, key: str, limit: int = 50) -> list[tuple[int, float, Change]]:
+        """Changes of one key, newest first: (generation, time, change)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.generation, g.time, c.old, c.new, c.source FROM changes c"
+                " JOIN generations g ON g.number = c.generation"
+                " WHERE c.key = ? ORDER BY c.generation DESC LIMIT ?",
+                (key, limit),
+            ).fetchall()
+        return [(gen, t, Change(key, _load(o), _load(n), s)) for gen, t, o, n, s in rows]
+
+    def changed_since(self, generation: int) -> set[str]:
+        """Keys changed by generations after ``generation``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT key FROM changes WHERE generation > ?", (generation,)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def values_at(self, generation: int) -> dict[str, Any]:
+        """Flat live settings as they were right after ``generation``."""
+        with self._lock:
+            if generation < 0 or generation > self.generation():
+                raise UnknownGeneration(f"no generation {generation}")
+            rows = self._db.execute(
+                "SELECT c.key, c.new FROM changes c JOIN ("
+                "  SELECT key, max(generation) AS g FROM changes WHERE generation <= ?"
+                "  GROUP BY key) last ON last.key = c.key AND last.g = c.generation",
+                (generation,),
+            ).fetchall()
+        return {k: _load(v) for k, v in rows if v is not None}
+
+    # ---- transactions ----------------------------------------------------------------------
+
+    def transactions(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT tx FROM pending ORDER BY tx").fetchall()
+        return [r[0] for r in rows]
+
+    def pending(self, tx: str) -> list[Patch]:
+        with self._lock:
+            return self._pending(self._db, tx)
+
+    def _pending(self, db: sqlite3.Connection, tx: str) -> list[Patch]:
+        rows = db.execute(
+            "SELECT source, body FROM pending WHERE tx = ? ORDER BY seq", (tx,)
+        ).fetchall()
+        return [Patch(source, json.loads(body)) for source, body in rows]
+
+    def _sections(self, db: sqlite3.Connection, names: Iterable[str]) -> dict[str, Any]:
+        sections: dict[str, Any] = {}
+        for name in names:
+            prefix = join_key((ROOT, name))
+            flat = {k: _load(v) for k, v, _ in self._live_under(db, prefix)}
+            if flat:
+                sections[name] = unflatten(flat, strip=1)[name]
+        return sections
+
+    def preview(self, tx: str, schema: SchemaLike, extra: Patch | None = None) -> CommitPlan:
+        """What committing ``tx`` (plus ``extra``) would do; validates, changes nothing."""
+        with self._read() as db:
+            patches = self._pending(db, tx) + ([extra] if extra else [])
+            return self._plan(db, tx, patches, schema)
+
+    def _plan(
+        self, db: sqlite3.Connection, tx: str, patches: list[Patch], schema: SchemaLike
+    ) -> CommitPlan:
+        names = touched_sections(patches)
+        plan = plan_commit(self._sections(db, names), patches, schema.defaults())
+        schema.check(plan.sections, sections=names, origin=f"transaction {tx!r}")
+        return plan
+
+    def add_patch(
+        self, tx: str, body: Mapping[str, Any], source: str, schema: SchemaLike | None = None
+    ) -> CommitPlan | None:
+        """Append a merge patch to ``tx``; with a schema, the merged result must validate first."""
+        patch = Patch(source, dict(body))
+        with self._write() as db:
+            plan = None
+            if schema is not None:
+                plan = self._plan(db, tx, self._pending(db, tx) + [patch], schema)
+            db.execute(
+                "INSERT INTO pending (tx, source, body, time) VALUES (?, ?, ?, ?)",
+                (tx, source, _dump(patch.body), time.time()),
+            )
+            return plan
+
+    def discard(self, tx: str) -> list[str]:
+        """Drop a transaction; returns the keys its patches named."""
+        with self._write() as db:
+            patches = self._pending(db, tx)
+            db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
+        return sorted({k for p in patches for k in _patch_keys(p)})
+
+    def discard_all(self) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM pending")
+
+    def commit(
+        self,
+        tx: str,
+        schema: SchemaLike,
+        source_label: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        """Validate and apply ``tx`` atomically; ``meta`` is written in the same transaction."""
+        with self._write() as db:
+            patches = self._pending(db, tx)
+            if not patches:
+                raise NothingToCommit(tx)
+            plan = self._plan(db, tx, patches, schema)
+            label = source_label or ",".join(dict.fromkeys(p.source for p in patches))
+            result = self._apply(db, tx, label, plan)
+            db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
+            for name, value in (meta or {}).items():
+                self._set_meta(db, name, value)
+            return result
+
+    def rollback(self, generation: int, schema: SchemaLike) -> CommitResult:
+        """A new commit whose values are those of ``generation``."""
+        with self._write() as db:
+            target = self.values_at(generation)
+            live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
+            plan = rollback_plan(live, target, f"rollback:{generation}")
+            names = sorted({split_key(c.key)[1] for c in plan.changes})
+            schema.check(plan.sections, sections=names, origin=f"generation {generation}")
+            return self._apply(db, f"rollback-{generation}", f"rollback:{generation}", plan)
+
+    def _apply(self, db: sqlite3.Connection, tx: str, label: str, plan: CommitPlan) -> CommitResult:
+        now = time.time()
+        current = db.execute("SELECT max(number) FROM generations").fetchone()[0] or 0
+        number = current + 1 if plan.changes else current
+        if plan.changes:
+            db.execute(
+                "INSERT INTO generations (number, time, tx, source) VALUES (?, ?, ?, ?)",
+                (number, now, tx, label),
+            )
+            db.executemany(
+                "INSERT INTO changes (generation, key, old, new, source) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        number,
+                        c.key,
+                        None if c.old is None else _dump(c.old),
+                        None if c.new is None else _dump(c.new),
+                        c.source,
+                    )
+                    for c in plan.changes
+                ],
+            )
+            removed = [(c.key,) for c in plan.changes if c.new is None]
+            db.executemany("DELETE FROM settings WHERE key = ?", removed)
+            db.executemany(
+                "INSERT OR REPLACE INTO settings (key, value, source, generation, time)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (c.key, _dump(c.new), c.source, number, now)
+                    for c in plan.changes
+                    if c.new is not None
+                ],
+            )
+        changed = {c.key for c in plan.changes}
+        db.executemany(
+            "UPDATE settings SET source = ? WHERE key = ? AND source != ?",
+            [(s, k, s) for k, s in plan.sources.items() if k not in changed],
+        )
+        return CommitResult(number, tuple(sorted(changed)))
+
+    # ---- metadata --------------------------------------------------------------------------
+
+    def _set_meta(self, db: sqlite3.Connection, name: str, value: Any) -> None:
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, _dump(value)))
+
+    def set_meta(self, name: str, value: Any) -> None:
+        with self._write() as db:
+            self._set_meta(db, name, value)
+
+    def get_meta(self, name: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return default if row is None else _load(row[0])
+
+    # ---- reconcile ledger: owed restarts and receipts ----------------------------------------
+
+    def owe(self, services: Mapping[str, Iterable[str]], generation: int, reason: str) -> None:
+        """Record, before the effect that creates the debt, restarts a pass will owe."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO owed (service, generation, reason, keys, time)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (name, generation, reason, _dump(sorted(keys)), time.time())
+                    for name, keys in services.items()
+                ],
+            )
+
+    def owed(self) -> dict[str, Owed]:
+        with self._lock:
+            rows = self._db.execute("SELECT service, generation, reason, keys FROM owed").fetchall()
+        return {s: Owed(s, g, r, tuple(_load(k))) for s, g, r, k in rows}
+
+    def settle(self, service: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM owed WHERE service = ?", (service,))
+
+    def save_receipt(self, generation: int, ok: bool, body: Mapping[str, Any]) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO receipts (generation, ok, time, body) VALUES (?, ?, ?, ?)",
+                (generation, int(ok), time.time(), _dump(body)),
+            )
+            db.execute("DELETE FROM receipts WHERE pass <= ?", ((cursor.lastrowid or 0) - 1000,))
+            return cursor.lastrowid or 0
+
+    def last_receipt(self, ok_only: bool = False) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM receipts WHERE ok >= ? ORDER BY pass DESC LIMIT 1",
+                (1 if ok_only else 0,),
+            ).fetchone()
+        return None if row is None else _load(row[0])
+
+    def applied_generation(self) -> int:
+        """The newest generation a pass fully applied (0 before the first)."""
+        with self._lock:
+            row = self._db.execute("SELECT max(generation) FROM receipts WHERE ok = 1").fetchone()
+        return row[0] or 0
+
+
+def _patch_keys(patch: Patch) -> Iterable[str]:
+    return flatten({ROOT: patch.body})

@@ -1,0 +1,145 @@
+"""The SQLite store with the real schema: transactions, generations, provenance, rollback."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from reconciler.schema import InvalidSettings, Schema
+from reconciler.store import NothingToCommit, Store, UnknownGeneration
+
+
+@pytest.fixture
+def schema() -> Schema:
+    return Schema.load("aws-k8s")
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    with Store(tmp_path / "store.db") as opened:
+        yield opened
+
+
+def test_opens_in_wal_with_full_sync(tmp_path, store):
+    db = sqlite3.connect(tmp_path / "store.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_pending_is_invisible_until_commit(store, schema):
+    store.add_patch("default", {"motd": "hi"}, "api:default", schema)
+    assert store.live() == {}
+    assert store.transactions() == ["default"]
+    result = store.commit("default", schema)
+    assert result.changed == ("settings.motd",)
+    assert result.generation == 1
+    assert store.live() == {"settings.motd": "hi"}
+    assert store.transactions() == []
+
+
+def test_commit_returns_only_changed_keys(store, schema):
+    store.add_patch("a", {"motd": "hi", "ntp": {"time-servers": ["a.example"]}}, "api:a", schema)
+    store.commit("a", schema)
+    store.add_patch("b", {"motd": "hi", "aws": {"region": "us-west-2"}}, "api:b", schema)
+    result = store.commit("b", schema)
+    assert result.changed == ("settings.aws.region",)
+    assert result.generation == 2
+
+
+def test_unchanged_values_make_no_generation(store, schema):
+    store.add_patch("a", {"motd": "hi"}, "api:a", schema)
+    store.commit("a", schema)
+    store.add_patch("a", {"motd": "hi"}, "api:a", schema)
+    result = store.commit("a", schema)
+    assert result.changed == () and result.generation == 1
+
+
+def test_empty_transaction_is_nothing_to_commit(store, schema):
+    with pytest.raises(NothingToCommit):
+        store.commit("nothing", schema)
+
+
+def test_null_deletes_and_the_default_comes_back(store, schema):
+    store.add_patch("boot", schema.defaults(), "default", schema)
+    store.commit("boot", schema)
+    default_motd = store.live("settings.motd")["settings.motd"]
+    store.add_patch("t", {"motd": "mine", "kubernetes": {"node-labels": {"a.b/c": "x"}}},
+                    "api:t", schema)
+    store.commit("t", schema)
+    store.add_patch("t", {"motd": None, "kubernetes": {"node-labels": None}}, "api:t", schema)
+    result = store.commit("t", schema)
+    assert set(result.changed) == {"settings.motd", 'settings.kubernetes.node-labels."a.b/c"'}
+    assert store.live("settings.motd") == {"settings.motd": default_motd}
+    assert store.provenance("settings.motd")[0].source == "default"
+    assert store.live("settings.kubernetes.node-labels") == {}
+
+
+def test_invalid_merged_result_changes_nothing(store, schema):
+    with pytest.raises(InvalidSettings) as caught:
+        store.add_patch("t", {"host-containers": {"admin": {"enabled": True}}}, "api:t", schema)
+    assert "settings.host-containers.admin.source" in str(caught.value)
+    assert store.pending("t") == [] and store.live() == {}
+    # the same entry is valid once the source arrives in the same patch
+    store.add_patch("t", {"host-containers": {"admin": {"enabled": True, "source": "a/b:1"}}},
+                    "api:t", schema)
+
+
+def test_provenance_and_history(store, schema):
+    store.add_patch("boot", {"motd": "from user data"}, "user-data", schema)
+    store.commit("boot", schema)
+    store.add_patch("t", {"motd": "from the api"}, "api:t", schema)
+    store.commit("t", schema)
+    (prov,) = store.provenance("settings.motd")
+    assert (prov.source, prov.generation, prov.value) == ("api:t", 2, "from the api")
+    history = store.key_history("settings.motd")
+    assert [(g, c.old, c.new) for g, _, c in history] == [
+        (2, "from user data", "from the api"), (1, None, "from user data")]
+
+
+def test_rollback_is_a_new_commit(store, schema):
+    for text in ("one", "two", "three"):
+        store.add_patch("t", {"motd": text, "aws": {"region": f"r-{text}"}}, "api:t", schema)
+        store.commit("t", schema)
+    store.add_patch("t", {"aws": None}, "api:t", schema)
+    store.commit("t", schema)
+    result = store.rollback(1, schema)
+    assert result.generation == 5
+    assert store.live() == {"settings.motd": "one", "settings.aws.region": "r-one"}
+    assert store.provenance("settings.motd")[0].source == "rollback:1"
+    with pytest.raises(UnknownGeneration):
+        store.rollback(99, schema)
+
+
+def test_sources_are_ordered_within_a_transaction(store, schema):
+    store.add_patch("boot", {"motd": "d", "aws": {"region": "d"}}, "default", schema)
+    store.add_patch("boot", {"motd": "u"}, "user-data", schema)
+    store.commit("boot", schema)
+    assert store.sources() == {"settings.motd": "user-data", "settings.aws.region": "default"}
+
+
+def test_owed_restarts_and_receipts(store):
+    store.owe({"chronyd": ["settings.ntp.time-servers"]}, 3, "boot")
+    assert store.owed()["chronyd"].keys == ("settings.ntp.time-servers",)
+    store.settle("chronyd")
+    assert store.owed() == {}
+    store.save_receipt(3, False, {"generation": 3})
+    assert store.applied_generation() == 0
+    store.save_receipt(3, True, {"generation": 3, "ok": True})
+    assert store.applied_generation() == 3
+    assert store.last_receipt() == {"generation": 3, "ok": True}
+
+
+def test_meta_commits_with_the_transaction(store, schema):
+    store.add_patch("boot", {"motd": "x"}, "user-data", schema)
+    store.commit("boot", schema, meta={"user-data-applied": ["a.toml"]})
+    assert store.get_meta("user-data-applied") == ["a.toml"]
+
+
+def test_large_section_does_not_leak_into_others(store, schema):
+    labels = {f"k{i}": "v" for i in range(500)}
+    store.add_patch("t", {"kubernetes": {"node-labels": labels}}, "api:t", schema)
+    store.commit("t", schema)
+    assert len(store.live("settings.kubernetes.node-labels")) == 500
+    store.add_patch("t", {"motd": "m"}, "api:t", schema)
+    assert store.commit("t", schema).changed == ("settings.motd",)
