@@ -1,4 +1,4 @@
-"""``reconciler``: the daemon (``serve``) and offline tools (``validate``, ``plan``, ``version``)."""
+"""``reconciler``: the daemon (``serve``) and tools (``validate``, ``plan``, ``version``)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the daemon (or one pass with --once)")
     _state_args(serve)
     serve.add_argument("--socket", type=Path, help="API socket (default <state-dir>/api.sock)")
-    serve.add_argument("--user-data", action="append", default=[], metavar="FILE",
-                       help="user data applied at first boot; later files override earlier")
-    serve.add_argument("--once", action="store_true",
-                       help="run the boot pipeline and one pass, print the receipt, exit")
+    serve.add_argument(
+        "--user-data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="user data applied at first boot; later files override earlier",
+    )
+    serve.add_argument(
+        "--once",
+        action="store_true",
+        help="run the boot pipeline and one pass, print the receipt, exit",
+    )
 
     validate = commands.add_parser("validate", help="check user-data documents offline")
     validate.add_argument("--variant", default=None)

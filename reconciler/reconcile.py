@@ -17,7 +17,7 @@ from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, w
 from reconciler.plan import Plan, ServiceAction, plan
 from reconciler.store import Store
 from renderers.catalog import Catalog
-from renderers.render import Renderer
+from renderers.render import Renderer, RenderResult
 
 
 @dataclass
@@ -29,8 +29,13 @@ class Step:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "result": self.result,
-                "detail": self.detail, **self.extra}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "result": self.result,
+            "detail": self.detail,
+            **self.extra,
+        }
 
 
 class Reconciler:
@@ -51,26 +56,33 @@ class Reconciler:
         self.sandbox = self.root.resolve() != Path("/")
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
+        self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {"settings": settings, "os": self.os_info}
 
-    def plan_for(self, settings: Mapping[str, Any], generation: int,
-                 changed: set[str]) -> Plan:
+    def plan_for(self, settings: Mapping[str, Any], generation: int, changed: set[str]) -> Plan:
         """The pure plan for ``settings`` against the disk as it is now (used by dry runs too)."""
+        return self._render_and_plan(settings, generation, changed)[0]
+
+    def _render_and_plan(
+        self, settings: Mapping[str, Any], generation: int, changed: set[str]
+    ) -> tuple[Plan, RenderResult]:
         rendered = self.renderer.render_all(self.model(settings))
         paths = [f.path for f in self.catalog.files.values()]
         observed = read_observed(self.root, paths)
         owed = self.store.owed()
-        return plan(generation, rendered, observed, self.catalog, changed, owed.keys(),
-                    sandbox=self.sandbox)
+        the_plan = plan(
+            generation, rendered, observed, self.catalog, changed, owed.keys(), sandbox=self.sandbox
+        )
+        return the_plan, rendered
 
     def run_pass(self, reason: str = "requested") -> dict[str, Any]:
         started = time.time()
         generation = self.store.generation()
         settings = self.store.live_document()
         changed = self.store.changed_since(self.store.applied_generation())
-        the_plan = self.plan_for(settings, generation, changed)
+        the_plan, rendered = self._render_and_plan(settings, generation, changed)
         steps: list[Step] = []
 
         debts = {s.service: s.changed_settings for s in the_plan.services}
@@ -81,20 +93,29 @@ class Reconciler:
         for action in the_plan.files:
             try:
                 write_atomic(self.root, action.path, action.content, action.mode)
-                steps.append(Step("file", action.name, "written", action.reason,
-                                  {"path": action.path}))
+                drift = self._last_rendered.get(action.name) == action.content
+                steps.append(
+                    Step(
+                        "file",
+                        action.name,
+                        "written",
+                        action.reason,
+                        {"path": action.path, "drift": drift},
+                    )
+                )
             except OSError as error:
                 failed_files.add(action.name)
-                steps.append(Step("file", action.name, "failed", str(error),
-                                  {"path": action.path}))
+                steps.append(Step("file", action.name, "failed", str(error), {"path": action.path}))
 
         for action in the_plan.services:
             steps.append(self._service(action, failed_files))
 
         for name, message in sorted(the_plan.errors.items()):
-            steps.append(Step("file", name, "failed", message,
-                              {"path": self.catalog.files[name].path}))
+            steps.append(
+                Step("file", name, "failed", message, {"path": self.catalog.files[name].path})
+            )
 
+        self._last_rendered = {name: r.content for name, r in rendered.files.items()}
         ok = all(step.result != "failed" for step in steps)
         receipt = {
             "generation": generation,
@@ -114,12 +135,22 @@ class Reconciler:
         blocked = failed_files.intersection(service.configuration_files)
         extra = {"reason": action.reason, "commands": [list(c) for c in action.commands]}
         if blocked:
-            return Step("service", action.service, "failed",
-                        f"not restarted: writing {', '.join(sorted(blocked))} failed", extra)
+            return Step(
+                "service",
+                action.service,
+                "failed",
+                f"not restarted: writing {', '.join(sorted(blocked))} failed",
+                extra,
+            )
         if action.skipped:
             self.store.settle(action.service)
-            return Step("service", action.service, "skipped",
-                        "sandbox root: host services are not restarted", extra)
+            return Step(
+                "service",
+                action.service,
+                "skipped",
+                "sandbox root: host services are not restarted",
+                extra,
+            )
         env = {"CHANGED_SETTINGS": " ".join(action.changed_settings)}
         for argv in action.commands:
             result = self.runner.run(argv, env, service.timeout)
@@ -129,5 +160,10 @@ class Reconciler:
                     detail += f": {result.output.strip()[-400:]}"
                 return Step("service", action.service, "failed", detail, extra)
         self.store.settle(action.service)
-        return Step("service", action.service, "restarted" if action.commands else "applied",
-                    action.reason, extra)
+        return Step(
+            "service",
+            action.service,
+            "restarted" if action.commands else "applied",
+            action.reason,
+            extra,
+        )

@@ -1,0 +1,515 @@
+"""The HTTP API on a Unix socket: Bottlerocket's endpoints, shapes and status codes, plus ours.
+
+Handlers are thin: they parse the request, call the store or the host, and map errors to status
+codes (400 invalid input naming the key, 404, 409, 413, 422 nothing to commit). Error bodies are
+plain text, as in Bottlerocket. Writes are audited with the caller's uid and pid (SO_PEERCRED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from reconciler.api.keypair import patch_from_pairs
+from reconciler.events import Events
+from reconciler.generators import setting_generators
+from reconciler.host import Host
+from reconciler.keys import InvalidKeyError, is_under, join_key, split_key, unflatten
+from reconciler.logs import get_logger
+from reconciler.metrics import Metrics
+from reconciler.schema import InvalidSettings
+from reconciler.store import NothingToCommit, UnknownGeneration
+from reconciler.worker import Worker
+
+MAX_BODY = 1024 * 1024
+DEFAULT_TX = "default"
+log = get_logger("api")
+audit = get_logger("audit")
+
+HOST = web.AppKey("host", Host)
+WORKER = web.AppKey("worker", Worker)
+EVENTS = web.AppKey("events", Events)
+METRICS = web.AppKey("metrics", Metrics)
+
+routes = web.RouteTableDef()
+
+
+class BadRequest(web.HTTPBadRequest):
+    def __init__(self, message: str):
+        super().__init__(text=message)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, sort_keys=True))
+
+
+def _list_param(request: web.Request, name: str, required: bool = False) -> list[str] | None:
+    if name not in request.query:
+        if required:
+            raise BadRequest(f"Missing input '{name}'")
+        return None
+    value = request.query[name]
+    if not value:
+        raise BadRequest(f"Input '{name}' cannot be empty")
+    return list(dict.fromkeys(part for part in value.split(",") if part))
+
+
+def _tx(request: web.Request) -> str:
+    return request.query.get("tx") or DEFAULT_TX
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _settings_key(raw: str) -> str:
+    segments = split_key(raw)
+    if segments[0] != "settings":
+        raise InvalidKeyError(f"key {raw!r} is not under 'settings'")
+    return join_key(segments)
+
+
+def peer(request: web.Request) -> dict[str, int]:
+    """Caller's pid/uid/gid from the Unix socket (SO_PEERCRED)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return {}
+    pid, uid, gid = struct.unpack(
+        "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )
+    return {"pid": pid, "uid": uid, "gid": gid}
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadRequest(f"Request body is not valid JSON: {error}") from None
+
+
+@web.middleware
+async def errors_and_audit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    except InvalidSettings as error:
+        status = 400
+        return web.Response(status=400, text=str(error))
+    except InvalidKeyError as error:
+        status = 400
+        return web.Response(status=400, text=str(error))
+    except NothingToCommit as error:
+        status = 422
+        return web.Response(status=422, text=str(error))
+    except UnknownGeneration as error:
+        status = 404
+        return web.Response(status=404, text=str(error))
+    finally:
+        request.app[METRICS].requests.labels(request.method, str(status)).inc()
+        if request.method not in ("GET", "HEAD"):
+            audit.info(
+                "api write",
+                method=request.method,
+                path=request.path_qs,
+                status=status,
+                tx=request.query.get("tx"),
+                **peer(request),
+            )
+
+
+# ---- Bottlerocket-compatible endpoints -------------------------------------------------------
+
+
+def _model(host: Host) -> dict[str, Any]:
+    return {
+        "settings": host.store.live_document(),
+        "services": services_view(host),
+        "configuration-files": files_view(host),
+        "os": host.reconciler.os_info,
+    }
+
+
+@routes.get("/")
+async def get_model(request: web.Request) -> web.Response:
+    host = request.app[HOST]
+    model = _model(host)
+    prefix = request.query.get("prefix")
+    if prefix is not None:
+        if not prefix:
+            raise BadRequest("Input 'prefix' cannot be empty")
+        model = _filter_model(model, prefix)
+    return _json(model)
+
+
+def _filter_model(model: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Keep what lies under a raw key prefix, like Bottlerocket's ``GET /?prefix=``."""
+    from reconciler.keys import flatten
+
+    result: dict[str, Any] = {}
+    for name, section in model.items():
+        flat = flatten({name: section})
+        kept = {k: v for k, v in flat.items() if k.startswith(prefix)}
+        if kept:
+            result.update(
+                {name: unflatten(kept, strip=1)} if name != "os" else {"os": unflatten(kept)["os"]}
+            )
+    return result
+
+
+@routes.get("/settings")
+async def get_settings(request: web.Request) -> web.Response:
+    store = request.app[HOST].store
+    keys = _list_param(request, "keys")
+    if keys is not None:
+        found = store.get([_settings_key(k) for k in keys])
+        return _json(unflatten(found, strip=1))
+    prefix = request.query.get("prefix")
+    if prefix is not None:
+        if not prefix:
+            raise BadRequest("Input 'prefix' cannot be empty")
+        if not prefix.startswith("settings"):
+            prefix = "settings." + prefix
+        flat = {k: v for k, v in store.live().items() if k.startswith(prefix)}
+        return _json(unflatten(flat, strip=1))
+    live = store.live()
+    if not live:
+        raise web.HTTPNotFound(text="Found no 'settings' in datastore")
+    return _json(unflatten(live, strip=1))
+
+
+async def _patch(request: web.Request, body: Any) -> web.Response:
+    host = request.app[HOST]
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object of settings")
+    if "settings" in body and len(body) == 1:
+        body = body["settings"]  # accept the user-data shape too
+    tx = _tx(request)
+    await asyncio.to_thread(host.store.add_patch, tx, body, f"api:{tx}", host.schema)
+    return web.Response(status=204)
+
+
+@routes.patch("/settings")
+async def patch_settings(request: web.Request) -> web.Response:
+    return await _patch(request, await _body(request))
+
+
+@routes.patch("/settings/keypair")
+async def patch_keypair(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("request_payload"), list):
+        raise BadRequest('Body must be {"request_payload": ["key=value", ...]}')
+    return await _patch(request, patch_from_pairs(body["request_payload"]))
+
+
+@routes.get("/tx")
+async def get_tx(request: web.Request) -> web.Response:
+    host = request.app[HOST]
+    tx = _tx(request)
+    if not host.store.pending(tx):
+        return _json({})
+    preview = await asyncio.to_thread(host.store.preview, tx, host.schema)
+    return _json(unflatten({c.key: c.new for c in preview.changes}, strip=1))
+
+
+@routes.delete("/tx")
+async def delete_tx(request: web.Request) -> web.Response:
+    keys = await asyncio.to_thread(request.app[HOST].store.discard, _tx(request))
+    return _json(keys)
+
+
+@routes.get("/tx/list")
+async def list_tx(request: web.Request) -> web.Response:
+    return _json(request.app[HOST].store.transactions())
+
+
+async def _commit(request: web.Request) -> tuple[int, list[str]]:
+    host = request.app[HOST]
+    result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    request.app[METRICS].commits.inc()
+    if result.changed:
+        request.app[EVENTS].emit(
+            "commit",
+            f"generation {result.generation} committed",
+            generation=result.generation,
+            tx=_tx(request),
+            changed=list(result.changed),
+        )
+    return result.generation, list(result.changed)
+
+
+@routes.post("/tx/commit")
+async def commit(request: web.Request) -> web.Response:
+    _, changed = await _commit(request)
+    return _json(changed)
+
+
+@routes.post("/tx/apply")
+async def apply(request: web.Request) -> web.Response:
+    for key in _list_param(request, "keys") or []:
+        _settings_key(key)
+    request.app[WORKER].wake("apply")
+    return web.Response(status=204)
+
+
+@routes.post("/tx/commit_and_apply")
+async def commit_and_apply(request: web.Request) -> web.Response:
+    worker = request.app[WORKER]
+    generation, changed = await _commit(request)
+    if not _flag(request, "wait"):
+        worker.wake("commit")
+        return _json(changed)
+    waiting = asyncio.ensure_future(worker.wait_for(generation))
+    worker.wake("commit")
+    receipt = await waiting
+    return _json({"changed": changed, "generation": generation, "receipt": receipt})
+
+
+@routes.get("/os")
+async def get_os(request: web.Request) -> web.Response:
+    return _json(request.app[HOST].reconciler.os_info)
+
+
+@routes.get("/metadata/affected-services")
+async def affected_services(request: web.Request) -> web.Response:
+    keys = [_settings_key(k) for k in _list_param(request, "keys", required=True) or []]
+    return _json(request.app[HOST].catalog.affected_services(keys))
+
+
+@routes.get("/metadata/setting-generators")
+async def generators(request: web.Request) -> web.Response:
+    return _json(setting_generators(request.app[HOST].variant))
+
+
+def services_view(host: Host) -> dict[str, Any]:
+    return {
+        name: {
+            "configuration-files": list(service.configuration_files),
+            "restart-commands": [" ".join(c) for c in service.restart_commands],
+            "reload-commands": [" ".join(c) for c in service.reload_commands],
+            "affected-by": list(service.affected_by),
+        }
+        for name, service in sorted(host.catalog.services.items())
+    }
+
+
+def files_view(host: Host) -> dict[str, Any]:
+    return {
+        name: {"path": f.path, "template-path": f.template, "mode": f"{f.mode:04o}"}
+        for name, f in sorted(host.catalog.files.items())
+    }
+
+
+def _named(request: web.Request, view: dict[str, Any], what: str) -> web.Response:
+    names = _list_param(request, "names")
+    if names is None:
+        if not view:
+            raise web.HTTPNotFound(text=f"Found no '{what}' in datastore")
+        return _json(view)
+    missing = [n for n in names if n not in view]
+    if missing:
+        raise web.HTTPNotFound(text=f"Found no '{what}.{missing[0]}' in datastore")
+    return _json({n: view[n] for n in names})
+
+
+@routes.get("/services")
+async def get_services(request: web.Request) -> web.Response:
+    return _named(request, services_view(request.app[HOST]), "services")
+
+
+@routes.get("/configuration-files")
+async def get_files(request: web.Request) -> web.Response:
+    return _named(request, files_view(request.app[HOST]), "configuration-files")
+
+
+@routes.post("/actions/reboot")
+async def reboot(request: web.Request) -> web.Response:
+    host = request.app[HOST]
+    events = request.app[EVENTS]
+    if host.reconciler.sandbox:
+        events.emit("reboot", "reboot requested; skipped: the root is a sandbox, not the host")
+        return web.Response(status=204)
+    result = await asyncio.to_thread(
+        host.reconciler.runner.run, ("shutdown", "-r", "now"), {}, 30.0
+    )
+    if not result.ok:
+        raise web.HTTPInternalServerError(
+            text=f"Reboot failed: {result.error or result.returncode}: {result.output}"
+        )
+    events.emit("reboot", "reboot requested")
+    return web.Response(status=204)
+
+
+# ---- ours --------------------------------------------------------------------------------------
+
+
+@routes.post("/tx/plan")
+async def plan(request: web.Request) -> web.Response:
+    host = request.app[HOST]
+    tx = _tx(request)
+
+    def dry_run() -> dict[str, Any]:
+        preview = host.store.preview(tx, host.schema)
+        settings = host.store.live_document()
+        settings.update(preview.sections)
+        for change in preview.changes:  # sections deleted outright
+            section = split_key(change.key)[1]
+            if section not in preview.sections:
+                settings.pop(section, None)
+        result = host.dry_run(settings)
+        result["settings"] = [{"key": c.key, "old": c.old, "new": c.new} for c in preview.changes]
+        result["tx"] = tx
+        return result
+
+    return _json(await asyncio.to_thread(dry_run))
+
+
+def status_view(host: Host, worker: Worker) -> dict[str, Any]:
+    live = host.store.generation()
+    applied = host.store.applied_generation()
+    receipt = worker.last_receipt
+    failures = [
+        f"{s['kind']} {s['name']}: {s['detail']}"
+        for s in (receipt or {}).get("steps", [])
+        if s["result"] == "failed"
+    ]
+    if receipt and receipt.get("error"):
+        failures.append(receipt["error"])
+    degraded = bool(receipt) and not receipt["ok"]
+    reconciling = worker.busy or applied < live
+    if degraded:
+        state = "Degraded"
+    elif reconciling or receipt is None:
+        state = "Reconciling"
+    else:
+        state = "Ready"
+    return {
+        "state": state,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": state == "Ready",
+                "reason": "Converged" if state == "Ready" else state,
+            },
+            {
+                "type": "Reconciling",
+                "status": reconciling,
+                "reason": f"applied generation {applied} of {live}",
+            },
+            {"type": "Degraded", "status": degraded, "reasons": failures},
+        ],
+        "variant": host.variant,
+        "live_generation": live,
+        "applied_generation": applied,
+        "last_receipt": receipt,
+        "retries": worker.failures,
+    }
+
+
+@routes.get("/status")
+async def status(request: web.Request) -> web.Response:
+    return _json(status_view(request.app[HOST], request.app[WORKER]))
+
+
+@routes.get("/generations")
+async def generations(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "50"))
+        before = int(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        raise BadRequest("'limit' and 'before' must be integers") from None
+    items = request.app[HOST].store.generations(max(1, min(limit, 1000)), before)
+    return _json(
+        [
+            {
+                "generation": g.number,
+                "time": g.time,
+                "tx": g.tx,
+                "source": g.source,
+                "changes": [
+                    {"key": c.key, "old": c.old, "new": c.new, "source": c.source}
+                    for c in g.changes
+                ],
+            }
+            for g in items
+        ]
+    )
+
+
+@routes.post("/actions/rollback-settings")
+async def rollback(request: web.Request) -> web.Response:
+    host = request.app[HOST]
+    try:
+        generation = int(request.query["generation"])
+    except (KeyError, ValueError):
+        raise BadRequest("Input 'generation' must be an integer") from None
+    result = await asyncio.to_thread(host.store.rollback, generation, host.schema)
+    request.app[EVENTS].emit(
+        "rollback", f"settings rolled back to generation {generation}", generation=result.generation
+    )
+    request.app[WORKER].wake("rollback")
+    return _json({"generation": result.generation, "changed": list(result.changed)})
+
+
+@routes.get("/provenance")
+async def provenance(request: web.Request) -> web.Response:
+    store = request.app[HOST].store
+    keys = _list_param(request, "keys")
+    prefix = request.query.get("prefix", "settings")
+    wanted = [_settings_key(k) for k in keys] if keys else [_settings_key(prefix)]
+    history = _flag(request, "history")
+    result: dict[str, Any] = {}
+    for key in wanted:
+        for item in store.provenance(key):
+            entry: dict[str, Any] = {
+                "value": item.value,
+                "source": item.source,
+                "generation": item.generation,
+                "time": item.time,
+            }
+            result[item.key] = entry
+        if history:
+            for item_key in [k for k in result if is_under(k, key)] or [key]:
+                result.setdefault(item_key, {"value": None})["history"] = [
+                    {"generation": g, "time": t, "old": c.old, "new": c.new, "source": c.source}
+                    for g, t, c in store.key_history(item_key)
+                ]
+    return _json(result)
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.Response:
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        raise BadRequest("Input 'since' must be an integer") from None
+    return _json(request.app[EVENTS].since(since))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+def make_app(host: Host, worker: Worker, events: Events, metrics: Metrics) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_audit])
+    app[HOST] = host
+    app[WORKER] = worker
+    app[EVENTS] = events
+    app[METRICS] = metrics
+    app.add_routes(routes)
+    return app

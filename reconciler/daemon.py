@@ -1,0 +1,102 @@
+"""``reconciler serve``: boot pipeline, API socket, reconcile worker, file watch, sd_notify.
+
+Ready when the socket answers; ``READY=1`` goes to ``$NOTIFY_SOCKET`` when set. SIGTERM and
+SIGINT stop it cleanly: the socket is removed and the store closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from reconciler.api.server import make_app
+from reconciler.boot import boot
+from reconciler.documents import DocumentError
+from reconciler.events import Events
+from reconciler.host import Host
+from reconciler.logs import get_logger
+from reconciler.metrics import Metrics
+from reconciler.schema import InvalidSettings
+from reconciler.watch import FileWatch
+from reconciler.worker import Worker
+
+log = get_logger("daemon")
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (or any supervisor speaking the protocol) about our state."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def serve(
+    host: Host, socket_path: Path | None, user_data: Sequence[str], interval: float = 60.0
+) -> int:
+    try:
+        result = boot(host.store, host.schema, user_data)
+    except (InvalidSettings, DocumentError) as error:
+        print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
+        return 1
+    for ignored in result.user_data_ignored:
+        log.warning("user data is applied at first boot only; ignored", file=ignored)
+    path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
+    return asyncio.run(_serve(host, path, interval))
+
+
+async def _serve(host: Host, path: Path, interval: float) -> int:
+    events = Events()
+    metrics = Metrics()
+    worker = Worker(host, events, metrics, interval=interval)
+    app = make_app(host, worker, events, metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    os.chmod(path, 0o660)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    worker_task = asyncio.create_task(worker.run())
+    worker.wake("boot")
+    watch = FileWatch(
+        host.root,
+        [f.path for f in host.catalog.files.values()],
+        lambda changed: worker.wake_threadsafe(f"file changed: {changed}"),
+    )
+    watch.start()
+    worker.after_pass.append(lambda _receipt: watch.refresh())
+    sd_notify("READY=1")
+    events.emit(
+        "started", f"serving on {path}", variant=host.variant, generation=host.store.generation()
+    )
+    try:
+        await stop.wait()
+    finally:
+        sd_notify("STOPPING=1")
+        watch.stop()
+        worker.stop()
+        await worker_task
+        await runner.cleanup()
+        if path.is_socket():
+            path.unlink()
+        log.info("stopped")
+    return 0
