@@ -29,7 +29,7 @@ class Events:
                 **fields,
             }
             self._items.append(event)
-        log.info(message, event=kind, **fields)
+        log.info(message, kind=kind, **fields)
         return event
 
     def since(self, seq: int = 0, limit: int = 200) -> list[dict[str, Any]]:
