@@ -1,0 +1,219 @@
+"""Render configuration files from the settings model in a Jinja2 sandbox.
+
+Why a sandbox: templates get the whole model and must not reach Python internals or mutate the
+model shared between files. Why a custom Undefined: an absent setting must fail with its dotted
+key (``'settings.kubernetes.api-server' is not set``), not with Jinja's "dict object has no
+attribute"; it stays chainable so ``settings.kubernetes["max-pods"] is defined`` and
+``default(...)`` work even when the whole section is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from reconciler.keys import join_key
+from renderers.helpers import HELPERS
+
+if TYPE_CHECKING:
+    from renderers.catalog import Catalog
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+
+class _Node(dict):
+    """A settings table that knows its key path, so a missing child can name its dotted key."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, items: Iterable[tuple[str, Any]], path: tuple[str, ...]) -> None:
+        super().__init__(items)
+        self._path = path
+
+
+def _wrap(value: Any, path: tuple[str, ...]) -> Any:
+    if isinstance(value, Mapping):
+        return _Node(((k, _wrap(v, (*path, k))) for k, v in value.items()), path)
+    if isinstance(value, list | tuple):
+        return tuple(_wrap(v, path) for v in value)
+    return value
+
+
+def wrap_model(model: Mapping[str, Any]) -> _Node:
+    """Prepare a model once per render pass (tables become path-aware, lists tuples)."""
+    return _wrap(model, ())
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    try:
+        return join_key(path)
+    except ValueError:
+        return ".".join(path)
+
+
+class SettingUndefined(StrictUndefined):
+    """Strict on use, chainable on lookup, and its error names the dotted key."""
+
+    __slots__ = ("_key_path",)
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateError] = UndefinedError,
+    ) -> None:
+        super().__init__(hint, obj, name, exc)
+        base: tuple[str, ...] | None = None
+        if obj is missing:
+            base = ()
+        elif isinstance(obj, _Node):
+            base = obj._path
+        elif isinstance(obj, SettingUndefined):
+            base = obj._key_path
+        self._key_path = (*base, name) if base is not None and isinstance(name, str) else None
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return self._child(name)
+
+    def __getitem__(self, name: Any) -> Any:
+        return self._child(name)
+
+    def _child(self, name: Any) -> Any:
+        # Only a plain missing setting extends its key; a security refusal or any other
+        # undefined keeps its own error, so chaining never hides why it failed.
+        if self._key_path is None or self._undefined_hint is not None:
+            return self
+        if not isinstance(name, str) or name[:2] == "__":
+            return self
+        return type(self)(obj=self, name=name)
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint is None and self._key_path:
+            return f"{_dotted(self._key_path)!r} is not set"
+        return super()._undefined_message
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """Settings tables are looked up by item only: ``settings.items`` is a setting, not a method."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, _Node):
+            return self._node_item(obj, attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, _Node):
+            return self._node_item(obj, argument)
+        return super().getitem(obj, argument)
+
+    def _node_item(self, obj: _Node, name: Any) -> Any:
+        try:
+            return obj[name]
+        except (KeyError, TypeError):
+            return self.undefined(obj=obj, name=name)
+
+
+def make_environment(templates: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnvironment:
+    """The one template environment: sandboxed, strict, no autoescape, newlines kept."""
+    env = _Environment(
+        loader=FileSystemLoader(str(templates)),
+        undefined=SettingUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        auto_reload=False,
+        cache_size=-1,
+    )
+    env.globals.update(HELPERS)
+    env.filters.update(HELPERS)
+    return env
+
+
+def compile_templates(templates: Path, names: Iterable[str]) -> dict[str, Template]:
+    """Load and compile each named template once; Jinja errors propagate to the caller."""
+    env = make_environment(templates)
+    return {name: env.get_template(name) for name in sorted(set(names))}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    name: str
+    path: str
+    content: bytes
+    mode: int
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Rendered files and, per file name, why a file could not be rendered."""
+
+    files: Mapping[str, Rendered]
+    errors: Mapping[str, str]
+
+
+def describe_error(exc: BaseException) -> str:
+    """A message for the receipt: the missing key, the refused operation, or the helper's reason."""
+    if isinstance(exc, SecurityError):
+        return f"template tried an unsafe operation: {exc}"
+    if isinstance(exc, TemplateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Renderer:
+    """Renders a catalog's files; templates compiled once, at construction."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        compiled = dict(catalog.compiled)
+        wanted = {f.template for f in catalog.files.values()}
+        if not wanted <= compiled.keys():
+            templates = catalog.templates_dir or TEMPLATES_DIR
+            compiled.update(compile_templates(templates, wanted - compiled.keys()))
+        self._templates: Mapping[str, Template] = compiled
+
+    def render_all(
+        self, model: Mapping[str, Any], names: Iterable[str] | None = None
+    ) -> RenderResult:
+        """Render the named files (default: all); one failing template does not stop the others.
+
+        ``model`` is ``{"settings": nested settings, "os": {...}}``.
+        """
+        context = wrap_model(model)
+        selected = sorted(self._catalog.files if names is None else set(names))
+        files: dict[str, Rendered] = {}
+        errors: dict[str, str] = {}
+        for name in selected:
+            spec = self._catalog.files.get(name)
+            if spec is None:
+                errors[name] = f"unknown configuration file {name!r}"
+                continue
+            try:
+                text = self._templates[spec.template].render(context)
+                content = text.encode("utf-8")
+            except Exception as exc:  # a template's failure is that file's error, never the pass's
+                errors[name] = describe_error(exc)
+                continue
+            files[name] = Rendered(name, spec.path, content, spec.mode)
+        return RenderResult(files, errors)
+
+
+__all__ = [
+    "Rendered",
+    "RenderResult",
+    "Renderer",
+    "SettingUndefined",
+    "compile_templates",
+    "make_environment",
+    "wrap_model",
+]
