@@ -16,7 +16,7 @@ from reconciler.generators import generate
 from reconciler.keys import flatten, unflatten
 from reconciler.schema import InvalidSettings, Schema
 from reconciler.store import CommitResult, NothingToCommit, Store
-from reconciler.transaction import ROOT, DEFAULT_SOURCE
+from reconciler.transaction import DEFAULT_SOURCE, ROOT
 
 BOOT_TX = "boot"
 USER_DATA_MARKER = "user-data-applied"

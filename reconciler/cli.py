@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run the boot pipeline and one pass, print the receipt, exit",
     )
 
+    serve.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        help="seconds between periodic passes that catch drift the file watch missed",
+    )
+
     validate = commands.add_parser("validate", help="check user-data documents offline")
     validate.add_argument("--variant", default=None)
     validate.add_argument("files", nargs="+")
@@ -47,6 +54,11 @@ def _state_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--root", type=Path, help="prefix for rendered files (<state-dir>/root)")
     parser.add_argument("--variant", default=None, help="aws-dev, aws-k8s or aws-ecs")
+    parser.add_argument(
+        "--renderers",
+        type=Path,
+        help="directory with metadata.toml and templates/ (replaces built-ins)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(args.log_level)
     try:
-        host = open_host(args.state_dir, args.root, args.variant)
+        host = open_host(args.state_dir, args.root, args.variant, args.renderers)
     except HostError as error:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2
@@ -73,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return host.serve_once(args.user_data)
         from reconciler.daemon import serve
 
-        return serve(host, args.socket, args.user_data)
+        return serve(host, args.socket, args.user_data, args.interval)
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:

@@ -16,7 +16,7 @@ from reconciler.plan import unified_diff
 from reconciler.reconcile import Reconciler
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
 from reconciler.store import Store
-from renderers.catalog import Catalog
+from renderers.catalog import Catalog, CatalogError
 
 VARIANT_META = "variant"
 
@@ -52,8 +52,10 @@ class Host:
             print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
             return 1
         for ignored in result.user_data_ignored:
-            print(f"reconciler: {ignored}: user data is applied at first boot only; ignored",
-                  file=sys.stderr)
+            print(
+                f"reconciler: {ignored}: user data is applied at first boot only; ignored",
+                file=sys.stderr,
+            )
         receipt = self.reconciler.run_pass(reason="boot")
         print(json.dumps(receipt, indent=2))
         return 0 if receipt["ok"] else 1
@@ -72,18 +74,37 @@ class Host:
         for action in plan.files:
             target = observed_root / action.path.lstrip("/")
             old = target.read_bytes() if target.is_file() else None
-            files.append({"name": action.name, "path": action.path, "reason": action.reason,
-                          "diff": unified_diff(action.path, old, action.content)})
+            files.append(
+                {
+                    "name": action.name,
+                    "path": action.path,
+                    "reason": action.reason,
+                    "diff": unified_diff(action.path, old, action.content),
+                }
+            )
         return {
             "generation": generation,
             "files": files,
-            "services": [{"name": s.service, "reason": s.reason, "skipped": s.skipped,
-                          "changed_settings": list(s.changed_settings)} for s in plan.services],
+            "services": [
+                {
+                    "name": s.service,
+                    "reason": s.reason,
+                    "skipped": s.skipped,
+                    "changed_settings": list(s.changed_settings),
+                }
+                for s in plan.services
+            ],
             "errors": dict(plan.errors),
         }
 
 
-def open_host(state_dir: Path, root: Path | None = None, variant: str | None = None) -> Host:
+def open_host(
+    state_dir: Path,
+    root: Path | None = None,
+    variant: str | None = None,
+    renderers: Path | None = None,
+) -> Host:
+    """Open (or create) a host's state dir; ``renderers`` replaces the built-in catalog."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     root = Path(root) if root else state_dir / "root"
@@ -99,9 +120,21 @@ def open_host(state_dir: Path, root: Path | None = None, variant: str | None = N
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = Catalog.load(variant)
+        catalog = _catalog(variant, renderers)
     except BaseException:
         store.close()
         raise
     reconciler = Reconciler(store, catalog, root, os_info(variant))
     return Host(state_dir, root, store, schema, catalog, reconciler)
+
+
+def _catalog(variant: str, renderers: Path | None) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/."""
+    try:
+        if renderers is None:
+            return Catalog.load(variant, known_variants=VARIANTS)
+        return Catalog.load(
+            variant, renderers / "metadata.toml", renderers / "templates", known_variants=VARIANTS
+        )
+    except CatalogError as error:
+        raise HostError(f"renderer metadata: {error}") from None

@@ -115,10 +115,10 @@ class Worker:
         self.metrics.live_generation.set(self.host.store.generation())
         self.metrics.applied_generation.set(self.host.store.applied_generation())
         self.failures = 0 if receipt["ok"] else self.failures + 1
-        self.last_receipt = receipt
-        self._report(receipt)
         for hook in self.after_pass:
             hook(receipt)
+        self.last_receipt = receipt
+        self._report(receipt)
         return receipt
 
     def _report(self, receipt: dict[str, Any]) -> None:

@@ -1,0 +1,98 @@
+"""``apiclient`` starts fast: ``apiclient get settings.motd`` against ``python3 -c pass``.
+
+Starts a daemon (variant aws-dev, the example user data) in a temporary state directory, then
+times whole processes, interleaved, in the same run: the baseline interpreter doing nothing and
+the client in the ways it is launched (the console script when installed, ``python -m`` and the
+single file as a script, like the zipapp). Prints the medians and the ratios (target <= 3).
+
+    .venv/bin/python bench/bench_apiclient.py [--runs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = 3.0
+
+
+def start_daemon(state_dir: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(state_dir)]
+    command += ["--variant", "aws-dev", "--user-data", "examples/user-data/aws-dev.toml"]
+    log = open(state_dir.parent / "daemon.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "APICLIENT_SOCKET": str(state_dir / "api.sock")}
+    probe = [sys.executable, "-m", "reconciler.apiclient", "-u", "/os"]
+    deadline = time.monotonic() + 60
+    while subprocess.run(probe, cwd=REPO, env=env, capture_output=True).returncode != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            sys.exit(f"daemon did not start; see {state_dir.parent / 'daemon.log'}")
+        time.sleep(0.1)
+    return process
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed with {result.returncode}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+
+    python = sys.executable
+    forms: dict[str, list[str]] = {}
+    script = shutil.which("apiclient", path=str(Path(python).parent))
+    if script:
+        forms["apiclient (console script)"] = [script]
+    forms["python -m reconciler.apiclient"] = [python, "-m", "reconciler.apiclient"]
+    forms["python reconciler/apiclient.py"] = [python, str(REPO / "reconciler" / "apiclient.py")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state_dir = Path(tmp) / "state"
+        daemon = start_daemon(state_dir)
+        env = {**os.environ, "APICLIENT_SOCKET": str(state_dir / "api.sock")}
+        try:
+            baseline: list[float] = []
+            times: dict[str, list[float]] = {name: [] for name in forms}
+            for command in forms.values():  # warm the page cache and .pyc files
+                timed([*command, "get", "settings.motd"], env)
+            for _ in range(args.runs):
+                baseline.append(timed([python, "-c", "pass"], env))
+                for name, command in forms.items():
+                    times[name].append(timed([*command, "get", "settings.motd"], env))
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+
+    base = statistics.median(baseline)
+    print(f"interpreter: {python} ({sys.version.split()[0]}), {args.runs} runs each, medians")
+    print(f"{'python3 -c pass (baseline)':<52} {base * 1000:7.1f} ms")
+    for name, values in times.items():
+        median = statistics.median(values)
+        ratio = median / base
+        verdict = "ok" if ratio <= TARGET else "OVER TARGET"
+        label = f"{name} get settings.motd"
+        print(
+            f"{label:<52} {median * 1000:7.1f} ms  ratio {ratio:4.2f} (target <= {TARGET:g}: "
+            f"{verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()

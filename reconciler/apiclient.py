@@ -1,0 +1,862 @@
+"""apiclient: talk to the reconciler's API on its Unix socket (Bottlerocket-compatible).
+
+Self-contained, standard library only, so it can ship as a one-file zipapp into any container
+that has python3; every command imports only what its path needs, to start fast.
+
+Raw form (Bottlerocket's README, the default subcommand)::
+
+    apiclient -u /settings
+    apiclient -m PATCH -u /settings -d '{"motd": "my own value!"}'
+    apiclient -u /settings -X PATCH -d '...'
+    apiclient -m POST -u /tx/commit_and_apply
+
+Subcommands: raw, get, set, apply, plan, status, history, rollback, explain, reboot,
+update check|apply|cancel.
+
+The socket is ``-s/--socket-path``, else ``$APICLIENT_SOCKET``, else ``/run/api.sock``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~2 ms at startup; annotations are not evaluated
+    from typing import Any
+
+DEFAULT_SOCKET = "/run/api.sock"
+SUBCOMMANDS = (
+    "raw",
+    "get",
+    "set",
+    "apply",
+    "plan",
+    "status",
+    "history",
+    "rollback",
+    "explain",
+    "reboot",
+    "update",
+)
+# Options that take a value, to find the subcommand in argv (and insert the default ``raw``).
+_VALUE_OPTIONS = {
+    "-s",
+    "--socket-path",
+    "--log-level",
+    "-u",
+    "--uri",
+    "-m",
+    "-X",
+    "--method",
+    "-d",
+    "--data",
+}
+NAMESPACES = ("settings", "os", "services", "configuration-files")
+REQUEST_TIMEOUT = 600.0  # commit_and_apply?wait=true lasts as long as the reconcile pass
+
+
+class ClientError(Exception):
+    """A failure to report on stderr (exit 1)."""
+
+
+class ResponseError(ClientError):
+    """A non-2xx answer: ``Status <code> when <method>ing <uri>: <body>``."""
+
+    def __init__(self, method: str, uri: str, status: int, body: str):
+        self.method, self.uri, self.status, self.body = method, uri, status, body
+        message = f"Status {status} when {method}ing {uri}: {body}"
+        if status in (404, 405) and body.strip() in ("404: Not Found", "405: Method Not Allowed"):
+            message += "\n(the API server does not provide this endpoint)"
+        super().__init__(message)
+
+
+# ---- transport ---------------------------------------------------------------------------------
+
+
+def _import_http_client() -> Any:
+    """``http.client`` without pulling in ``ssl`` (a Unix socket needs no TLS; ~4 ms saved)."""
+    if "http.client" in sys.modules:
+        return sys.modules["http.client"]
+    blocked = "ssl" not in sys.modules
+    if blocked:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # makes ``import ssl`` fail
+    try:
+        import http.client
+    finally:
+        if blocked:
+            del sys.modules["ssl"]
+    return http.client
+
+
+class Client:
+    """One HTTP/1.1 connection to the API socket, reused across requests."""
+
+    def __init__(self, socket_path: str, verbose: int = 0):
+        self.socket_path = socket_path
+        self.verbose = verbose
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            http_client = _import_http_client()
+            path = self.socket_path
+
+            class UnixHTTPConnection(http_client.HTTPConnection):
+                def connect(self) -> None:
+                    import socket
+
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(self.timeout)
+                    try:
+                        sock.connect(path)
+                    except OSError:
+                        sock.close()
+                        raise
+                    self.sock = sock
+
+            self._conn = UnixHTTPConnection("localhost", timeout=REQUEST_TIMEOUT)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def request(
+        self, method: str, uri: str, data: str | bytes | None = None
+    ) -> tuple[int, str, str]:
+        """Send one request; returns (status, reason, body text). Raises ClientError on I/O."""
+        method = method.upper()
+        body = data.encode() if isinstance(data, str) else data
+        headers = {"Content-Type": "application/json"}
+        if self.verbose > 1:
+            print(f"> {method} {uri}", file=sys.stderr)
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection()
+            try:
+                conn.request(method, uri, body=body, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+                break
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as error:
+                self.close()
+                raise ClientError(
+                    f"Failed to connect to API socket {self.socket_path}: {error.strerror or error}"
+                ) from None
+            except (OSError, _import_http_client().HTTPException) as error:
+                self.close()
+                # A kept-alive connection the server had closed: retry once on a fresh one.
+                stale = isinstance(
+                    error,
+                    BrokenPipeError
+                    | ConnectionResetError
+                    | _import_http_client().RemoteDisconnected,
+                )
+                if attempt == 2 or not reused or not stale:
+                    raise ClientError(
+                        f"Failed to {method} {uri} on {self.socket_path}: {error}"
+                    ) from None
+        if response.will_close:
+            self.close()
+        text = raw.decode("utf-8", errors="replace")
+        if self.verbose > 1:
+            print(f"< {response.status} {response.reason}", file=sys.stderr)
+        return response.status, response.reason, text
+
+    def call(self, method: str, uri: str, data: Any = None) -> Any:
+        """Request with a JSON body (when given); JSON answer (None when empty); non-2xx raises."""
+        payload = None if data is None else json.dumps(data, default=_json_default)
+        status, _, text = self.request(method, uri, payload)
+        if not 200 <= status < 300:
+            raise ResponseError(method.upper(), uri, status, text)
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+
+def _json_default(value: Any) -> Any:
+    isoformat = getattr(value, "isoformat", None)  # TOML dates and times
+    if isoformat is not None:
+        return isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _query(path: str, **params: Any) -> str:
+    from urllib.parse import quote
+
+    parts = [
+        f"{name}={quote(str(value), safe=',')}"
+        for name, value in params.items()
+        if value is not None
+    ]
+    return path + ("?" + "&".join(parts) if parts else "")
+
+
+def _random_suffix() -> str:
+    return os.urandom(8).hex()
+
+
+# ---- argument parsing --------------------------------------------------------------------------
+
+
+def _with_default_subcommand(argv: list[str]) -> list[str]:
+    """Bottlerocket's ``raw`` is the default subcommand: ``apiclient -u /settings`` works."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            break
+        if token.startswith("-") and token != "-":
+            if token in _VALUE_OPTIONS:
+                i += 2
+                continue
+            i += 1
+            continue
+        if token in SUBCOMMANDS:
+            return argv
+        break
+    if any(t in ("-h", "--help") for t in argv[:i]) and not any(
+        t in ("-u", "--uri") or t.startswith(("-u", "--uri=")) for t in argv
+    ):
+        return argv  # top-level help
+    return ["raw", *argv]
+
+
+def _parser() -> Any:
+    import argparse
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-s",
+        "--socket-path",
+        default=argparse.SUPPRESS,
+        help="API socket (default $APICLIENT_SOCKET, else /run/api.sock)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="print the HTTP status to stderr (twice: requests too)",
+    )
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(
+        prog="apiclient",
+        description="Client for the reconciler API on its Unix socket.",
+        parents=[common],
+        epilog="Without a subcommand, 'raw' is assumed: apiclient -u /settings",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    raw = sub("raw", "make one HTTP request (the default)")
+    raw.add_argument("-u", "--uri", required=True, help="request path and query, e.g. /settings")
+    raw.add_argument("-m", "-X", "--method", default="GET", help="HTTP method (default GET)")
+    raw.add_argument("-d", "--data", help="request body")
+
+    get = sub("get", "print settings (and os, services...) under key prefixes, or one /uri")
+    get.add_argument("prefixes", nargs="*", metavar="PREFIX|/URI")
+
+    set_ = sub("set", "change settings in their own transaction, commit and apply")
+    set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    set_.add_argument("-j", "--json", help="settings as a JSON object (inside 'settings')")
+
+    apply = sub("apply", "apply settings documents (TOML, YAML, JSON) all or nothing")
+    apply.add_argument(
+        "inputs", nargs="*", metavar="FILE|-", help="files, file:// or http(s):// URIs; - is stdin"
+    )
+
+    plan = sub("plan", "dry run: what committing a transaction would change")
+    plan.add_argument("--tx", default="default", help="transaction (default 'default')")
+    plan.add_argument("--json", action="store_true", help="print the raw answer")
+
+    status = sub("status", "state, generations, reasons and the last reconcile receipt")
+    status.add_argument("--json", action="store_true", help="print the raw answer")
+
+    history = sub("history", "settings generations, newest first")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--before", type=int, help="only generations older than this one")
+    history.add_argument("--json", action="store_true", help="print the raw answer")
+
+    rollback = sub("rollback", "restore the settings of an earlier generation")
+    rollback.add_argument(
+        "--generation", type=int, help="target generation (default: the one before the live one)"
+    )
+    rollback.add_argument(
+        "--no-wait", action="store_true", help="do not wait for the reconcile pass"
+    )
+
+    explain = sub("explain", "where a setting's value comes from, and its history")
+    explain.add_argument("key", help="e.g. motd or settings.motd")
+    explain.add_argument("--json", action="store_true", help="print the raw answer")
+
+    sub("reboot", "reboot the host")
+
+    update = sub("update", "check for, apply or cancel OS updates")
+    actions = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
+    actions.add_parser("check", help="refresh the list of available updates", parents=[common])
+    update_apply = actions.add_parser(
+        "apply", help="download and activate the chosen update", parents=[common]
+    )
+    update_apply.add_argument("-c", "--check", action="store_true", help="check first")
+    update_apply.add_argument("-r", "--reboot", action="store_true", help="reboot afterwards")
+    actions.add_parser("cancel", help="deactivate a staged update", parents=[common])
+    for action in actions.choices.values():
+        action.add_argument(
+            "--timeout", type=float, default=1800.0, help="seconds to wait for each step"
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        _parser().print_help(sys.stderr)
+        return 2
+    args = _parser().parse_args(_with_default_subcommand(argv))
+    if args.command is None:
+        _parser().print_help(sys.stderr)
+        return 2
+    socket_path = (
+        getattr(args, "socket_path", None) or os.environ.get("APICLIENT_SOCKET") or DEFAULT_SOCKET
+    )
+    client = Client(socket_path, getattr(args, "verbose", 0) or 0)
+    handler = globals()["cmd_" + args.command]
+    try:
+        return handler(client, args)
+    except ClientError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    finally:
+        client.close()
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+# ---- raw ---------------------------------------------------------------------------------------
+
+
+def cmd_raw(client: Client, args: Any) -> int:
+    method = args.method.upper()
+    status, reason, body = client.request(method, args.uri, args.data)
+    if client.verbose:
+        print(f"{status} {reason}".rstrip(), file=sys.stderr)
+    if not 200 <= status < 300:
+        raise ResponseError(method, args.uri, status, body)
+    if body:
+        sys.stdout.write(body if body.endswith("\n") else body + "\n")
+    return 0
+
+
+# ---- get ---------------------------------------------------------------------------------------
+
+
+def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _model_prefix(prefix: str) -> str:
+    """A raw key prefix; ``motd`` (matching no namespace at all) means ``settings.motd``."""
+    if any(ns.startswith(prefix) or prefix.startswith(ns) for ns in NAMESPACES):
+        return prefix
+    return "settings." + prefix
+
+
+def cmd_get(client: Client, args: Any) -> int:
+    uris = [p for p in args.prefixes if p.startswith("/")]
+    if uris:
+        if len(args.prefixes) > 1:
+            raise ClientError("apiclient get: give either key prefixes or one /uri, not both")
+        _print_json(client.call("GET", uris[0]))
+        return 0
+    result: dict[str, Any] = {}
+    for prefix in args.prefixes or ["os.", "settings."]:
+        if not prefix:
+            raise ClientError("apiclient get: empty prefix")
+        answer = client.call("GET", _query("/", prefix=_model_prefix(prefix)))
+        if isinstance(answer, dict):
+            _deep_merge(result, answer)
+    _print_json(result)
+    return 0
+
+
+# ---- set and apply -----------------------------------------------------------------------------
+
+
+def _commit_and_apply(client: Client, tx: str) -> int:
+    """Commit ``tx``, wait for the reconcile pass, report it; 1 when the pass failed."""
+    try:
+        answer = client.call("POST", _query("/tx/commit_and_apply", tx=tx, wait="true"))
+    except ClientError:
+        _discard(client, tx)
+        raise
+    if not isinstance(answer, dict):  # a server without wait support: a list of keys
+        changed = answer or []
+        print(f"Committed {len(changed)} changed setting(s): {', '.join(sorted(changed))}")
+        return 0
+    changed = sorted(answer.get("changed") or [])
+    generation = answer.get("generation")
+    if changed:
+        print(f"Changed ({len(changed)}), generation {generation}:")
+        for key in changed:
+            print(f"  {key}")
+    else:
+        print(f"No setting changed (generation {generation})")
+    return _report_receipt(answer.get("receipt"))
+
+
+def _report_receipt(receipt: Any) -> int:
+    if not isinstance(receipt, dict):
+        print("Applied: no receipt")
+        return 0
+    steps = receipt.get("steps") or []
+    duration = receipt.get("duration_ms")
+    timing = f" in {duration:.0f} ms" if isinstance(duration, int | float) else ""
+    if receipt.get("ok"):
+        work = f"{len(steps)} step(s)" if steps else "nothing to do"
+        print(f"Applied: ok (generation {receipt.get('generation')}{timing}, {work})")
+        for step in steps:
+            print(f"  {_step_line(step)}")
+        return 0
+    print(
+        f"Apply FAILED (generation {receipt.get('generation')}{timing})",
+        file=sys.stderr,
+    )
+    if receipt.get("error"):
+        print(f"  error: {receipt['error']}", file=sys.stderr)
+    for step in steps:
+        if step.get("result") == "failed":
+            print(f"  {_step_line(step)}", file=sys.stderr)
+    return 1
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    detail = step.get("detail") or ""
+    path = step.get("path")
+    name = f"{step.get('name')} ({path})" if path else str(step.get("name"))
+    return f"{step.get('kind')} {name}: {step.get('result')}" + (f" - {detail}" if detail else "")
+
+
+def _discard(client: Client, tx: str) -> None:
+    try:
+        client.call("DELETE", _query("/tx", tx=tx))
+    except ClientError as error:
+        print(f"warning: could not discard transaction {tx!r}: {error}", file=sys.stderr)
+
+
+def cmd_set(client: Client, args: Any) -> int:
+    if bool(args.pairs) == bool(args.json):
+        raise ClientError("apiclient set: give KEY=VALUE pairs or -j/--json JSON (one of them)")
+    tx = f"apiclient-set-{_random_suffix()}"
+    if args.json:
+        try:
+            body = json.loads(args.json)
+        except json.JSONDecodeError as error:
+            raise ClientError(f"apiclient set: --json is not valid JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise ClientError("apiclient set: --json must be a JSON object")
+        uri, payload = _query("/settings", tx=tx), body
+    else:
+        bad = [p for p in args.pairs if "=" not in p or p.startswith("=")]
+        if bad:
+            raise ClientError(f"apiclient set: invalid KEY=VALUE: {bad[0]!r}")
+        uri, payload = _query("/settings/keypair", tx=tx), {"request_payload": args.pairs}
+    try:
+        client.call("PATCH", uri, payload)
+    except ClientError:
+        _discard(client, tx)
+        raise
+    return _commit_and_apply(client, tx)
+
+
+def _read_input(name: str) -> tuple[str, str]:
+    """(text, label) of one apply input: ``-`` is stdin, else a file, file:// or http(s)://."""
+    if name == "-":
+        return sys.stdin.read(), "<stdin>"
+    if name.startswith(("http://", "https://")):
+        from urllib.request import urlopen
+
+        try:
+            with urlopen(name, timeout=60) as response:
+                return response.read().decode("utf-8"), name
+        except OSError as error:
+            raise ClientError(f"{name}: cannot fetch: {error}") from None
+    path = name[len("file://") :] if name.startswith("file://") else name
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(), name
+    except OSError as error:
+        raise ClientError(f"{name}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ClientError(f"{name}: not UTF-8 text: {error}") from None
+
+
+def _parse_document(text: str, label: str) -> dict[str, Any]:
+    """Parse TOML, JSON or YAML (by extension, else sniffed) and return its ``settings``."""
+    lower = label.lower().split("?", 1)[0]
+    if lower.endswith(".json"):
+        kinds = ["json"]
+    elif lower.endswith(".toml"):
+        kinds = ["toml"]
+    elif lower.endswith((".yaml", ".yml")):
+        kinds = ["yaml"]
+    elif text.lstrip().startswith("{"):
+        kinds = ["json", "yaml"]
+    else:
+        kinds = ["toml", "yaml"]
+    errors = []
+    document: Any = None
+    for kind in kinds:
+        try:
+            document = _PARSERS[kind](text)
+            break
+        except _YamlUnavailable as error:
+            errors.append(str(error))
+        except Exception as error:  # every parser has its own error types
+            errors.append(f"not valid {kind.upper()}: {error}")
+    else:
+        raise ClientError(f"{label}: " + "; ".join(errors))
+    if not isinstance(document, dict) or "settings" not in document:
+        raise ClientError(f"{label}: the document has no top-level 'settings'")
+    settings = document["settings"]
+    if not isinstance(settings, dict):
+        raise ClientError(f"{label}: 'settings' must be a table/object")
+    return settings
+
+
+class _YamlUnavailable(Exception):
+    pass
+
+
+def _parse_toml(text: str) -> Any:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:
+        raise _YamlUnavailable(
+            "YAML input needs the ruamel.yaml package, which is not installed here; "
+            "use TOML or JSON"
+        ) from None
+    return YAML(typ="safe", pure=True).load(text)
+
+
+_PARSERS = {"json": json.loads, "toml": _parse_toml, "yaml": _parse_yaml}
+
+
+def cmd_apply(client: Client, args: Any) -> int:
+    inputs = args.inputs or ["-"]
+    if inputs.count("-") > 1:
+        raise ClientError("apiclient apply: stdin ('-') can be given only once")
+    # Read and parse everything before touching the server: a bad document changes nothing.
+    documents = [_parse_document(*_read_input(name)) for name in inputs]
+    tx = f"apiclient-apply-{_random_suffix()}"
+    try:
+        for name, settings in zip(inputs, documents, strict=True):
+            try:
+                client.call("PATCH", _query("/settings", tx=tx), settings)
+            except ResponseError as error:
+                label = "<stdin>" if name == "-" else name
+                raise ClientError(f"{label}: {error}") from None
+    except ClientError:
+        _discard(client, tx)
+        raise
+    return _commit_and_apply(client, tx)
+
+
+# ---- plan, status, history, rollback, explain --------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _when(stamp: Any) -> str:
+    if not isinstance(stamp, int | float):
+        return str(stamp)
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(stamp))
+
+
+def cmd_plan(client: Client, args: Any) -> int:
+    answer = client.call("POST", _query("/tx/plan", tx=args.tx))
+    if args.json:
+        _print_json(answer)
+        return 0
+    settings = answer.get("settings") or []
+    files = answer.get("files") or []
+    services = answer.get("services") or []
+    errors = answer.get("errors") or {}
+    print(f"Plan for transaction {args.tx!r} (live generation {answer.get('generation')})")
+    if settings:
+        print(f"Settings ({len(settings)}):")
+        for change in settings:
+            key, old, new = change.get("key"), change.get("old"), change.get("new")
+            if old is None:
+                print(f"  + {key} = {_value(new)}")
+            elif new is None:
+                print(f"  - {key} (was {_value(old)})")
+            else:
+                print(f"  ~ {key}: {_value(old)} -> {_value(new)}")
+    else:
+        print("Settings: no pending change")
+    if files:
+        print(f"Files ({len(files)}):")
+        for item in files:
+            reason = f" ({item['reason']})" if item.get("reason") else ""
+            print(f"  {item.get('name')} {item.get('path')}{reason}")
+            for line in (item.get("diff") or "").splitlines():
+                print(f"    {line}")
+    else:
+        print("Files: none would change")
+    if services:
+        print(f"Services ({len(services)}):")
+        for svc in services:
+            action = "would restart (skipped: sandbox)" if svc.get("skipped") else "would restart"
+            keys = ", ".join(svc.get("changed_settings") or [])
+            reason = f" - {svc['reason']}" if svc.get("reason") else ""
+            print(f"  {svc.get('name')}: {action}{reason}" + (f" [{keys}]" if keys else ""))
+    else:
+        print("Services: none would restart")
+    if errors:
+        print(f"Errors ({len(errors)}):")
+        for name, message in sorted(errors.items()):
+            print(f"  {name}: {message}")
+        return 1
+    return 0
+
+
+def cmd_status(client: Client, args: Any) -> int:
+    answer = client.call("GET", "/status")
+    if args.json:
+        _print_json(answer)
+        return 0
+    variant = f" (variant {answer['variant']})" if answer.get("variant") else ""
+    print(f"State:       {answer.get('state')}{variant}")
+    print(
+        f"Generations: live {answer.get('live_generation')}, "
+        f"applied {answer.get('applied_generation')}"
+    )
+    for condition in answer.get("conditions") or []:
+        reasons = condition.get("reasons")
+        reason = condition.get("reason")
+        text = "; ".join(reasons) if reasons else (reason or "")
+        flag = "yes" if condition.get("status") else "no"
+        print(f"  {condition.get('type', '?'):<12} {flag:<3} {text}".rstrip())
+    if answer.get("retries"):
+        print(f"Retries:     {answer['retries']} failed pass(es) in a row")
+    receipt = answer.get("last_receipt")
+    if isinstance(receipt, dict):
+        outcome = "ok" if receipt.get("ok") else "FAILED"
+        duration = receipt.get("duration_ms")
+        timing = f", {duration:.0f} ms" if isinstance(duration, int | float) else ""
+        started = f" at {_when(receipt['started'])}" if receipt.get("started") else ""
+        number = f" #{receipt['pass']}" if receipt.get("pass") is not None else ""
+        print(
+            f"Last pass{number}: {outcome}, generation {receipt.get('generation')}{started}"
+            f"{timing}, reason {receipt.get('reason')!r}"
+        )
+        if receipt.get("error"):
+            print(f"  error: {receipt['error']}")
+        for step in receipt.get("steps") or []:
+            print(f"  {_step_line(step)}")
+    else:
+        print("Last pass: none yet")
+    return 0
+
+
+def cmd_history(client: Client, args: Any) -> int:
+    answer = client.call("GET", _query("/generations", limit=args.limit, before=args.before))
+    if args.json:
+        _print_json(answer)
+        return 0
+    if not answer:
+        print("No generations")
+        return 0
+    for item in answer:
+        keys = [c.get("key", "?") for c in item.get("changes") or []]
+        shown = ", ".join(keys[:8]) + (f", ... (+{len(keys) - 8})" if len(keys) > 8 else "")
+        print(
+            f"{item.get('generation'):>5}  {_when(item.get('time'))}  "
+            f"{item.get('source')}  {shown or '(no change)'}"
+        )
+    return 0
+
+
+def cmd_rollback(client: Client, args: Any) -> int:
+    target = args.generation
+    if target is None:
+        recent = client.call("GET", _query("/generations", limit=2)) or []
+        if len(recent) < 2:
+            raise ClientError("apiclient rollback: there is no earlier generation to roll back to")
+        target = recent[1]["generation"]
+    # ``wait=true`` is ignored by servers that do not support it; then poll ``/status``.
+    answer = client.call(
+        "POST", _query("/actions/rollback-settings", generation=target, wait="true")
+    )
+    generation = answer.get("generation")
+    changed = sorted(answer.get("changed") or [])
+    if not changed:
+        print(f"Settings already equal generation {target}; nothing changed")
+        return 0
+    print(f"Rolled back to generation {target} as generation {generation}; changed:")
+    for key in changed:
+        print(f"  {key}")
+    if args.no_wait:
+        return 0
+    receipt = answer.get("receipt") or _wait_for_pass(client, generation)
+    return _report_receipt(receipt)
+
+
+def _wait_for_pass(client: Client, generation: int, timeout: float = 300.0) -> Any:
+    """Poll ``/status`` until a reconcile pass covering ``generation`` has finished."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.call("GET", "/status")
+        receipt = status.get("last_receipt")
+        covered = isinstance(receipt, dict) and (receipt.get("generation") or 0) >= generation
+        if covered and (status.get("applied_generation", 0) >= generation or not receipt["ok"]):
+            return receipt
+        if time.monotonic() > deadline:
+            raise ClientError(
+                f"timed out waiting for the pass that applies generation {generation}"
+            )
+        time.sleep(0.05)
+
+
+def _settings_key(key: str) -> str:
+    return key if key == "settings" or key.startswith("settings.") else "settings." + key
+
+
+def cmd_explain(client: Client, args: Any) -> int:
+    key = _settings_key(args.key)
+    answer = client.call("GET", _query("/provenance", keys=key, history="true")) or {}
+    if args.json:
+        _print_json(answer)
+        return 0
+    if not any(e.get("source") is not None or e.get("history") for e in answer.values()):
+        print(f"{key} is not set and has no history")
+        return 1
+    for name in sorted(answer):
+        entry = answer[name]
+        if entry.get("source") is None:
+            print(f"{name} is not set")
+        else:
+            print(f"{name} = {_value(entry.get('value'))}")
+            print(f"  source:     {entry.get('source')}")
+            print(f"  generation: {entry.get('generation')} ({_when(entry.get('time'))})")
+        history = entry.get("history") or []
+        if history:
+            print("  history (newest first):")
+            for change in history:
+                old, new = change.get("old"), change.get("new")
+                what = (
+                    f"set {_value(new)}"
+                    if old is None
+                    else f"removed (was {_value(old)})"
+                    if new is None
+                    else f"{_value(old)} -> {_value(new)}"
+                )
+                print(
+                    f"    {change.get('generation'):>5}  {_when(change.get('time'))}  "
+                    f"{change.get('source')}  {what}"
+                )
+    return 0
+
+
+# ---- reboot and updates ------------------------------------------------------------------------
+
+
+def cmd_reboot(client: Client, args: Any) -> int:
+    client.call("POST", "/actions/reboot")
+    print("Reboot requested")
+    return 0
+
+
+def _update_status(client: Client) -> dict[str, Any] | None:
+    """``/updates/status``; None while it was never initialized (a 404 from the endpoint)."""
+    try:
+        return client.call("GET", "/updates/status")
+    except ResponseError as error:
+        if error.status == 404 and error.body.strip() != "404: Not Found":
+            return None
+        raise
+
+
+def _update_action(client: Client, action: str, command: str, timeout: float) -> dict[str, Any]:
+    """POST an update action, then poll until ``most_recent_command`` reports it finished."""
+    import time
+
+    before = _update_status(client)
+    before_stamp = ((before or {}).get("most_recent_command") or {}).get("timestamp")
+    client.call("POST", f"/actions/{action}")
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _update_status(client)
+        recent = (status or {}).get("most_recent_command") or {}
+        if recent.get("timestamp") != before_stamp and recent.get("cmd_type") == command:
+            if recent.get("cmd_status") == "Failed":
+                raise ClientError(
+                    f"update {command} failed (exit {recent.get('exit_status')}): "
+                    f"{(recent.get('stderr') or '').strip()}"
+                )
+            if recent.get("cmd_status") == "Success":
+                return status or {}
+        if time.monotonic() > deadline:
+            raise ClientError(f"timed out waiting for update {command} to finish")
+        time.sleep(0.25)
+
+
+def cmd_update(client: Client, args: Any) -> int:
+    timeout = args.timeout
+    if args.update_command == "check":
+        _print_json(_update_action(client, "refresh-updates", "refresh", timeout))
+        return 0
+    if args.update_command == "cancel":
+        _update_action(client, "deactivate-update", "deactivate", timeout)
+        print("Update has been canceled")
+        return 0
+    if args.check:
+        status = _update_action(client, "refresh-updates", "refresh", timeout)
+        if not status.get("chosen_update"):
+            print("No update available")
+            return 0
+    _update_action(client, "prepare-update", "prepare", timeout)
+    _update_action(client, "activate-update", "activate", timeout)
+    if args.reboot:
+        client.call("POST", "/actions/reboot")
+        print("Update applied; rebooting")
+    else:
+        print("Update has been applied and will take effect on next reboot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
