@@ -77,11 +77,11 @@ async def _serve(host: Host, path: Path, interval: float) -> int:
 
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
-    watch = FileWatch(
-        host.root,
-        [f.path for f in host.catalog.files.values()],
-        lambda changed: worker.wake_threadsafe(f"file changed: {changed}"),
-    )
+    def file_changed(path: str) -> None:
+        if not host.reconciler.in_sync(path):
+            worker.wake_threadsafe(f"file changed: {path}")
+
+    watch = FileWatch(host.root, [f.path for f in host.catalog.files.values()], file_changed)
     watch.start()
     worker.after_pass.append(lambda _receipt: watch.refresh())
     sd_notify("READY=1")

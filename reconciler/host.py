@@ -60,14 +60,15 @@ class Host:
         print(json.dumps(receipt, indent=2))
         return 0 if receipt["ok"] else 1
 
-    def dry_run(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-        """What a pass would do now for ``settings`` (default: live); touches nothing."""
+    def dry_run(
+        self, settings: dict[str, Any] | None = None, changed: set[str] | None = None
+    ) -> dict[str, Any]:
+        """What a pass would do for ``settings`` (default: live), counting ``changed`` keys on
+        top of those not applied yet; touches nothing."""
         generation = self.store.generation()
         if settings is None:
             settings = self.store.live_document()
-            changed = self.store.changed_since(self.store.applied_generation())
-        else:
-            changed = set()
+        changed = self.store.changed_since(self.store.applied_generation()) | (changed or set())
         plan = self.reconciler.plan_for(settings, generation, changed)
         observed_root = self.root
         files = []

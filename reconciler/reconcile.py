@@ -7,6 +7,7 @@ store *before* the write and settled after the restart, so a crash never loses o
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,22 @@ class Reconciler:
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
+        self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
+
+    def in_sync(self, path: str) -> bool:
+        """True when the file at ``path`` (absolute) is what the last pass left there.
+
+        The file watch uses it to ignore the pass's own writes (no needless second pass).
+        """
+        expected = self._expected.get(path)
+        if expected is None:
+            return False
+        try:
+            with open(path, "rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode & 0o7777
+                return (handle.read(), mode) == expected
+        except OSError:
+            return False
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {"settings": settings, "os": self.os_info}
@@ -116,6 +133,10 @@ class Reconciler:
             )
 
         self._last_rendered = {name: r.content for name, r in rendered.files.items()}
+        self._expected = {
+            str(self.root / r.path.lstrip("/")): (r.content, r.mode)
+            for r in rendered.files.values()
+        }
         ok = all(step.result != "failed" for step in steps)
         receipt = {
             "generation": generation,

@@ -267,15 +267,22 @@ async def apply(request: web.Request) -> web.Response:
 
 @routes.post("/tx/commit_and_apply")
 async def commit_and_apply(request: web.Request) -> web.Response:
-    worker = request.app[WORKER]
     generation, changed = await _commit(request)
+    return _json(await _apply(request, generation, changed, "commit"))
+
+
+async def _apply(request: web.Request, generation: int, answer: Any, reason: str) -> Any:
+    """Wake the worker; with ``wait=true``, add the receipt of the pass covering ``generation``."""
+    worker = request.app[WORKER]
     if not _flag(request, "wait"):
-        worker.wake("commit")
-        return _json(changed)
+        worker.wake(reason)
+        return answer
     waiting = asyncio.ensure_future(worker.wait_for(generation))
-    worker.wake("commit")
+    worker.wake(reason)
     receipt = await waiting
-    return _json({"changed": changed, "generation": generation, "receipt": receipt})
+    if isinstance(answer, list):
+        answer = {"changed": answer, "generation": generation}
+    return {**answer, "receipt": receipt}
 
 
 @routes.get("/os")
@@ -369,7 +376,7 @@ async def plan(request: web.Request) -> web.Response:
             section = split_key(change.key)[1]
             if section not in preview.sections:
                 settings.pop(section, None)
-        result = host.dry_run(settings)
+        result = host.dry_run(settings, {c.key for c in preview.changes})
         result["settings"] = [{"key": c.key, "old": c.old, "new": c.new} for c in preview.changes]
         result["tx"] = tx
         return result
@@ -460,8 +467,8 @@ async def rollback(request: web.Request) -> web.Response:
     request.app[EVENTS].emit(
         "rollback", f"settings rolled back to generation {generation}", generation=result.generation
     )
-    request.app[WORKER].wake("rollback")
-    return _json({"generation": result.generation, "changed": list(result.changed)})
+    answer = {"generation": result.generation, "changed": list(result.changed)}
+    return _json(await _apply(request, result.generation, answer, "rollback"))
 
 
 @routes.get("/provenance")
