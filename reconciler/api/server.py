@@ -438,6 +438,8 @@ async def generations(request: web.Request) -> web.Response:
         before = int(request.query["before"]) if "before" in request.query else None
     except ValueError:
         raise BadRequest("'limit' and 'before' must be integers") from None
+    if before is not None:
+        before = max(0, min(before, 2**62))
     items = request.app[HOST].store.generations(max(1, min(limit, 1000)), before)
     return _json(
         [
