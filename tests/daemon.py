@@ -29,7 +29,9 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
+    def __init__(
+        self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ):
         self.state_dir = state_dir
         self.socket = state_dir / "api.sock"
         self.root = state_dir / "root"

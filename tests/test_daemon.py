@@ -6,8 +6,8 @@ import os
 import socket
 import stat
 import sys
-import threading
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ AWS_DEV = str(REPO / "examples/user-data/aws-dev.toml")
 @pytest.fixture
 def daemon(tmp_path):
     started = Daemon(tmp_path / "state", ["--variant", "aws-dev", "--user-data", AWS_DEV])
+    eventually(lambda: started.ok("GET", "/status")["state"] == "Ready")
     yield started
     started.stop()
 
@@ -124,7 +125,8 @@ def test_metadata_endpoints(daemon):
     assert daemon.ok("GET", "/configuration-files?names=motd")["motd"]["path"] == "/etc/motd"
     model = daemon.ok("GET", "/")
     assert {"settings", "services", "configuration-files", "os"} <= set(model)
-    assert daemon.ok("GET", "/?prefix=settings.motd") == {"settings": {"motd": model["settings"]["motd"]}}
+    expected = {"settings": {"motd": model["settings"]["motd"]}}
+    assert daemon.ok("GET", "/?prefix=settings.motd") == expected
 
 
 def test_plan_is_a_dry_run(daemon):
