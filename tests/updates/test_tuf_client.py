@@ -301,3 +301,12 @@ def test_expiry_policy_applies(env: Env) -> None:
     assert md["timestamp"].signed.expires - signed_at == timedelta(weeks=1)
     assert md["snapshot"].signed.expires - signed_at == timedelta(weeks=2)
     assert md["targets"].signed.expires - signed_at == timedelta(weeks=2)
+
+
+def test_failed_refresh_is_sticky_for_that_client(env: Env, tmp_path: Path) -> None:
+    run_updata("resign", env.path, "--expires", "timestamp=-1d")
+    with env.client(tmp_path / "cache") as c:
+        with pytest.raises(FreezeError):
+            c.refresh()
+        with pytest.raises(FreezeError):
+            c.get_target("manifest.json")
