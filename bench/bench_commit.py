@@ -2,8 +2,8 @@
 
 Commits one key (``settings.motd``) into a store holding 100 live keys (the baseline) and one
 holding 100,000 live keys, in the same run; prints the medians and their ratio (target <= 1.5).
-Also prints, for honesty, a one-key commit *inside* the 100,000-key section: validation is scoped
-to the touched top-level section, so that cost follows the section's size.
+Also a one-key commit *inside* the 100,000-key map: a commit reads and validates only the keys
+it touches (and the small table around them), so that too follows the change.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def filled_store(path: Path, schema: Schema, keys: int) -> Store:
     labels = {f"bench-{n}": "v" for n in range(keys - 1)}
     store.add_patch("fill", {"motd": "start", "kubernetes": {"node-labels": labels}}, "bench")
     store.commit("fill", schema)
-    assert len(store.live()) == keys
+    assert len(store.live()) >= keys  # plus the section's defaults
     return store
 
 
@@ -47,11 +47,11 @@ def main() -> None:
         small_t = statistics.median(commit_times(small, schema, motd))
         large_t = statistics.median(commit_times(large, schema, motd))
         label = lambda i: {"kubernetes": {"node-labels": {"bench-0": f"v{i}"}}}  # noqa: E731
-        section_t = statistics.median(commit_times(large, schema, label)[:20])
+        section_t = statistics.median(commit_times(large, schema, label))
     print(f"commit one key, 100 live keys (baseline):   {small_t * 1000:8.3f} ms median")
     print(f"commit one key, 100,000 live keys:           {large_t * 1000:8.3f} ms median")
     print(f"ratio 100,000 / 100:                         {large_t / small_t:8.2f} (target <= 1.5)")
-    print(f"commit one key inside the 100,000-key section: {section_t * 1000:8.1f} ms median")
+    print(f"commit one key inside the 100,000-key map:   {section_t * 1000:8.3f} ms median")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class Host:
                 for s in plan.services
             ],
             "errors": dict(plan.errors),
+            **{e.name: e.plan(settings) for e in self.reconciler.executors},
         }
 
 

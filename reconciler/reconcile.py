@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, write_atomic
 from reconciler.plan import Plan, ServiceAction, plan
@@ -39,6 +39,25 @@ class Step:
         }
 
 
+class Executor(Protocol):
+    """A part of the host converged after files and services (host containers, updates...).
+
+    ``reconcile`` is called once per pass with the live settings and returns its steps (dicts
+    like ``Step.as_dict()``: kind, name, result, detail; result "failed" makes the pass fail).
+    ``plan`` answers the dry run without touching anything; ``status`` feeds ``GET /status``.
+    """
+
+    name: str
+
+    def reconcile(
+        self, settings: Mapping[str, Any], generation: int, changed: set[str]
+    ) -> list[dict[str, Any]]: ...
+
+    def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Reconciler:
     """Converges the files and services of one host towards the live settings."""
 
@@ -57,6 +76,7 @@ class Reconciler:
         self.sandbox = self.root.resolve() != Path("/")
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
+        self.executors: list[Executor] = []
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
         self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
 
@@ -127,6 +147,17 @@ class Reconciler:
         for action in the_plan.services:
             steps.append(self._service(action, failed_files))
 
+        executor_steps: list[dict[str, Any]] = []
+        for executor in self.executors:
+            try:
+                executor_steps += executor.reconcile(settings, generation, changed)
+            except Exception as error:  # one broken executor must not stop the others
+                executor_steps.append(
+                    Step(
+                        executor.name, executor.name, "failed", f"{type(error).__name__}: {error}"
+                    ).as_dict()
+                )
+
         for name, message in sorted(the_plan.errors.items()):
             steps.append(
                 Step("file", name, "failed", message, {"path": self.catalog.files[name].path})
@@ -137,7 +168,8 @@ class Reconciler:
             str(self.root / r.path.lstrip("/")): (r.content, r.mode)
             for r in rendered.files.values()
         }
-        ok = all(step.result != "failed" for step in steps)
+        step_dicts = [step.as_dict() for step in steps] + executor_steps
+        ok = all(step["result"] != "failed" for step in step_dicts)
         receipt = {
             "generation": generation,
             "ok": ok,
@@ -145,7 +177,7 @@ class Reconciler:
             "started": started,
             "duration_ms": round((time.time() - started) * 1000, 3),
             "changed_settings": sorted(changed),
-            "steps": [step.as_dict() for step in steps],
+            "steps": step_dicts,
             "unchanged_files": len(the_plan.unchanged),
         }
         receipt["pass"] = self.store.save_receipt(generation, ok, receipt)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.keys import flatten, join_key, split_key, unflatten
+from reconciler.keys import flatten, unflatten
 from reconciler.transaction import (
     ROOT,
     Change,
@@ -27,7 +27,6 @@ from reconciler.transaction import (
     SchemaLike,
     plan_commit,
     rollback_plan,
-    touched_sections,
 )
 
 _SCHEMA = """
@@ -282,15 +281,6 @@ class Store:
         ).fetchall()
         return [Patch(source, json.loads(body)) for source, body in rows]
 
-    def _sections(self, db: sqlite3.Connection, names: Iterable[str]) -> dict[str, Any]:
-        sections: dict[str, Any] = {}
-        for name in names:
-            prefix = join_key((ROOT, name))
-            flat = {k: _load(v) for k, v, _ in self._live_under(db, prefix)}
-            if flat:
-                sections[name] = unflatten(flat, strip=1)[name]
-        return sections
-
     def preview(self, tx: str, schema: SchemaLike, extra: Patch | None = None) -> CommitPlan:
         """What committing ``tx`` (plus ``extra``) would do; validates, changes nothing."""
         with self._read() as db:
@@ -300,9 +290,8 @@ class Store:
     def _plan(
         self, db: sqlite3.Connection, tx: str, patches: list[Patch], schema: SchemaLike
     ) -> CommitPlan:
-        names = touched_sections(patches)
-        plan = plan_commit(self._sections(db, names), patches, schema.defaults())
-        schema.check(plan.sections, sections=names, origin=f"transaction {tx!r}")
+        plan = plan_commit(_SqliteView(db), patches, schema.defaults())
+        schema.check(plan.to_validate, sections=plan.sections, origin=f"transaction {tx!r}")
         return plan
 
     def add_patch(
@@ -357,8 +346,9 @@ class Store:
             target = self.values_at(generation)
             live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
             plan = rollback_plan(live, target, f"rollback:{generation}")
-            names = sorted({split_key(c.key)[1] for c in plan.changes})
-            schema.check(plan.sections, sections=names, origin=f"generation {generation}")
+            schema.check(
+                plan.to_validate, sections=plan.sections, origin=f"generation {generation}"
+            )
             return self._apply(db, f"rollback-{generation}", f"rollback:{generation}", plan)
 
     def _apply(self, db: sqlite3.Connection, tx: str, label: str, plan: CommitPlan) -> CommitResult:
@@ -460,6 +450,25 @@ class Store:
         with self._lock:
             row = self._db.execute("SELECT max(generation) FROM receipts WHERE ok = 1").fetchone()
         return row[0] or 0
+
+
+class _SqliteView:
+    """Live settings read inside the current SQLite transaction (see transaction.LiveView)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def value(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _load(row[0])
+
+    def below(self, key: str, limit: int | None = None) -> dict[str, Any]:
+        low, high = _subtree_bounds(key)
+        rows = self.db.execute(
+            "SELECT key, value FROM settings WHERE key > ? AND key < ? LIMIT ?",
+            (low, high, -1 if limit is None else limit),
+        ).fetchall()
+        return {k: _load(v) for k, v in rows}
 
 
 def _patch_keys(patch: Patch) -> Iterable[str]:

@@ -1,7 +1,8 @@
-"""Pure commit planning: pending merge patches + live sections + defaults -> new sections, changes.
+"""Commit planning: pending merge patches + live settings + defaults -> changes to validate.
 
-The store does the I/O; this module decides what a commit means. Work is scoped to the top-level
-sections a transaction touches, so the cost of a commit follows the change, not the store.
+The store does the I/O; this module decides what a commit means. It reads live settings only
+through a small ``LiveView`` (the keys a patch names, their ancestors and subtrees), so the cost of
+a commit follows the change, not the size of the store or of the section it touches.
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reconciler.keys import flatten, is_under, merge_patch, split_key, unflatten
+from reconciler.keys import flatten, is_under, join_key, split_key, unflatten
 
 ROOT = "settings"
 DEFAULT_SOURCE = "default"
+# A table with at most this many keys below it is validated whole when one of its members
+# changes, so ``required`` members of small tables (a host container's ``source``) hold. Bigger
+# tables are user maps (labels, attributes): only their changed entries are validated. The schema
+# puts no constraint across a map's entries, and live data was valid when committed.
+SMALL_TABLE = 64
 
 
 class SchemaLike(Protocol):
@@ -28,6 +34,16 @@ class SchemaLike(Protocol):
     ) -> None: ...
 
     def defaults(self) -> dict[str, Any]: ...
+
+
+class LiveView(Protocol):
+    """Read access to live settings (flat, full keys)."""
+
+    def value(self, key: str) -> Any:
+        """The value at ``key``, or None when absent."""
+
+    def below(self, key: str, limit: int | None = None) -> dict[str, Any]:
+        """Keys strictly below ``key`` (at most ``limit`` of them)."""
 
 
 @dataclass(frozen=True)
@@ -50,34 +66,118 @@ class Change:
 
 @dataclass(frozen=True)
 class CommitPlan:
-    sections: dict[str, Any]  # section -> new value (absent sections omitted)
     changes: tuple[Change, ...]  # value changes, sorted by key
     sources: dict[str, str]  # every key (re)written -> its source, even if the value is unchanged
+    to_validate: dict[str, Any]  # the part of the new settings the schema must check (nested)
+    sections: tuple[str, ...]  # top-level sections touched
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """JSON equality: ``1``, ``1.0`` and ``true`` are different values."""
+    return a == b and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def touched_sections(patches: Iterable[Patch]) -> list[str]:
     return sorted({name for patch in patches for name in patch.body})
 
 
-def fill_defaults(value: Any, default: Any) -> Any:
-    """Put back defaults missing from ``value`` (a deleted key brings its default back)."""
-    if value is None:
-        return default
-    if isinstance(value, dict) and isinstance(default, dict):
-        merged = dict(value)
-        for name, fallback in default.items():
-            merged[name] = fill_defaults(value.get(name), fallback)
-        return merged
-    return value
+class _Overlay:
+    """Live settings with the transaction's writes on top (None marks a removed key)."""
+
+    def __init__(self, live: LiveView):
+        self.live = live
+        self.writes: dict[str, Any] = {}
+
+    def value(self, key: str) -> Any:
+        return self.writes[key] if key in self.writes else self.live.value(key)
+
+    def below(self, key: str, limit: int | None = None) -> dict[str, Any]:
+        found = {k: v for k, v in self.live.below(key, limit).items() if k not in self.writes}
+        found.update(
+            {
+                k: v
+                for k, v in self.writes.items()
+                if v is not None and is_under(k, key) and k != key
+            }
+        )
+        return found
+
+    def remove_subtree(self, key: str) -> list[str]:
+        removed = [key] if self.value(key) is not None else []
+        removed += list(self.below(key))
+        for gone in removed:
+            self.writes[gone] = None
+        return removed
+
+    def set(self, key: str, value: Any) -> list[str]:
+        """Set a leaf; a table below it or a leaf above it gives way (merge-patch semantics)."""
+        removed = list(self.below(key))
+        segments = split_key(key)
+        for depth in range(2, len(segments)):
+            ancestor = join_key(segments[:depth])
+            if self.value(ancestor) is not None:
+                removed.append(ancestor)
+        for gone in removed:
+            self.writes[gone] = None
+        self.writes[key] = value
+        return removed
 
 
-def _flat_section(section: str, value: Any) -> dict[str, Any]:
-    return flatten({ROOT: {section: value}}) if value is not None else {}
+def plan_commit(
+    live: LiveView, patches: Sequence[Patch], defaults: Mapping[str, Any]
+) -> CommitPlan:
+    """Apply ``patches`` in order over ``live``, put defaults back where keys went missing."""
+    overlay = _Overlay(live)
+    setters: dict[str, str] = {}
+    sections = touched_sections(patches)
+    for patch in patches:
+        for key, leaf in flatten({ROOT: patch.body}).items():
+            if leaf is None:
+                gone = overlay.remove_subtree(key)
+            else:
+                gone = overlay.set(key, leaf)
+                setters[key] = patch.source
+            for removed in gone:
+                setters.pop(removed, None)
+    for key, default in flatten(
+        {ROOT: {s: defaults[s] for s in sections if s in defaults}}
+    ).items():
+        if (
+            overlay.value(key) is None
+            and not overlay.below(key, 1)
+            and not _leaf_above(overlay, key)
+        ):
+            overlay.writes[key] = default
+            setters[key] = DEFAULT_SOURCE
+
+    changes = tuple(
+        Change(key, live.value(key), new, setters.get(key) if new is not None else None)
+        for key, new in sorted(overlay.writes.items())
+        if not same_value(live.value(key), new)
+    )
+    touched = {c.key for c in changes} | set(setters)
+    return CommitPlan(changes, setters, _validation_view(overlay, touched), tuple(sections))
 
 
-def same_value(a: Any, b: Any) -> bool:
-    """JSON equality: ``1``, ``1.0`` and ``true`` are different values."""
-    return a == b and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+def _leaf_above(view: _Overlay, key: str) -> bool:
+    segments = split_key(key)
+    return any(view.value(join_key(segments[:d])) is not None for d in range(2, len(segments)))
+
+
+def _validation_view(view: _Overlay, keys: Iterable[str]) -> dict[str, Any]:
+    """Each touched key's new value, with its whole table when that table is small."""
+    flat: dict[str, Any] = {}
+    for key in keys:
+        segments = split_key(key)
+        value = view.value(key)
+        if value is not None:
+            flat[key] = value
+        if len(segments) > 2:
+            parent = join_key(segments[:-1])
+            members = view.below(parent, SMALL_TABLE + 1)
+            if len(members) <= SMALL_TABLE:
+                flat.update(members)
+    return unflatten(flat, strip=1)
 
 
 def diff(
@@ -90,50 +190,21 @@ def diff(
     )
 
 
-def plan_commit(
-    old_sections: Mapping[str, Any],
-    patches: Sequence[Patch],
-    defaults: Mapping[str, Any],
-) -> CommitPlan:
-    """Apply ``patches`` in order to the touched ``old_sections`` and fill defaults back in."""
-    sections: dict[str, Any] = {}
-    setters: dict[str, str] = {}
-    old_flat: dict[str, Any] = {}
-    for section in touched_sections(patches):
-        value = old_sections.get(section)
-        old_flat.update(_flat_section(section, value))
-        for patch in patches:
-            if section not in patch.body:
-                continue
-            value = merge_patch(value, patch.body[section])
-            for key, leaf in flatten({ROOT: {section: patch.body[section]}}).items():
-                if leaf is None:
-                    for owned in [k for k in setters if is_under(k, key)]:
-                        del setters[owned]
-                else:
-                    setters[key] = patch.source
-        if isinstance(value, dict) and not value:
-            value = None
-        value = fill_defaults(value, defaults.get(section))
-        if value is not None:
-            sections[section] = value
-
-    new_flat: dict[str, Any] = {}
-    for section, value in sections.items():
-        new_flat.update(_flat_section(section, value))
-    sources: dict[str, str] = {}
-    for key, value in new_flat.items():
-        if key in setters:
-            sources[key] = setters[key]
-        elif key not in old_flat or not same_value(old_flat[key], value):
-            sources[key] = DEFAULT_SOURCE
-    return CommitPlan(sections, diff(old_flat, new_flat, sources), sources)
-
-
 def rollback_plan(live: Mapping[str, Any], target: Mapping[str, Any], source: str) -> CommitPlan:
     """Make ``live`` (flat) equal ``target`` (flat values of a past generation)."""
     sources = {k: source for k, v in target.items() if not same_value(live.get(k), v)}
     changes = diff(live, target, sources)
-    touched = {split_key(c.key)[1] for c in changes}
-    nested = unflatten({k: v for k, v in target.items() if split_key(k)[1] in touched}, strip=1)
-    return CommitPlan(nested, changes, sources)
+    touched = sorted({split_key(c.key)[1] for c in changes})
+    view = unflatten({k: v for k, v in target.items() if split_key(k)[1] in touched}, strip=1)
+    return CommitPlan(changes, sources, view, tuple(touched))
+
+
+def apply_changes(flat: Mapping[str, Any], changes: Iterable[Change]) -> dict[str, Any]:
+    """``flat`` settings with ``changes`` applied (for dry runs)."""
+    result = dict(flat)
+    for change in changes:
+        if change.new is None:
+            result.pop(change.key, None)
+        else:
+            result[change.key] = change.new
+    return result

@@ -25,6 +25,7 @@ from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.schema import InvalidSettings
 from reconciler.store import NothingToCommit, UnknownGeneration
+from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
 
 MAX_BODY = 1024 * 1024
@@ -370,12 +371,7 @@ async def plan(request: web.Request) -> web.Response:
 
     def dry_run() -> dict[str, Any]:
         preview = host.store.preview(tx, host.schema)
-        settings = host.store.live_document()
-        settings.update(preview.sections)
-        for change in preview.changes:  # sections deleted outright
-            section = split_key(change.key)[1]
-            if section not in preview.sections:
-                settings.pop(section, None)
+        settings = unflatten(apply_changes(host.store.live(), preview.changes), strip=1)
         result = host.dry_run(settings, {c.key for c in preview.changes})
         result["settings"] = [{"key": c.key, "old": c.old, "new": c.new} for c in preview.changes]
         result["tx"] = tx
@@ -423,6 +419,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "applied_generation": applied,
         "last_receipt": receipt,
         "retries": worker.failures,
+        **{e.name: e.status() for e in host.reconciler.executors},
     }
 
 
