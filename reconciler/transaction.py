@@ -7,12 +7,13 @@ a commit follows the change, not the size of the store or of the section it touc
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reconciler.keys import flatten, is_under, join_key, split_key, unflatten
+from reconciler.keys import flatten, join_key, split_key, unflatten
 
 ROOT = "settings"
 DEFAULT_SOURCE = "default"
@@ -87,26 +88,30 @@ class _Overlay:
     def __init__(self, live: LiveView):
         self.live = live
         self.writes: dict[str, Any] = {}
+        self._descendants: dict[str, set[str]] = {}  # ancestor -> written keys below it
 
     def value(self, key: str) -> Any:
         return self.writes[key] if key in self.writes else self.live.value(key)
 
     def below(self, key: str, limit: int | None = None) -> dict[str, Any]:
         found = {k: v for k, v in self.live.below(key, limit).items() if k not in self.writes}
-        found.update(
-            {
-                k: v
-                for k, v in self.writes.items()
-                if v is not None and is_under(k, key) and k != key
-            }
-        )
-        return found
+        written = (k for k in self._descendants.get(key, ()) if self.writes[k] is not None)
+        for k in itertools.islice(written, limit):
+            found[k] = self.writes[k]
+        return found if limit is None else dict(itertools.islice(found.items(), limit))
+
+    def write(self, key: str, value: Any) -> None:
+        if key not in self.writes:
+            segments = split_key(key)
+            for depth in range(1, len(segments)):
+                self._descendants.setdefault(join_key(segments[:depth]), set()).add(key)
+        self.writes[key] = value
 
     def remove_subtree(self, key: str) -> list[str]:
         removed = [key] if self.value(key) is not None else []
         removed += list(self.below(key))
         for gone in removed:
-            self.writes[gone] = None
+            self.write(gone, None)
         return removed
 
     def set(self, key: str, value: Any) -> list[str]:
@@ -118,8 +123,8 @@ class _Overlay:
             if self.value(ancestor) is not None:
                 removed.append(ancestor)
         for gone in removed:
-            self.writes[gone] = None
-        self.writes[key] = value
+            self.write(gone, None)
+        self.write(key, value)
         return removed
 
 
@@ -131,6 +136,10 @@ def plan_commit(
     setters: dict[str, str] = {}
     sections = touched_sections(patches)
     for patch in patches:
+        for table in _tables(patch.body, (ROOT,)):  # a table in a patch replaces a leaf there
+            if overlay.value(table) is not None:
+                overlay.write(table, None)
+                setters.pop(table, None)
         for key, leaf in flatten({ROOT: patch.body}).items():
             if leaf is None:
                 gone = overlay.remove_subtree(key)
@@ -147,7 +156,7 @@ def plan_commit(
             and not overlay.below(key, 1)
             and not _leaf_above(overlay, key)
         ):
-            overlay.writes[key] = default
+            overlay.write(key, default)
             setters[key] = DEFAULT_SOURCE
 
     changes = tuple(
@@ -159,6 +168,13 @@ def plan_commit(
     return CommitPlan(changes, setters, _validation_view(overlay, touched), tuple(sections))
 
 
+def _tables(node: Mapping[str, Any], path: tuple[str, ...]) -> Iterator[str]:
+    for name, value in node.items():
+        if isinstance(value, Mapping):
+            yield join_key((*path, name))
+            yield from _tables(value, (*path, name))
+
+
 def _leaf_above(view: _Overlay, key: str) -> bool:
     segments = split_key(key)
     return any(view.value(join_key(segments[:d])) is not None for d in range(2, len(segments)))
@@ -167,6 +183,7 @@ def _leaf_above(view: _Overlay, key: str) -> bool:
 def _validation_view(view: _Overlay, keys: Iterable[str]) -> dict[str, Any]:
     """Each touched key's new value, with its whole table when that table is small."""
     flat: dict[str, Any] = {}
+    small_tables: dict[str, dict[str, Any] | None] = {}
     for key in keys:
         segments = split_key(key)
         value = view.value(key)
@@ -174,9 +191,10 @@ def _validation_view(view: _Overlay, keys: Iterable[str]) -> dict[str, Any]:
             flat[key] = value
         if len(segments) > 2:
             parent = join_key(segments[:-1])
-            members = view.below(parent, SMALL_TABLE + 1)
-            if len(members) <= SMALL_TABLE:
-                flat.update(members)
+            if parent not in small_tables:
+                members = view.below(parent, SMALL_TABLE + 1)
+                small_tables[parent] = members if len(members) <= SMALL_TABLE else None
+                flat.update(small_tables[parent] or {})
     return unflatten(flat, strip=1)
 
 
