@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -97,6 +99,7 @@ class Worker:
     async def _pass(self, reason: str) -> dict[str, Any]:
         self.busy = True
         started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(generation=self.host.store.generation(), tx=None)
         try:
             receipt = await asyncio.to_thread(self.host.reconciler.run_pass, reason)
         except Exception as error:  # a bug or a broken store: report it, keep the daemon up

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from reconciler.api.keypair import patch_from_pairs
@@ -100,6 +101,10 @@ async def errors_and_audit(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     status = 500
+    structlog.contextvars.bind_contextvars(
+        tx=request.query.get("tx") or DEFAULT_TX,
+        generation=request.app[HOST].store.generation(),
+    )
     try:
         response = await handler(request)
         status = response.status
@@ -127,7 +132,6 @@ async def errors_and_audit(
                 method=request.method,
                 path=request.path_qs,
                 status=status,
-                tx=request.query.get("tx"),
                 **peer(request),
             )
 
