@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from reconciler import containers
 from reconciler.api.server import make_app
 from reconciler.boot import boot
 from reconciler.documents import DocumentError
@@ -24,6 +25,8 @@ from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.schema import InvalidSettings
+from reconciler.sources.gitloop import GitLoop
+from reconciler.sources.gitsync import GitSync
 from reconciler.watch import FileWatch
 from reconciler.worker import Worker
 
@@ -40,6 +43,10 @@ def sd_notify(message: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address)
         sock.sendall(message.encode())
+
+
+def _pointer_changed(receipt: dict) -> bool:
+    return any(k.startswith("settings.gitops") for k in receipt.get("changed_settings", []))
 
 
 def serve(
@@ -60,7 +67,8 @@ async def _serve(host: Host, path: Path, interval: float) -> int:
     events = Events()
     metrics = Metrics()
     worker = Worker(host, events, metrics, interval=interval)
-    app = make_app(host, worker, events, metrics)
+    git_loop = GitLoop(GitSync(host, events), worker, metrics)
+    app = make_app(host, worker, events, metrics, git_loop)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,8 +83,15 @@ async def _serve(host: Host, path: Path, interval: float) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    detach_containers = containers.attach(
+        host.reconciler.executors, path, worker.wake_threadsafe, events
+    )
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
+    git_task = asyncio.create_task(git_loop.run())
+    git_loop.wake()
+    worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())
+
     def file_changed(path: str) -> None:
         if not host.reconciler.in_sync(path):
             worker.wake_threadsafe(f"file changed: {path}")
@@ -93,8 +108,11 @@ async def _serve(host: Host, path: Path, interval: float) -> int:
     finally:
         sd_notify("STOPPING=1")
         watch.stop()
+        git_loop.stop()
+        await git_task
         worker.stop()
         await worker_task
+        detach_containers()
         await runner.cleanup()
         if path.is_socket():
             path.unlink()

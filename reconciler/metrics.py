@@ -36,5 +36,12 @@ class Metrics:
             "reconciler_api_requests", "API requests", ["method", "status"], registry=self.registry
         )
 
+        self.git_sync_duration = Histogram(
+            "reconciler_git_sync_duration_seconds", "Duration of git syncs",
+            registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+        )
+        self.git_sync_failures = Counter("reconciler_git_sync_failures", "Failed git syncs",
+                                         ["condition"], registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

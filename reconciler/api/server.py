@@ -25,6 +25,9 @@ from reconciler.keys import InvalidKeyError, is_under, join_key, split_key, unfl
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.schema import InvalidSettings
+from reconciler.sources.gitloop import GitLoop
+from reconciler.sources.gitsync import owner_message
+from reconciler.sources.layers import owned_keys
 from reconciler.store import NothingToCommit, UnknownGeneration
 from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
@@ -38,6 +41,7 @@ HOST = web.AppKey("host", Host)
 WORKER = web.AppKey("worker", Worker)
 EVENTS = web.AppKey("events", Events)
 METRICS = web.AppKey("metrics", Metrics)
+GIT = web.AppKey("git", object)  # GitLoop | None
 
 routes = web.RouteTableDef()
 
@@ -203,6 +207,12 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     if "settings" in body and len(body) == 1:
         body = body["settings"]  # accept the user-data shape too
     tx = _tx(request)
+    owned = owned_keys(body, host.store.sources)
+    if owned and not _flag(request, "force"):
+        raise web.HTTPConflict(text=owner_message(host, owned))
+    if owned:
+        request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
+                                 tx=tx)
     await asyncio.to_thread(host.store.add_patch, tx, body, f"api:{tx}", host.schema)
     return web.Response(status=204)
 
@@ -427,9 +437,29 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     }
 
 
+@routes.post("/actions/sync")
+async def sync(request: web.Request) -> web.Response:
+    git = request.app[GIT]
+    if git is None:
+        raise web.HTTPNotFound(text="this daemon has no git source")
+    if not _flag(request, "wait"):
+        git.wake()
+        return web.Response(status=204)
+    status = await git.request()
+    answer: dict[str, Any] = {"sync": status}
+    if status["changed"]:
+        generation = request.app[HOST].store.generation()
+        answer["receipt"] = await request.app[WORKER].wait_for(generation)
+    return _json(answer)
+
+
 @routes.get("/status")
 async def status(request: web.Request) -> web.Response:
-    return _json(status_view(request.app[HOST], request.app[WORKER]))
+    view = status_view(request.app[HOST], request.app[WORKER])
+    git = request.app[GIT]
+    if git is not None:
+        view["gitops"] = git.sync.status.as_dict()
+    return _json(view)
 
 
 @routes.get("/generations")
@@ -515,11 +545,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-def make_app(host: Host, worker: Worker, events: Events, metrics: Metrics) -> web.Application:
+def make_app(
+    host: Host, worker: Worker, events: Events, metrics: Metrics, git: GitLoop | None = None
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_audit])
     app[HOST] = host
     app[WORKER] = worker
     app[EVENTS] = events
     app[METRICS] = metrics
+    app[GIT] = git
     app.add_routes(routes)
     return app

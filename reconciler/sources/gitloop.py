@@ -1,0 +1,74 @@
+"""When the git source syncs: on its interval (with jitter), on request, on a pointer change.
+
+An unreachable remote or a bad revision is a condition, retried with exponential backoff up to
+the interval; never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
+from reconciler.metrics import Metrics
+from reconciler.sources.gitsync import GitSync
+from reconciler.worker import Worker
+
+JITTER = 0.1
+
+
+class GitLoop:
+    def __init__(self, sync: GitSync, worker: Worker, metrics: Metrics):
+        self.sync = sync
+        self.worker = worker
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._waiters: list[asyncio.Future[dict[str, Any]]] = []
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def request(self) -> dict[str, Any]:
+        """Sync now; the answer is the status after that sync."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wake.set()
+        return await future
+
+    def _delay(self) -> float:
+        interval = self.sync.interval()
+        failures = self.sync.status.failures
+        if failures:
+            return min(interval, 2.0 ** min(failures - 1, 16))
+        return interval * random.uniform(1 - JITTER, 1 + JITTER)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._delay())
+            if self._stopping:
+                break
+            self._wake.clear()
+            waiters, self._waiters = self._waiters, []
+            started = time.perf_counter()
+            status = await asyncio.to_thread(self.sync.sync)
+            if status.condition != "Disabled":
+                self.metrics.git_sync_duration.observe(time.perf_counter() - started)
+            if status.condition in ("Failed", "Invalid", "Unverified"):
+                self.metrics.git_sync_failures.labels(status.condition).inc()
+            if status.changed:
+                self.worker.wake("git")
+            answer = status.as_dict()
+            for future in waiters:
+                if not future.done():
+                    future.set_result(answer)
+        for future in self._waiters:
+            if not future.done():
+                future.cancel()

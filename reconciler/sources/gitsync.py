@@ -1,0 +1,235 @@
+"""The git fleet source: fetch the pointer's ref, merge its layers, apply the revision whole.
+
+An invalid revision (unparsable file, schema problem, untrusted signature) changes nothing: the
+last good revision stays applied and the status names the commit, file and key. Keys git applied
+are owned by git (source ``git:<commit>``); those a new revision no longer declares are pruned.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reconciler.documents import DocumentError, parse_document, settings_of
+from reconciler.events import Events
+from reconciler.host import Host
+from reconciler.schema import InvalidSettings
+from reconciler.sources.gitrepo import GitRepo, GitSourceError
+from reconciler.sources.layers import (
+    GIT_SOURCE_PREFIX,
+    Layer,
+    declaring_layer,
+    layer_candidates,
+    merge_layers,
+    sync_patch,
+)
+from reconciler.store import NothingToCommit
+
+GIT_TX = "gitops"
+APPLIED_META = "gitops-applied"
+HISTORY = 50  # applied commits remembered
+
+
+@dataclass
+class GitStatus:
+    condition: str = "Disabled"  # Disabled | Synced | Failed | Invalid | Unverified
+    reason: str = ""
+    url: str | None = None
+    ref: str | None = None
+    path: str | None = None
+    fetched_commit: str | None = None
+    applied_commit: str | None = None
+    last_attempt: float | None = None
+    last_success: float | None = None
+    failures: int = 0
+    changed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GitSync:
+    """One host's git source; ``sync`` is blocking and serialised (run it off the event loop)."""
+
+    def __init__(self, host: Host, events: Events):
+        self.host = host
+        self.events = events
+        self.base = host.state_dir / "git"
+        self.status = GitStatus()
+        applied = host.store.get_meta(APPLIED_META) or {}
+        self.status.applied_commit = applied.get("commit")
+        # to notice a ref moved backwards: commits applied before, and the newest one's time
+        self._history: list[str] = applied.get("history", [])
+        self._applied_time = applied.get("committed", 0)
+        self._lock = threading.Lock()
+
+    def pointer(self) -> dict[str, Any]:
+        return self.host.store.live_document().get("gitops", {})
+
+    def interval(self) -> float:
+        return float(self.pointer().get("interval", 300))
+
+    def sync(self) -> GitStatus:
+        with self._lock:
+            pointer = self.pointer()
+            status = self.status
+            status.url, status.ref, status.path = (
+                pointer.get("url"),
+                pointer.get("ref"),
+                pointer.get("path"),
+            )
+            status.changed = []
+            if not status.url:
+                status.condition, status.reason = "Disabled", "settings.gitops.url is not set"
+                return status
+            status.last_attempt = time.time()
+            try:
+                self._sync(pointer)
+            except GitSourceError as error:
+                self._fail("Unverified" if "not signed" in str(error) else "Failed", str(error))
+            except _InvalidRevision as error:
+                self._fail("Invalid", str(error))
+            return status
+
+    def _fail(self, condition: str, reason: str) -> None:
+        self.status.condition, self.status.reason = condition, reason
+        self.status.failures += 1
+        self.events.emit(
+            "git", f"git sync {condition.lower()}: {reason}", commit=self.status.fetched_commit
+        )
+
+    def _sync(self, pointer: dict[str, Any]) -> None:
+        status = self.status
+        repo = GitRepo(self.base, pointer["url"])
+        revision = repo.fetch(pointer.get("ref"))
+        status.fetched_commit = revision.commit
+        verify = pointer.get("verify", {})
+        if verify.get("mode", "none") != "none":
+            repo.verify(
+                revision.commit,
+                verify["mode"],
+                verify.get("allowed-signers"),
+                verify.get("keyring"),
+                self.base / "gnupg",
+            )
+        layers = self._layers(repo, revision.commit, pointer)
+        desired = merge_layers(layers)
+        self._check(desired, layers, revision.commit)
+        store, schema = self.host.store, self.host.schema
+        sources = store.sources()
+        patch = sync_patch(desired, sources)
+        source = f"{GIT_SOURCE_PREFIX}{revision.commit}"
+        history = [revision.commit] + [c for c in self._history if c != revision.commit]
+        store.discard(GIT_TX)
+        try:
+            store.add_patch(GIT_TX, patch, source, schema)
+            result = store.commit(
+                GIT_TX,
+                schema,
+                meta={
+                    APPLIED_META: {
+                        "commit": revision.commit,
+                        "url": pointer["url"],
+                        "path": pointer.get("path"),
+                        "ref": pointer.get("ref"),
+                        "time": time.time(),
+                        "committed": revision.committed,
+                        "history": history[:HISTORY],
+                    }
+                },
+            )
+            changed = list(result.changed)
+        except InvalidSettings as error:
+            store.discard(GIT_TX)
+            raise _InvalidRevision(self._describe(error, layers, revision.commit)) from None
+        except NothingToCommit:
+            changed = []
+        drifted = [
+            k
+            for k in changed
+            if k in sources
+            and not sources[k].startswith(GIT_SOURCE_PREFIX)
+            and sources[k] not in ("default", "generator")
+        ]
+        for key in drifted:
+            self.events.emit(
+                "drift",
+                f"{key} was changed outside git ({sources[key]}); git's value restored",
+                commit=revision.commit,
+            )
+        moved_back = revision.commit in self._history or revision.committed < self._applied_time
+        if status.applied_commit and status.applied_commit != revision.commit and moved_back:
+            self.events.emit(
+                "git",
+                f"ref moved back to an older commit {revision.commit[:12]} "
+                f"(was {status.applied_commit[:12]}): applied as the fleet's "
+                "desired state",
+                commit=revision.commit,
+            )
+        if status.applied_commit != revision.commit:
+            self.events.emit(
+                "git",
+                f"applied {revision.commit[:12]} from {pointer['url']}",
+                commit=revision.commit,
+                changed=changed,
+            )
+        status.applied_commit = revision.commit
+        status.condition, status.reason = "Synced", f"applied {revision.commit[:12]}"
+        status.last_success = time.time()
+        status.failures = 0
+        status.changed = changed
+        self._applied_time = revision.committed
+        self._history = history[:HISTORY]
+
+    def _layers(self, repo: GitRepo, commit: str, pointer: dict[str, Any]) -> list[Layer]:
+        layers = []
+        candidates = layer_candidates(
+            pointer.get("path", "."), pointer.get("groups", []), pointer.get("host-id")
+        )
+        for names in candidates:
+            for name in names:
+                data = repo.read(commit, name)
+                if data is None:
+                    continue
+                try:
+                    layers.append(Layer(name, settings_of(parse_document(data, name), name)))
+                except DocumentError as error:
+                    raise _InvalidRevision(f"commit {commit[:12]}: {error}") from None
+                break
+        if not layers:
+            raise _InvalidRevision(
+                f"commit {commit[:12]}: no layer found under "
+                f"{pointer.get('path', '.')!r} (common, groups, hosts)"
+            )
+        return layers
+
+    def _check(self, desired: dict[str, Any], layers: list[Layer], commit: str) -> None:
+        problems = self.host.schema.validate(desired)
+        if problems:
+            raise _InvalidRevision(self._describe(InvalidSettings(problems), layers, commit))
+
+    @staticmethod
+    def _describe(error: InvalidSettings, layers: list[Layer], commit: str) -> str:
+        lines = []
+        for problem in error.problems:
+            origin = declaring_layer(problem.key, layers) or "merged layers"
+            lines.append(f"commit {commit[:12]}: {origin}: {problem}")
+        return "; ".join(lines)
+
+
+class _InvalidRevision(Exception):
+    pass
+
+
+def owner_message(host: Host, keys: list[str]) -> str:
+    applied = host.store.get_meta(APPLIED_META) or {}
+    where = f"{applied.get('url', 'the fleet repository')}"
+    if applied.get("path"):
+        where += f" (path {applied['path']})"
+    shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return (
+        f"{shown}: managed by git, {where}; change it in the repository, or PATCH with "
+        "force=true (git puts its value back at the next sync)"
+    )
