@@ -189,7 +189,8 @@ def test_signed_commit_policy(tmp_path, fleet):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     signers = tmp_path / "allowed_signers"
     signers.write_text(f"fleet@example.com {(tmp_path / 'signer.pub').read_text()}")
-    d = start(tmp_path, fleet, extra=f'verify = {{ mode = "ssh", allowed-signers = "{signers}" }}\n')
+    verify = f'verify = {{ mode = "ssh", allowed-signers = "{signers}" }}\n'
+    d = start(tmp_path, fleet, extra=verify)
     try:
         status = d.ok("GET", "/status")["gitops"]
         assert status["condition"] == "Unverified" and "not signed" in status["reason"]
