@@ -670,6 +670,15 @@ def cmd_status(client: Client, args: Any) -> int:
         print(f"  {condition.get('type', '?'):<12} {flag:<3} {text}".rstrip())
     if answer.get("retries"):
         print(f"Retries:     {answer['retries']} failed pass(es) in a row")
+    git = answer.get("gitops")
+    if isinstance(git, dict) and git.get("condition") != "Disabled":
+        print(f"Git:         {git.get('condition')} {git.get('url')} ref {git.get('ref') or 'HEAD'}"
+              f" path {git.get('path') or '.'}")
+        fetched, applied = git.get("fetched_commit") or "-", git.get("applied_commit") or "-"
+        print(f"  fetched {fetched[:12]}, applied {applied[:12]}"
+              + (f", last success {_when(git['last_success'])}" if git.get("last_success") else ""))
+        if git.get("reason"):
+            print(f"  {git['reason']}")
     receipt = answer.get("last_receipt")
     if isinstance(receipt, dict):
         outcome = "ok" if receipt.get("ok") else "FAILED"
