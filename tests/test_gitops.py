@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def test_layers_apply_and_git_owns_them(tmp_path, fleet):
         assert source == f"git:{head}"
         status = d.ok("GET", "/status")["gitops"]
         assert status["condition"] == "Synced" and status["applied_commit"] == head
+        shown = subprocess.run([sys.executable, "-m", "reconciler.apiclient", "-s", str(d.socket),
+                                "status"], capture_output=True, text=True, cwd=REPO, check=True)
+        assert f"applied {head[:12]}" in shown.stdout and "Synced" in shown.stdout
     finally:
         d.stop()
 
