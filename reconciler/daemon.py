@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,13 +17,10 @@ from aiohttp import web
 
 from reconciler import containers
 from reconciler.api.server import make_app
-from reconciler.boot import boot
-from reconciler.documents import DocumentError
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
-from reconciler.schema import InvalidSettings
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.watch import FileWatch
@@ -52,13 +48,8 @@ def _pointer_changed(receipt: dict) -> bool:
 def serve(
     host: Host, socket_path: Path | None, user_data: Sequence[str], interval: float = 60.0
 ) -> int:
-    try:
-        result = boot(host.store, host.schema, user_data)
-    except (InvalidSettings, DocumentError) as error:
-        print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
+    if not host.boot(user_data):
         return 1
-    for ignored in result.user_data_ignored:
-        log.warning("user data is applied at first boot only; ignored", file=ignored)
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
     return asyncio.run(_serve(host, path, interval))
 

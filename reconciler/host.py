@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.boot import boot
+from reconciler.containers import HostContainers
 from reconciler.documents import DocumentError
 from reconciler.osinfo import os_info
 from reconciler.plan import unified_diff
@@ -44,18 +45,22 @@ class Host:
     def variant(self) -> str:
         return self.schema.variant
 
-    def serve_once(self, user_data: Sequence[str]) -> int:
-        """Boot pipeline and one pass; the receipt goes to stdout."""
+    def boot(self, user_data: Sequence[str]) -> bool:
+        """The boot pipeline; on invalid user data, says which file and key and returns False."""
         try:
             result = boot(self.store, self.schema, user_data)
         except (InvalidSettings, DocumentError) as error:
             print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
-            return 1
+            return False
         for ignored in result.user_data_ignored:
-            print(
-                f"reconciler: {ignored}: user data is applied at first boot only; ignored",
-                file=sys.stderr,
-            )
+            print(f"reconciler: {ignored}: user data is applied at first boot only; ignored",
+                  file=sys.stderr)
+        return True
+
+    def serve_once(self, user_data: Sequence[str]) -> int:
+        """Boot pipeline and one pass; the receipt goes to stdout."""
+        if not self.boot(user_data):
+            return 1
         receipt = self.reconciler.run_pass(reason="boot")
         print(json.dumps(receipt, indent=2))
         return 0 if receipt["ok"] else 1
@@ -127,6 +132,9 @@ def open_host(
         store.close()
         raise
     reconciler = Reconciler(store, catalog, root, os_info(variant))
+    # Host containers: podman is only run once a host container is enabled (a missing podman is
+    # then a failed step of that container, never a start-up error).
+    reconciler.executors.append(HostContainers(state_dir))
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 

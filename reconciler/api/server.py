@@ -44,6 +44,13 @@ METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
 
 routes = web.RouteTableDef()
+# domain errors -> status code; the body is the error's message (names the key and the rule)
+ERROR_STATUS: dict[type[Exception], int] = {
+    InvalidSettings: 400,
+    InvalidKeyError: 400,
+    NothingToCommit: 422,
+    UnknownGeneration: 404,
+}
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -116,18 +123,9 @@ async def errors_and_audit(
     except web.HTTPException as error:
         status = error.status
         raise
-    except InvalidSettings as error:
-        status = 400
-        return web.Response(status=400, text=str(error))
-    except InvalidKeyError as error:
-        status = 400
-        return web.Response(status=400, text=str(error))
-    except NothingToCommit as error:
-        status = 422
-        return web.Response(status=422, text=str(error))
-    except UnknownGeneration as error:
-        status = 404
-        return web.Response(status=404, text=str(error))
+    except tuple(ERROR_STATUS) as error:
+        status = next(code for kind, code in ERROR_STATUS.items() if isinstance(error, kind))
+        return web.Response(status=status, text=str(error))
     finally:
         request.app[METRICS].requests.labels(request.method, str(status)).inc()
         if request.method not in ("GET", "HEAD"):

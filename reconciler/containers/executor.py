@@ -1,0 +1,563 @@
+"""The host-containers executor: glues the pure planner to a container engine.
+
+Each pass: read ``settings.host-containers``, list the containers in our storage, plan, then act
+(removals first). A container that exits or is removed by hand is brought back with exponential
+backoff, within a crash-loop budget (at most ``max_restarts`` in ``window`` seconds); past it, the
+container is reported failed with its last exit code and log tail until its settings change.
+
+Nothing here runs podman until a host container is enabled (or our storage already exists), so a
+host without podman only fails where a host container is asked for, with a clear step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+import zipapp
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.containers.engine import (
+    ContainerEngine,
+    EngineError,
+    EngineUnavailable,
+    Image,
+    Mount,
+    RunSpec,
+)
+from reconciler.containers.planner import (
+    ARCHIVE_TRANSPORTS,
+    CONFLICT,
+    CREATE,
+    INVALID,
+    KEEP,
+    RECREATE,
+    REMOVE,
+    START,
+    ContainerAction,
+    DesiredContainer,
+    ObservedContainer,
+    desired_containers,
+    plan_containers,
+)
+from reconciler.containers.podman import PodmanEngine
+from reconciler.logs import get_logger
+
+log = get_logger("containers")
+
+PERSISTENT_TARGET = "/.bottlerocket/host-containers"
+ROOTFS_TARGET = "/.bottlerocket/rootfs"
+SOCKET_TARGET = "/run/api.sock"
+APICLIENT_TARGET = "/usr/local/bin/apiclient"
+APICLIENT_SOURCE = Path(__file__).resolve().parent.parent / "apiclient.py"
+REGISTRY_WAKE_EVENTS = {"died", "remove", "oom", "kill"}
+
+
+@dataclass
+class Record:
+    """What we know of one host container (in memory; the labels carry the durable part)."""
+
+    name: str
+    state: str = "pending"  # pending running exited restarting failed invalid
+    source: str = ""
+    superpowered: bool = False
+    identity: str = ""
+    image: str = ""
+    digest: str = ""
+    generation: int = 0
+    restarts: int = 0
+    exit_code: int | None = None
+    last_error: str = ""
+    log_tail: str = ""
+    seen_running: bool = False
+    recent: list[float] = field(default_factory=list)  # monotonic times of recent restarts
+    crash_looping: bool = False
+
+    def view(self) -> dict[str, Any]:
+        answer = asdict(self)
+        for private in ("recent", "seen_running", "identity"):
+            answer.pop(private)
+        return answer
+
+
+class HostContainers:
+    """``Executor`` of ``settings.host-containers`` (see ``reconciler.reconcile.Executor``)."""
+
+    name = "containers"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        engine: ContainerEngine | None = None,
+        *,
+        max_restarts: int = 5,
+        window: float = 600.0,
+        backoff_start: float = 1.0,
+        backoff_max: float = 60.0,
+        pull_attempts: int = 3,
+        pull_backoff: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.state_dir = Path(state_dir)
+        self.storage_base = self.state_dir / "host-containers"
+        self.engine_dir = self.state_dir / "containers"
+        self.engine: ContainerEngine = engine or PodmanEngine(self.engine_dir)
+        self.apiclient_path = self.engine_dir / "bin" / "apiclient"
+        self.max_restarts = max_restarts
+        self.window = window
+        self.backoff_start = backoff_start
+        self.backoff_max = backoff_max
+        self.pull_attempts = pull_attempts
+        self.pull_backoff = pull_backoff
+        self.clock = clock
+        self.sleep = sleep
+        self.socket: Path | None = None
+        self.wake: Callable[[str], None] | None = None
+        self.events: Any = None  # reconciler.events.Events when attached to a daemon
+        self._records: dict[str, Record] = {}
+        self._engine_problem: str | None = None
+        self._lock = threading.Lock()
+        self._timers: dict[str, threading.Timer] = {}
+        self._watch: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._acting: set[str] = set()
+
+    # ---- daemon wiring -------------------------------------------------------------------------
+
+    def attach(
+        self, socket: Path | None, wake: Callable[[str], None] | None, events: Any = None
+    ) -> None:
+        """Called by the daemon: the API socket to mount, how to wake the worker, the journal."""
+        self.socket = Path(socket) if socket else None
+        self.wake = wake
+        self.events = events
+        self._stop.clear()
+
+    def close(self) -> None:
+        """Stop the event watch and timers. Containers keep running (the next daemon adopts)."""
+        self._stop.set()
+        with self._lock:
+            timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()
+        if self._watch is not None:
+            self._watch.join(timeout=10)
+            self._watch = None
+
+    def _ensure_watch(self) -> None:
+        if self.wake is None or self._stop.is_set():
+            return
+        if self._watch is not None and self._watch.is_alive():
+            return
+        self._watch = threading.Thread(target=self._watch_loop, name="podman-events", daemon=True)
+        self._watch.start()
+
+    def _watch_loop(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            started = self.clock()
+            try:
+                for event in self.engine.events(self._stop):
+                    self._on_event(event)
+            except Exception as error:  # keep watching; the periodic pass covers the gap
+                log.warning("container event watch failed", error=str(error))
+            if self._stop.is_set():
+                return
+            delay = 1.0 if self.clock() - started > 30 else min(delay * 2, 30.0)
+            self._stop.wait(delay)
+
+    def _on_event(self, event: Mapping[str, Any]) -> None:
+        status = str(event.get("Status", ""))
+        name = str(event.get("Name", ""))
+        if status not in REGISTRY_WAKE_EVENTS or self.wake is None:
+            return
+        with self._lock:
+            if name in self._acting:
+                return  # our own doing (remove, recreate)
+        self.wake(f"container {name} {status}")
+
+    def _emit(self, kind: str, message: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.emit(kind, message, **fields)
+        else:
+            log.info(message, kind=kind, **fields)
+
+    def _wake_later(self, name: str, delay: float) -> None:
+        if self.wake is None or self._stop.is_set():
+            return
+        wake = self.wake
+        timer = threading.Timer(max(delay, 0.0), lambda: wake(f"container {name} restart due"))
+        timer.daemon = True
+        with self._lock:
+            old = self._timers.pop(name, None)
+            self._timers[name] = timer
+        if old is not None:
+            old.cancel()
+        timer.start()
+
+    # ---- Executor ------------------------------------------------------------------------------
+
+    def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """What a pass would do to host containers for ``settings`` (touches nothing)."""
+        entries = settings.get("host-containers") or {}
+        wanted, _ = desired_containers(entries)
+        observed: list[ObservedContainer] = []
+        if self.engine.initialized():
+            problem = self.engine.available()
+            if problem:
+                return [{"name": "", "action": "unknown", "reason": problem}]
+            try:
+                observed = self.engine.list()
+            except EngineError as error:
+                return [{"name": "", "action": "unknown", "reason": str(error)}]
+        elif wanted:
+            problem = self.engine.available()
+            if problem:
+                return [
+                    {"name": name, "action": "fail", "reason": problem} for name in sorted(wanted)
+                ]
+        return [a.as_dict() for a in plan_containers(entries, observed) if a.action != KEEP]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            containers = {name: record.view() for name, record in sorted(self._records.items())}
+            problem = self._engine_problem
+        return {
+            "engine": type(self.engine).__name__,
+            "engine_error": problem,
+            "host-containers": containers,
+        }
+
+    def reconcile(
+        self, settings: Mapping[str, Any], generation: int, changed: set[str]
+    ) -> list[dict[str, Any]]:
+        entries = settings.get("host-containers") or {}
+        wanted, invalid = desired_containers(entries)
+        steps: list[dict[str, Any]] = []
+        for name, problem in sorted(invalid.items()):
+            steps.append(self._failed(name, problem, state="invalid"))
+        if not wanted and not self.engine.initialized():
+            self._forget(set(invalid))
+            return steps  # nothing asked for, nothing ever made: podman is not needed
+        problem = self.engine.available()
+        with self._lock:
+            self._engine_problem = problem
+        if problem:
+            for name, want in sorted(wanted.items()):
+                steps.append(self._failed(name, f"cannot run: {problem}", want=want))
+            return steps
+        self._ensure_watch()
+        try:
+            observed = self.engine.list()
+        except EngineError as error:
+            with self._lock:
+                self._engine_problem = str(error)
+            for name, want in sorted(wanted.items()):
+                steps.append(self._failed(name, f"cannot list containers: {error}", want=want))
+            return steps
+        actions = plan_containers(entries, observed)
+        for action in actions:
+            if action.action == INVALID:
+                continue  # reported above
+            try:
+                with self._lock:
+                    self._acting.add(action.name)
+                step = self._apply(action, generation)
+            except EngineError as error:
+                step = self._failed(action.name, str(error), want=action.desired)
+            except OSError as error:
+                step = self._failed(action.name, f"{type(error).__name__}: {error}", action.desired)
+            finally:
+                with self._lock:
+                    self._acting.discard(action.name)
+            if step is not None:
+                steps.append(step)
+        self._forget(set(wanted) | set(invalid))
+        return steps
+
+    # ---- actions -------------------------------------------------------------------------------
+
+    def _record(self, name: str, want: DesiredContainer | None = None) -> Record:
+        with self._lock:
+            record = self._records.get(name)
+            if record is None:
+                record = self._records[name] = Record(name)
+            if want is not None and record.identity != want.identity:
+                # New settings: a fresh crash-loop budget and no stale error.
+                record.identity = want.identity
+                record.source = want.source
+                record.superpowered = want.superpowered
+                record.recent = []
+                record.crash_looping = False
+                record.last_error = ""
+                record.log_tail = ""
+                record.exit_code = None
+                record.seen_running = False
+            return record
+
+    def _forget(self, keep: set[str]) -> None:
+        with self._lock:
+            for name in list(self._records):
+                if name not in keep:
+                    del self._records[name]
+                    timer = self._timers.pop(name, None)
+                    if timer is not None:
+                        timer.cancel()
+
+    def _failed(
+        self,
+        name: str,
+        detail: str,
+        want: DesiredContainer | None = None,
+        state: str = "failed",
+        **extra: Any,
+    ) -> dict[str, Any]:
+        record = self._record(name, want)
+        with self._lock:
+            record.state = state
+            record.last_error = detail
+        return self._step(name, "failed", detail, want, **extra)
+
+    def _step(
+        self, name: str, result: str, detail: str, want: DesiredContainer | None, **extra: Any
+    ) -> dict[str, Any]:
+        step: dict[str, Any] = {"kind": "container", "name": name, "result": result}
+        step["detail"] = detail
+        if want is not None:
+            step["source"] = want.source
+            step["superpowered"] = want.superpowered
+        step.update(extra)
+        return step
+
+    def _apply(self, action: ContainerAction, generation: int) -> dict[str, Any] | None:
+        name, want, current = action.name, action.desired, action.observed
+        if action.action == REMOVE:
+            self.engine.remove(name)
+            return self._step(name, "removed", action.reason, None)
+        assert want is not None
+        record = self._record(name, want)
+        if action.action == CONFLICT:
+            return self._failed(name, action.reason, want)
+        if action.action == KEEP:
+            with self._lock:
+                record.state = "running"
+                record.seen_running = True
+                record.generation = record.generation or int(
+                    (current.labels if current else {}).get("reconciler.generation", 0) or 0
+                )
+                if current is not None and not record.image:
+                    record.image = current.image_id
+            return None
+        if action.action == RECREATE:
+            return self._create(want, generation, action.reason, "recreated", replace=True)
+        if action.action == CREATE and not record.seen_running:
+            return self._create(want, generation, action.reason, "created")
+        # The container was running as asked and is gone (CREATE) or stopped (START): drift.
+        assert action.action in (CREATE, START)
+        exit_code = current.exit_code if current is not None else None
+        what = "removed" if action.action == CREATE else f"exited (code {exit_code})"
+        with self._lock:
+            record.exit_code = exit_code
+        wait = self._budget(record, what)
+        if wait is not None:
+            return wait
+        self._emit(
+            "drift",
+            f"host container {name} {what}; restarting",
+            container=name,
+            generation=generation,
+        )
+        if action.action == START:
+            try:
+                self.engine.start(name)
+            except EngineError:
+                self.engine.remove(name)  # a broken or vanishing container: make a new one
+                return self._create(
+                    want, generation, f"{what}; recreated", "restarted", drifted=True
+                )
+            with self._lock:
+                record.state = "running"
+                record.last_error = ""
+            return self._step(name, "restarted", f"{what}; started again", want, drifted=True)
+        return self._create(want, generation, f"{what}; recreated", "restarted", drifted=True)
+
+    def _budget(self, record: Record, what: str) -> dict[str, Any] | None:
+        """None when a restart may happen now (and counts it), else the failed step."""
+        now = self.clock()
+        first = False
+        with self._lock:
+            record.recent = [t for t in record.recent if now - t < self.window]
+            count = len(record.recent)
+            if record.crash_looping or count >= self.max_restarts:
+                first = not record.crash_looping
+                record.crash_looping = True
+                record.state = "failed"
+        if record.crash_looping:
+            if first:
+                record.log_tail = self.engine.logs(record.name)[-2000:]
+                self._emit(
+                    "failure",
+                    f"host container {record.name} is crash-looping: {count} restarts in"
+                    f" {self.window:.0f} s; not restarted until its settings change",
+                    container=record.name,
+                )
+            tail = record.log_tail.strip().splitlines()[-5:]
+            detail = (
+                f"crash-looping: {what}, {count} restarts in {self.window:.0f} s;"
+                " not restarted until its settings change"
+            )
+            if tail:
+                detail += "; log tail: " + " | ".join(tail)
+            with self._lock:
+                record.last_error = detail
+            return self._step(record.name, "failed", detail, None, exit_code=record.exit_code)
+        delay = 0.0 if count == 0 else min(self.backoff_max, self.backoff_start * 2 ** (count - 1))
+        due = (record.recent[-1] + delay) if record.recent else now
+        if now < due:
+            self._wake_later(record.name, due - now)
+            with self._lock:
+                record.state = "restarting"
+                record.last_error = f"{what}; restart {count + 1} of {self.max_restarts}"
+                record.last_error += f" in {due - now:.1f} s"
+            return self._step(record.name, "failed", record.last_error, None)
+        with self._lock:
+            record.recent.append(now)
+            record.restarts += 1
+        return None
+
+    def _create(
+        self,
+        want: DesiredContainer,
+        generation: int,
+        reason: str,
+        result: str,
+        replace: bool = False,
+        drifted: bool = False,
+    ) -> dict[str, Any]:
+        name = want.name
+        record = self._record(name, want)
+        with self._lock:
+            record.state = "pending"
+        storage = self._prepare_storage(want)
+        image = self._pull(want.source)  # before removing the old one: a bad source keeps it
+        if replace:
+            self.engine.remove(name)
+        spec = self._spec(want, image, storage, generation)
+        try:
+            self.engine.run(spec)
+        except EngineError:
+            with contextlib.suppress(EngineError):
+                self.engine.remove(name)  # no half-made container left behind
+            raise
+        with self._lock:
+            record.state = "running"
+            record.image = image.id
+            record.digest = image.digest
+            record.generation = generation
+            record.last_error = ""
+            record.seen_running = True
+        extra: dict[str, Any] = {"image": image.id, "digest": image.digest}
+        if drifted:
+            extra["drifted"] = True
+        return self._step(name, result, reason, want, **extra)
+
+    def _pull(self, source: str) -> Image:
+        local = source.startswith(ARCHIVE_TRANSPORTS)
+        attempts = 1 if local else max(1, self.pull_attempts)  # a registry may come back
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.engine.pull(source)
+            except EngineUnavailable:
+                raise
+            except EngineError as error:
+                if attempt == attempts:
+                    raise EngineError(f"source {source}: {error}") from None
+                self.sleep(min(30.0, self.pull_backoff * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")
+
+    def _spec(
+        self, want: DesiredContainer, image: Image, storage: Path, generation: int
+    ) -> RunSpec:
+        mounts = [Mount(storage, f"{PERSISTENT_TARGET}/{want.name}")]
+        if self.socket is not None and self.socket.exists():
+            mounts.append(Mount(self.socket, SOCKET_TARGET))
+        mounts.append(Mount(self._apiclient(), APICLIENT_TARGET, read_only=True))
+        if want.superpowered:
+            mounts.append(Mount(Path("/"), ROOTFS_TARGET, read_only=True))
+        return RunSpec(
+            name=want.name,
+            image=image.id,
+            labels=want.labels(generation),
+            mounts=mounts,
+            privileged=want.superpowered,
+            host_pid=want.superpowered,
+            host_network=want.superpowered,
+        )
+
+    # ---- files ---------------------------------------------------------------------------------
+
+    def storage_dir(self, name: str) -> Path:
+        """``<state-dir>/host-containers/<name>``; refuses anything that would leave it."""
+        base = self.storage_base.resolve()
+        path = (base / name).resolve()
+        if path.parent != base or name in ("", ".", ".."):
+            raise OSError(f"host container name {name!r} escapes {base}")
+        return path
+
+    def _prepare_storage(self, want: DesiredContainer) -> Path:
+        self.storage_base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.storage_dir(want.name)
+        if path.is_symlink():
+            raise OSError(f"{path} is a symbolic link; refusing to use it")
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        target = path / "user-data"
+        data = want.decoded_user_data()
+        if data is None:
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+        else:
+            _write_atomic(target, data, 0o600)
+        return path
+
+    def _apiclient(self) -> Path:
+        """``reconciler/apiclient.py`` as a one-file zipapp (rebuilt when its source changes)."""
+        source = APICLIENT_SOURCE.read_bytes()
+        stamp = self.apiclient_path.with_suffix(".source")
+        if self.apiclient_path.is_file() and stamp.is_file() and stamp.read_bytes() == source:
+            return self.apiclient_path
+        self.apiclient_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.apiclient_path.parent) as tmp:
+            package = Path(tmp) / "app"
+            package.mkdir()
+            (package / "apiclient.py").write_bytes(source)
+            (package / "__main__.py").write_text(
+                "import sys\n\nimport apiclient\n\nsys.exit(apiclient.main())\n"
+            )
+            built = Path(tmp) / "apiclient"
+            zipapp.create_archive(package, built, interpreter="/usr/bin/env python3")
+            os.chmod(built, 0o755)
+            os.replace(built, self.apiclient_path)
+        _write_atomic(stamp, source, 0o644)
+        return self.apiclient_path
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

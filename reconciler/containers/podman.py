@@ -1,0 +1,226 @@
+"""``ContainerEngine`` on the podman CLI, in storage of our own under the state dir.
+
+Every call is ``podman --root R --runroot RR --tmpdir T ...``: the images and containers (R) live
+in ``<state-dir>/containers/storage``; the volatile run root and libpod tmpdir (RR, T) live in a
+directory of their own under ``/run`` (``runtime_dir``): podman wants them cleared at boot (that
+is how it notices a reboot) and refuses a run root longer than 50 characters. The host's other
+containers (default storage and run root) are never seen, let alone touched.
+
+Engine options (OCI runtime, default ulimits, events backend...) belong in podman's own
+configuration: podman inherits our environment, so ``CONTAINERS_CONF=FILE`` selects a
+containers.conf (see ``examples/containers.conf``). Commands run without a shell, with a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from reconciler.containers.engine import EngineError, EngineUnavailable, Image, RunSpec
+from reconciler.containers.planner import LABEL_MANAGED, ObservedContainer
+
+TIMEOUT_QUICK = 30.0
+TIMEOUT_PULL = 600.0
+STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL when removing
+
+
+def runtime_dir(storage: Path) -> Path:
+    """A short, per-storage directory on the runtime (tmpfs) file system."""
+    tag = hashlib.sha256(str(Path(storage).absolute()).encode()).hexdigest()[:12]
+    if os.geteuid() == 0:
+        return Path("/run/reconciler-podman") / tag
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/reconciler-podman-{os.geteuid()}"
+    return Path(base) / "reconciler-podman" / tag
+
+
+class PodmanEngine:
+    def __init__(self, storage: Path, binary: str = "podman", runtime: Path | None = None):
+        self.storage = Path(storage)
+        self.binary = binary
+        self.runtime = Path(runtime) if runtime else runtime_dir(self.storage)
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def global_args(self) -> list[str]:
+        return [
+            "--root",
+            str(self.storage / "storage"),
+            "--runroot",
+            str(self.runtime / "run"),
+            "--tmpdir",
+            str(self.runtime / "tmp"),
+        ]
+
+    def command(self, *args: str) -> list[str]:
+        return [self.binary, *self.global_args(), *args]
+
+    def available(self) -> str | None:
+        if shutil.which(self.binary) is None:
+            return f"{self.binary} is not installed (scripts/install-system-deps.sh installs it)"
+        return None
+
+    def initialized(self) -> bool:
+        return (self.storage / "storage").is_dir()
+
+    def _run(self, args: Sequence[str], timeout: float = TIMEOUT_QUICK) -> str:
+        problem = self.available()
+        if problem:
+            raise EngineUnavailable(problem)
+        argv = self.command(*args)
+        try:
+            result = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"podman {args[0]} timed out after {timeout:.0f} s") from None
+        except OSError as error:
+            raise EngineUnavailable(f"cannot run {self.binary}: {error}") from None
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip()
+            lines = [line for line in message.splitlines() if line.strip()]
+            tail = " ".join(lines[-3:])[-600:] or f"exit status {result.returncode}"
+            raise EngineError(f"podman {args[0]}: {tail}")
+        return result.stdout
+
+    # ---- ContainerEngine -----------------------------------------------------------------------
+
+    def list(self) -> list[ObservedContainer]:
+        if not self.initialized():
+            return []
+        raw = self._run(["ps", "--all", "--format", "json"])
+        answer = []
+        for item in json.loads(raw or "[]") or []:
+            names = item.get("Names") or [""]
+            exited = item.get("Exited") or item.get("State") == "exited"
+            answer.append(
+                ObservedContainer(
+                    name=names[0],
+                    id=item.get("Id", ""),
+                    state=item.get("State", "unknown"),
+                    labels=dict(item.get("Labels") or {}),
+                    image_id=item.get("ImageID", ""),
+                    exit_code=item.get("ExitCode") if exited else None,
+                )
+            )
+        return answer
+
+    def pull(self, source: str) -> Image:
+        output = self._run(["pull", "--quiet", source], timeout=TIMEOUT_PULL)
+        lines = output.split()
+        if not lines:
+            raise EngineError(f"podman pull {source}: no image id in the answer")
+        image_id = lines[-1].removeprefix("sha256:")
+        digest = ""
+        with contextlib.suppress(EngineError):
+            digest = self._run(["image", "inspect", "--format", "{{.Digest}}", image_id]).strip()
+        return Image(image_id, digest)
+
+    def run(self, spec: RunSpec) -> str:
+        args = ["run", "--detach", "--name", spec.name, "--hostname", spec.name]
+        for key, value in sorted(spec.labels.items()):
+            args += ["--label", f"{key}={value}"]
+        for key, value in sorted(spec.env.items()):
+            args += ["--env", f"{key}={value}"]
+        for mount in spec.mounts:
+            options = "ro" if mount.read_only else "rw"
+            args += ["--volume", f"{mount.source}:{mount.target}:{options}"]
+        if spec.privileged:
+            args.append("--privileged")
+        if spec.host_pid:
+            args += ["--pid", "host"]
+        if spec.host_network:
+            args += ["--network", "host"]
+        args.append(spec.image)
+        return self._run(args, timeout=TIMEOUT_PULL).strip()
+
+    def start(self, name: str) -> None:
+        self._run(["start", name])
+
+    def remove(self, name: str) -> None:
+        try:
+            self._run(
+                ["rm", "--force", "--ignore", "--time", str(STOP_GRACE), name],
+                timeout=STOP_GRACE + TIMEOUT_QUICK,
+            )
+        except EngineError as error:
+            if "no such container" not in str(error).lower():
+                raise
+
+    def logs(self, name: str, lines: int = 20) -> str:
+        argv = self.command("logs", "--tail", str(lines), name)
+        try:
+            result = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=TIMEOUT_QUICK, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return (result.stdout + result.stderr).strip()
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        answer = json.loads(self._run(["container", "inspect", name]) or "[]")
+        return answer[0] if answer else {}
+
+    def events(self, stop: threading.Event) -> Iterator[dict[str, Any]]:
+        """Container events of managed containers, until ``stop`` is set (or podman exits)."""
+        argv = self.command(
+            "events",
+            "--format",
+            "json",
+            "--filter",
+            "type=container",
+            "--filter",
+            f"label={LABEL_MANAGED}=true",
+        )
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=os.environ.copy(),
+        )
+
+        def stopper() -> None:
+            stop.wait()
+            if process.poll() is None:
+                process.terminate()
+
+        threading.Thread(target=stopper, name="podman-events-stop", daemon=True).start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def reset(self) -> None:
+        """Remove every container and image of our storage and unmount it (tests, teardown)."""
+        if self.initialized():
+            self._run(["system", "reset", "--force"], timeout=TIMEOUT_PULL)
+        shutil.rmtree(self.runtime, ignore_errors=True)
