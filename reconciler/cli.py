@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds between periodic passes that catch drift the file watch missed",
     )
+    serve.add_argument(
+        "--desired",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="local desired-state file, applied at start and whenever it changes",
+    )
 
     validate = commands.add_parser("validate", help="check user-data documents offline")
     validate.add_argument("--variant", default=None)
@@ -85,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return host.serve_once(args.user_data)
         from reconciler.daemon import serve
 
-        return serve(host, args.socket, args.user_data, args.interval)
+        return serve(host, args.socket, args.user_data, args.interval, args.desired)
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:

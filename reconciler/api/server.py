@@ -28,6 +28,7 @@ from reconciler.schema import InvalidSettings
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
+from reconciler.sources.localfiles import DesiredFiles
 from reconciler.store import NothingToCommit, UnknownGeneration
 from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
@@ -42,6 +43,7 @@ WORKER = web.AppKey("worker", Worker)
 EVENTS = web.AppKey("events", Events)
 METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
+DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -457,6 +459,8 @@ async def status(request: web.Request) -> web.Response:
     git = request.app[GIT]
     if git is not None:
         view["gitops"] = git.sync.status.as_dict()
+    if request.app[DESIRED_FILES] is not None:
+        view["desired_files"] = request.app[DESIRED_FILES].status
     return _json(view)
 
 
@@ -544,7 +548,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(
-    host: Host, worker: Worker, events: Events, metrics: Metrics, git: GitLoop | None = None
+    host: Host,
+    worker: Worker,
+    events: Events,
+    metrics: Metrics,
+    git: GitLoop | None = None,
+    desired_files: DesiredFiles | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_audit])
     app[HOST] = host
@@ -552,5 +561,6 @@ def make_app(
     app[EVENTS] = events
     app[METRICS] = metrics
     app[GIT] = git
+    app[DESIRED_FILES] = desired_files
     app.add_routes(routes)
     return app

@@ -52,16 +52,20 @@ def declaring_layer(key: str, layers: Sequence[Layer]) -> str | None:
     return None
 
 
-def sync_patch(desired: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, Any]:
-    """Patch putting ``desired`` in place and pruning keys git set before but no longer declares.
+def sync_patch(
+    desired: Mapping[str, Any], sources: Mapping[str, str], owner: str = GIT_SOURCE_PREFIX
+) -> dict[str, Any]:
+    """Patch putting ``desired`` in place and pruning what the source declared before but no
+    longer does.
 
-    ``sources`` maps live keys to their source; keys owned by git (``git:<commit>``) that the new
-    revision does not declare are deleted, so they return to their defaults.
+    ``sources`` maps live keys to their source; keys owned by this source (their source starts
+    with ``owner``, e.g. ``git:``) that ``desired`` does not declare are deleted, so they return
+    to their defaults.
     """
     wanted = flatten({"settings": desired})
     patch = dict(wanted)
     for key, source in sources.items():
-        if source.startswith(GIT_SOURCE_PREFIX) and key not in wanted:
+        if source.startswith(owner) and key not in wanted:
             patch[key] = None
     return unflatten(patch, strip=1)
 

@@ -1,0 +1,116 @@
+"""Local desired-state files (``serve --desired FILE``): applied at start and on every change.
+
+The files are layers like a fleet repository's (later files win, ``null`` deletes) and are
+applied whole or not at all. Their keys carry the source ``file:<path>``; keys a file no longer
+declares are pruned and return to their defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reconciler.documents import DocumentError, load_document, settings_of
+from reconciler.events import Events
+from reconciler.host import Host
+from reconciler.schema import InvalidSettings
+from reconciler.sources.layers import Layer, declaring_layer, merge_layers, sync_patch
+from reconciler.store import NothingToCommit
+from reconciler.watch import FileWatch
+from reconciler.worker import Worker
+
+FILE_SOURCE_PREFIX = "file:"
+TX = "desired-files"
+
+
+class DesiredFiles:
+    def __init__(self, host: Host, events: Events, paths: Sequence[str | Path]):
+        self.host = host
+        self.events = events
+        self.paths = [Path(p).resolve() for p in paths]
+        self.status: dict[str, Any] = {
+            "files": [str(p) for p in self.paths],
+            "condition": "Pending",
+            "reason": "",
+        }
+        self._lock = threading.Lock()
+
+    def apply(self) -> list[str]:
+        """Apply the files as they are now; returns the keys whose values changed."""
+        with self._lock:
+            try:
+                changed = self._apply()
+            except (DocumentError, _Invalid) as error:
+                self.status.update(condition="Invalid", reason=str(error))
+                self.events.emit("failure", f"desired-state files not applied: {error}")
+                return []
+            self.status.update(condition="Applied", reason=f"{len(changed)} key(s) changed")
+            return changed
+
+    def _apply(self) -> list[str]:
+        layers = [Layer(str(p), settings_of(load_document(p), str(p))) for p in self.paths]
+        desired = merge_layers(layers)
+        problems = self.host.schema.validate(desired)
+        if problems:
+            raise _Invalid(
+                "; ".join(f"{declaring_layer(p.key, layers) or 'files'}: {p}" for p in problems)
+            )
+        store = self.host.store
+        prune = sync_patch({}, store.sources(), owner=FILE_SOURCE_PREFIX)
+        store.discard(TX)
+        if prune:
+            store.add_patch(TX, prune, FILE_SOURCE_PREFIX)
+        for layer in layers:
+            store.add_patch(TX, layer.settings, f"{FILE_SOURCE_PREFIX}{layer.origin}")
+        try:
+            changed = list(store.commit(TX, self.host.schema).changed)
+        except InvalidSettings as error:
+            store.discard(TX)
+            raise _Invalid(str(error)) from None
+        except NothingToCommit:
+            return []
+        if changed:
+            self.events.emit(
+                "desired-files", f"applied {len(changed)} change(s) from files", changed=changed
+            )
+        return changed
+
+
+class _Invalid(Exception):
+    pass
+
+
+class DesiredFilesLoop:
+    """Re-applies the files when one changes (watchdog), then wakes the reconcile worker."""
+
+    def __init__(self, source: DesiredFiles, worker: Worker):
+        self.source = source
+        self.worker = worker
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch = FileWatch(Path("/"), [str(p) for p in source.paths], self._changed)
+
+    def _changed(self, _path: str) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._watch.stop()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._watch.start()
+        self._wake.set()  # apply once at start
+        while True:
+            await self._wake.wait()
+            if self._stopping:
+                return
+            self._wake.clear()
+            if await asyncio.to_thread(self.source.apply):
+                self.worker.wake("desired files changed")
