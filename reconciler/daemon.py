@@ -23,6 +23,7 @@ from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
+from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
 from reconciler.watch import FileWatch
 from reconciler.worker import Worker
 
@@ -46,20 +47,25 @@ def _pointer_changed(receipt: dict) -> bool:
 
 
 def serve(
-    host: Host, socket_path: Path | None, user_data: Sequence[str], interval: float = 60.0
+    host: Host,
+    socket_path: Path | None,
+    user_data: Sequence[str],
+    interval: float = 60.0,
+    desired: Sequence[str] = (),
 ) -> int:
     if not host.boot(user_data):
         return 1
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
-    return asyncio.run(_serve(host, path, interval))
+    return asyncio.run(_serve(host, path, interval, desired))
 
 
-async def _serve(host: Host, path: Path, interval: float) -> int:
+async def _serve(host: Host, path: Path, interval: float, desired: Sequence[str]) -> int:
     events = Events()
     metrics = Metrics()
     worker = Worker(host, events, metrics, interval=interval)
     git_loop = GitLoop(GitSync(host, events), worker, metrics)
-    app = make_app(host, worker, events, metrics, git_loop)
+    files = DesiredFiles(host, events, desired) if desired else None
+    app = make_app(host, worker, events, metrics, git_loop, files)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +86,8 @@ async def _serve(host: Host, path: Path, interval: float) -> int:
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
+    files_loop = DesiredFilesLoop(files, worker) if files else None
+    files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
     worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())
 
@@ -101,6 +109,9 @@ async def _serve(host: Host, path: Path, interval: float) -> int:
         watch.stop()
         git_loop.stop()
         await git_task
+        if files_loop and files_task:
+            files_loop.stop()
+            await files_task
         worker.stop()
         await worker_task
         detach_containers()
