@@ -24,6 +24,7 @@ from reconciler.worker import Worker
 
 FILE_SOURCE_PREFIX = "file:"
 TX = "desired-files"
+SETTLE_SECONDS = 0.1
 
 
 class DesiredFiles:
@@ -109,8 +110,13 @@ class DesiredFilesLoop:
         self._wake.set()  # apply once at start
         while True:
             await self._wake.wait()
+            while not self._stopping:  # let a burst of writes settle: never read a half file
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), SETTLE_SECONDS)
+                except TimeoutError:
+                    break
             if self._stopping:
                 return
-            self._wake.clear()
             if await asyncio.to_thread(self.source.apply):
                 self.worker.wake("desired files changed")
