@@ -814,6 +814,8 @@ def _update_status(client: Client) -> dict[str, Any] | None:
     try:
         return client.call("GET", "/updates/status")
     except ResponseError as error:
+        if error.status == 423:  # an update command is running: keep polling
+            return {}
         if error.status == 404 and error.body.strip() != "404: Not Found":
             return None
         raise

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds between periodic passes that catch drift the file watch missed",
     )
+    serve.add_argument("--disk", help="OS disk or disk image holding the A/B partition sets")
     serve.add_argument(
         "--desired",
         action="append",
@@ -80,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(args.log_level)
     try:
-        host = open_host(args.state_dir, args.root, args.variant, args.renderers)
+        host = open_host(args.state_dir, args.root, args.variant, args.renderers,
+                         getattr(args, "disk", None))
     except HostError as error:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2

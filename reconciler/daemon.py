@@ -63,6 +63,10 @@ async def _serve(host: Host, path: Path, interval: float, desired: Sequence[str]
     events = Events()
     metrics = Metrics()
     worker = Worker(host, events, metrics, interval=interval)
+    worker.after_pass.append(host.after_pass)
+    for executor in host.reconciler.executors:
+        if executor.name == "updates":
+            executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
     git_loop = GitLoop(GitSync(host, events), worker, metrics)
     files = DesiredFiles(host, events, desired) if desired else None
     app = make_app(host, worker, events, metrics, git_loop, files)

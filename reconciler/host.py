@@ -53,15 +53,25 @@ class Host:
             print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
             return False
         for ignored in result.user_data_ignored:
-            print(f"reconciler: {ignored}: user data is applied at first boot only; ignored",
-                  file=sys.stderr)
+            print(
+                f"reconciler: {ignored}: user data is applied at first boot only; ignored",
+                file=sys.stderr,
+            )
         return True
+
+    def after_pass(self, receipt: dict[str, Any]) -> None:
+        """Executors that act on a pass's outcome (the updates boot gate) see its receipt."""
+        for executor in self.reconciler.executors:
+            hook = getattr(executor, "after_pass", None)
+            if hook is not None:
+                hook(receipt)
 
     def serve_once(self, user_data: Sequence[str]) -> int:
         """Boot pipeline and one pass; the receipt goes to stdout."""
         if not self.boot(user_data):
             return 1
         receipt = self.reconciler.run_pass(reason="boot")
+        self.after_pass(receipt)
         print(json.dumps(receipt, indent=2))
         return 0 if receipt["ok"] else 1
 
@@ -110,12 +120,18 @@ def open_host(
     root: Path | None = None,
     variant: str | None = None,
     renderers: Path | None = None,
+    disk: str | None = None,
 ) -> Host:
-    """Open (or create) a host's state dir; ``renderers`` replaces the built-in catalog."""
+    """Open (or create) a host's state dir; ``renderers`` replaces the built-in catalog.
+
+    With ``disk`` (the OS disk or a disk image with the A/B sets), the booted set's version is
+    the OS version, the store is migrated to it before it is opened, and updates are managed.
+    """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     root = Path(root) if root else state_dir / "root"
     root.mkdir(parents=True, exist_ok=True)
+    boot_info = _prepare_boot(state_dir, root, disk) if disk else None
     store = Store(state_dir / "store.db")
     try:
         recorded = store.get_meta(VARIANT_META)
@@ -131,11 +147,29 @@ def open_host(
     except BaseException:
         store.close()
         raise
-    reconciler = Reconciler(store, catalog, root, os_info(variant))
+    version = boot_info.version if boot_info else None
+    reconciler = Reconciler(store, catalog, root, os_info(variant, version))
+    if disk and version:
+        from reconciler.updates_executor import UpdatesExecutor
+
+        reconciler.executors.append(
+            UpdatesExecutor.for_host(
+                store, root, disk, os_env={"OS_VERSION_ID": version, "OS_VARIANT_ID": variant}
+            )
+        )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
     reconciler.executors.append(HostContainers(state_dir))
     return Host(state_dir, root, store, schema, catalog, reconciler)
+
+
+def _prepare_boot(state_dir: Path, root: Path, disk: str):  # -> updates.health.BootInfo
+    from updates.health import prepare_boot
+
+    try:  # before the store is opened: the migrator switches it atomically
+        return prepare_boot(state_dir, root, disk)
+    except Exception as error:  # the boot does not count: the bootloader will fall back
+        raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
 def _catalog(variant: str, renderers: Path | None) -> Catalog:

@@ -1,23 +1,45 @@
-"""`updog`: the host's update client CLI (check-update now; A/B apply arrives with issue 7).
+"""`updog`: the host's update client CLI.
 
 Parsing follows Bottlerocket's hand-written parser: flags may appear anywhere, exactly one
 bare word is the subcommand, and any usage error prints the usage on stderr and exits 1.
 `updog tuf-client ...` is the tuf-conformance client (see `updates.conformance`).
+
+`update`/`update-image` write the chosen release into the inactive partition set of the OS
+disk (`--disk PATH` for a disk image; the running identity is then read from the booted set).
+Deliberate change from upstream: `update-apply` and `update-revert` only flip partition flags
+and do not need the repository (activation works offline once an image is staged).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from updates import conformance
-from updates.check import CheckRequest, HostPaths, applicable, check_update, load_host
+from updates import apply, conformance
+from updates.check import (
+    CheckRequest,
+    Host,
+    HostPaths,
+    applicable,
+    check_update,
+    fetch_manifest,
+    host_policy,
+    load_host,
+    open_client,
+)
 from updates.errors import UpdateError
+from updates.gpt import GptError
+from updates.gptprio import SignpostError
 from updates.manifest import ManifestError
+from updates.partitions import DiskError, open_os_disk
+from updates.selection import choose_update
 from updates.semver import Version, VersionError
+from updates.timefmt import utcnow
 from updates.waves import WaveError
 
 USAGE = """\
@@ -31,6 +53,13 @@ SUBCOMMANDS:
         [ --ignore-waves ]            Ignore release schedule (also -n, --now)
         [ -i | --image version ]      Consider only this version
     whats                   Same as check-update
+    update                  Write the update to the inactive set and activate it
+        [ --ignore-waves ] [ -i | --image version ] [ -r | --reboot ]
+    update-image            Write the update to the inactive set only
+        [ --ignore-waves ] [ -i | --image version ]
+    update-apply            Activate the written set for the next boot
+        [ -r | --reboot ]
+    update-revert           Deactivate it again (the running set boots next)
     prepare                 Load the repository and manifest, then do nothing
     tuf-client              TUF conformance client (run `updog tuf-client` for its usage)
 
@@ -46,6 +75,7 @@ GLOBAL OPTIONS:
     [ --variant V ]               Override VARIANT_ID
     [ --arch A ]                  Override the architecture (default: this machine)
     [ --absolute-seed-quirk ]     Place hosts in a wave by absolute seed, as upstream did
+    [ --disk PATH ]               OS disk or disk image (default: the disk behind /)
 """
 
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
@@ -53,12 +83,12 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
 _VALUED = {"-i": "image", "--image": "image", "--log-level": "log_level", "--root": "root",
            "--config": "config", "--state-dir": "state_dir", "--trusted-root": "trusted_root",
            "--os-release": "os_release", "--version": "version", "--variant": "variant",
-           "--arch": "arch"}
+           "--arch": "arch", "--disk": "disk"}
 _FLAGS = {"-j": "json", "--json": "json", "-a": "all", "--all": "all", "-n": "ignore_waves",
           "--now": "ignore_waves", "--ignore-waves": "ignore_waves",
-          "--absolute-seed-quirk": "absolute_seed"}
+          "--absolute-seed-quirk": "absolute_seed", "-r": "reboot", "--reboot": "reboot"}
 SUBCOMMANDS = ("check-update", "whats", "prepare")
-LATER = ("update", "update-image", "update-apply", "update-revert")
+LATER = ("update", "update-image", "update-apply", "update-revert")  # the A/B verbs
 
 
 class UsageError(Exception):
@@ -72,6 +102,8 @@ class Args:
     all: bool = False
     ignore_waves: bool = False
     absolute_seed: bool = False
+    reboot: bool = False
+    disk: str | None = None
     image: str | None = None
     log_level: str = "info"
     root: str = "/"
@@ -134,17 +166,75 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _load_host(args: Args) -> Host:
+    """Host inputs; with `--disk`, the running identity comes from the booted set's image."""
+    version, variant, arch = args.version, args.variant, args.arch
+    if args.disk and not (version and variant):
+        with open_os_disk(args.disk, writable=False) as disk:
+            fields = disk.identity(disk.require_active()) or {}
+        version = version or fields.get("VERSION_ID")
+        variant = variant or fields.get("VARIANT_ID")
+        arch = arch or fields.get("ARCH")
+    return load_host(_paths(args), version=version, variant=variant, arch=arch)
+
+
+def _reboot(args: Args) -> None:
+    """Reboot; on a disk image file the reboot is the boot simulator."""
+    if args.disk and Path(args.disk).is_file():
+        with open_os_disk(args.disk) as disk:
+            booted = disk.boot()
+        print(f"Rebooted (simulated): {'Set ' + booted if booted else 'None'}")
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let us finish printing, as upstream does
+    subprocess.run(["shutdown", "-r", "now"], check=True)
+
+
+def run_ab(args: Args, request: CheckRequest) -> int:
+    """update, update-image, update-apply, update-revert."""
+    if args.subcommand == "update-apply":
+        with open_os_disk(args.disk) as disk:
+            apply.update_flags(disk)
+        if args.reboot:
+            _reboot(args)
+        return 0
+    if args.subcommand == "update-revert":
+        with open_os_disk(args.disk) as disk:
+            apply.revert_flags(disk)
+        return 0
+    host = _load_host(args)
+    policy = host_policy(host, request)
+    with open_client(host) as client:
+        manifest = fetch_manifest(client)
+        chosen = choose_update(manifest, policy, utcnow(), request.image)
+        if chosen is None:
+            print("No update required", file=sys.stderr)
+            return 0
+        print(f"Starting update to {chosen.version}", file=sys.stderr)
+        client.fetcher.params["target"] = str(chosen.version)
+        apply.cache_for_migrator(client, manifest, host.identity.version, chosen.version,
+                                 apply.MigrationCache.under(host.paths.state_dir))
+        with open_os_disk(args.disk) as disk:
+            apply.update_image(disk, client, chosen, progress=apply.ProgressBar)
+            if args.subcommand == "update":
+                apply.update_flags(disk)
+    if args.json:
+        _print_json(chosen.to_json())
+    else:
+        print(f"Update applied: {chosen.variant} {chosen.version}")
+    if args.subcommand == "update" and args.reboot:
+        _reboot(args)
+    return 0
+
+
 def run(args: Args) -> int:
-    if args.subcommand in LATER:
-        print(f"updog: {args.subcommand}: not available yet (A/B partition support is a later "
-              "milestone)", file=sys.stderr)
-        return 1
     request = CheckRequest(
         ignore_waves=args.ignore_waves,
         absolute_seed=args.absolute_seed,
         image=Version.parse(args.image) if args.image else None,
     )
-    host = load_host(_paths(args), version=args.version, variant=args.variant, arch=args.arch)
+    if args.subcommand in LATER:
+        return run_ab(args, request)
+    host = _load_host(args)
     if args.subcommand == "prepare":
         check_update(host, request)  # loads repository and manifest, like upstream
         return 0
@@ -183,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (UpdateError, ManifestError, WaveError, ValueError, OSError) as e:
+    except (UpdateError, ManifestError, WaveError, ValueError, OSError, DiskError, GptError,
+            SignpostError, subprocess.CalledProcessError) as e:
         print(f"updog: {e}", file=sys.stderr)
         return 1
 

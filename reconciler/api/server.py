@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.generators import setting_generators
@@ -563,4 +564,5 @@ def make_app(
     app[GIT] = git
     app[DESIRED_FILES] = desired_files
     app.add_routes(routes)
+    updates_routes.register(app, host)
     return app

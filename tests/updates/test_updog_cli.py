@@ -151,9 +151,10 @@ def test_explicit_paths_and_identity_flags(env: Env, tmp_path: Path, capsys) -> 
     assert (tmp_path / "state/metadata/root.json").exists()
 
 
-def test_later_subcommands_are_explicitly_unavailable(capsys) -> None:
-    code, _, err = updog_run(capsys, "update")
-    assert code == 1 and "not available yet" in err
+def test_ab_subcommands_need_an_os_disk(capsys, tmp_path: Path) -> None:
+    # (the A/B verbs themselves are tested in test_apply.py)
+    code, _, err = updog_run(capsys, "update-apply", "--disk", tmp_path / "missing.img")
+    assert code == 1 and "cannot open" in err
 
 
 def test_console_script_entry_point(tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""Health-gated boot success and the boot-time preparation of a host with an OS disk.
+
+A booted set is marked successful (`mark-successful-boot`) only when the first reconcile pass
+after boot succeeded and every declared health check passed. Otherwise nothing is written, the
+set's last try is already used up, and the next boot falls back to the other set.
+
+Health checks are declared in settings (`settings.updates.health-checks.<name>`, with
+`command` (argv list) and optional `timeout` seconds). They run without a shell, with
+`OS_VERSION_ID` and `OS_VARIANT_ID` of the booted set in the environment.
+
+`prepare_boot()` is what the daemon runs before opening the store: it reads the booted set's
+identity and runs the migrator (`updates.migrator`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from updates.apply import MigrationCache
+from updates.migrator import Result, migrate_at_boot
+from updates.partitions import DiskError, open_os_disk
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    name: str
+    command: tuple[str, ...]
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def parse_checks(updates_settings: Mapping[str, Any] | None) -> list[HealthCheck]:
+    """Health checks from `settings.updates` (nested); malformed entries are failing checks."""
+    declared = (updates_settings or {}).get("health-checks") or {}
+    checks = []
+    for name in sorted(declared):
+        entry = declared[name] or {}
+        command = entry.get("command")
+        if not isinstance(command, list) or not command:
+            command = ["false"]
+        checks.append(HealthCheck(name, tuple(str(c) for c in command),
+                                  float(entry.get("timeout", DEFAULT_TIMEOUT))))
+    return checks
+
+
+def run_checks(checks: Sequence[HealthCheck], env: Mapping[str, str]) -> list[CheckResult]:
+    results = []
+    for check in checks:
+        try:
+            done = subprocess.run(list(check.command), capture_output=True, text=True,
+                                  errors="replace", timeout=check.timeout,
+                                  env={**os.environ, **env}, check=False)
+            ok = done.returncode == 0
+            detail = "" if ok else \
+                f"exited {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            ok, detail = False, str(e)
+        results.append(CheckResult(check.name, ok, detail))
+    return results
+
+
+def decide(pass_ok: bool, results: Sequence[CheckResult]) -> tuple[bool, str]:
+    """Whether to mark the boot successful, and why (pure)."""
+    if not pass_ok:
+        return False, "the first reconcile pass after boot failed"
+    failed = [r for r in results if not r.ok]
+    if failed:
+        return False, "health check(s) failed: " + "; ".join(
+            f"{r.name}: {r.detail}" for r in failed)
+    return True, f"first pass ok, {len(results)} health check(s) passed"
+
+
+@dataclass
+class BootGate:
+    """Decides once, after the first pass, whether this boot counts."""
+
+    disk: str | None
+    os_env: dict[str, str] = field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
+
+    def after_first_pass(self, pass_ok: bool, updates_settings: Mapping[str, Any] | None
+                         ) -> dict[str, Any]:
+        if self.outcome is not None:
+            return self.outcome
+        results = run_checks(parse_checks(updates_settings), self.os_env) if pass_ok else []
+        mark, reason = decide(pass_ok, results)
+        outcome: dict[str, Any] = {
+            "marked_successful": False, "reason": reason,
+            "health_checks": [{"name": r.name, "ok": r.ok, "detail": r.detail}
+                              for r in results]}
+        if mark:
+            try:
+                with open_os_disk(self.disk) as d:
+                    d.apply("mark-successful-boot")
+                    outcome["set"] = d.active
+                outcome["marked_successful"] = True
+            except (DiskError, OSError) as e:
+                outcome["reason"] = f"cannot mark the boot successful: {e}"
+        self.outcome = outcome
+        return outcome
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    version: str
+    variant: str | None
+    arch: str | None
+    migration: Result
+
+
+def prepare_boot(state_dir: Path, root: Path, disk: str | None,
+                 updog_state: Path | None = None) -> BootInfo:
+    """Identity of the booted set, and the store migrated to its version (raises on failure)."""
+    with open_os_disk(disk, writable=False) as d:
+        fields = d.identity(d.require_active()) or {}
+    version = fields.get("VERSION_ID")
+    if not version:
+        raise DiskError("the booted set's root holds no OS image header (VERSION_ID)")
+    trusted = Path(root) / "usr/share/updog/root.json"
+    cache = MigrationCache.under(updog_state or Path(root) / "var/lib/updog")
+    result = migrate_at_boot(Path(state_dir), version,
+                             trusted.read_bytes() if trusted.exists() else None, cache)
+    return BootInfo(version, fields.get("VARIANT_ID"), fields.get("ARCH"), result)

@@ -1,0 +1,165 @@
+"""The update dispatcher behind the API (Bottlerocket's thar-be-updates), in-process.
+
+`UpdateManager.start(command)` validates the command against the state machine while holding
+the dispatcher lock (423 if another command runs), then runs `updog` in a child process on a
+worker thread and returns at once, as thar-be-updates' parent does. When updog exits, the new
+status (success or failure, exit status, stderr) is computed by `updates.status` and kept.
+The status lives in memory only: like Bottlerocket's tmpfs file, a reboot (daemon restart)
+starts over at Idle with the booted set as the active partition.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from updates import status as sm
+from updates.partitions import open_os_disk
+from updates.semver import Version
+from updates.timefmt import utcnow
+
+UPDOG = {
+    "refresh": ["check-update", "--all", "--json"],
+    "prepare": ["update-image", "--json"],
+    "activate": ["update-apply"],
+    "deactivate": ["update-revert"],
+}
+
+
+class Uninitialized(Exception):
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("Update status is uninitialized, refresh-updates to initialize it")
+
+
+class UpdateManager:
+    """Runs one update command at a time and keeps the update status."""
+
+    def __init__(
+        self,
+        updog: Sequence[str],
+        *,
+        disk: str | None,
+        version_lock: Callable[[], Version | None] = lambda: None,
+        on_done: Callable[[sm.UpdateStatus], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        timeout: float = 3600.0,
+    ) -> None:
+        self.updog = list(updog)
+        self.disk = disk
+        self.version_lock = version_lock
+        self.on_done = on_done
+        self.clock = clock
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._status: sm.UpdateStatus | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- reading
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def status(self) -> sm.UpdateStatus:
+        """The current status; 423 while a command runs, 404 before the first command."""
+        if self._lock.locked():
+            raise sm.Busy("An update command is in progress; try again when it finishes")
+        if self._status is None:
+            raise Uninitialized()
+        return self._status
+
+    def peek(self) -> sm.UpdateStatus | None:
+        """The last complete status, without waiting or raising (for GET /status)."""
+        return self._status
+
+    def _initial(self) -> sm.UpdateStatus:
+        with open_os_disk(self.disk, writable=False) as disk:
+            active = disk.require_active()
+            fields = disk.identity(active) or {}
+            next_set = disk.state().next()
+        image = sm.Image(fields.get("ARCH", ""), fields.get("VERSION_ID", ""),
+                         fields.get("VARIANT_ID", "")) if fields else None
+        if next_set is None:
+            raise sm.CommandRefused("no partition set is bootable")
+        return sm.initial(image, next_set == active)
+
+    # -- commands
+
+    def start(self, command: str) -> None:
+        """Validate and start `command` in the background (raises CommandRefused)."""
+        if not self._lock.acquire(blocking=False):
+            raise sm.Busy("An update command is in progress; try again when it finishes")
+        try:
+            if self._status is None:
+                self._status = self._initial()
+            sm.check_command(self._status, command)
+            self._thread = threading.Thread(target=self._run, args=(command,),
+                                            name=f"update-{command}", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def run(self, command: str) -> sm.UpdateStatus:
+        """Start `command` and wait for it (the automatic-update policy uses this)."""
+        self.start(command)
+        self.wait()
+        return self._status  # type: ignore[return-value]
+
+    def wait(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self, command: str) -> None:
+        status = self._status
+        assert status is not None
+        try:
+            code, stdout, stderr = self._updog(command, status)
+            result = sm.Command(command, "Success" if code == 0 else "Failed", self.clock(),
+                                code, stderr)
+            self._status = self._next(status, command, result, stdout)
+        except Exception as e:  # record it: a failure must never be silent
+            result = sm.Command(command, "Failed", self.clock(), 1,
+                                f"{type(e).__name__}: {e}")
+            self._status = self._next(status, command, result, "")
+        finally:
+            self._lock.release()
+        if self.on_done:
+            self.on_done(self._status)
+
+    def _updog(self, command: str, status: sm.UpdateStatus) -> tuple[int, str, str]:
+        args = list(UPDOG[command])
+        if command == "prepare" and status.chosen_update:  # the version refresh chose
+            args += ["--image", status.chosen_update.version]
+        if self.disk:
+            args += ["--disk", self.disk]
+        try:
+            done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
+                                  errors="replace", timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
+        code = done.returncode if done.returncode >= 0 else -done.returncode  # signal number
+        return code, done.stdout, done.stderr
+
+    def _next(self, status: sm.UpdateStatus, command: str, result: sm.Command,
+              stdout: str) -> sm.UpdateStatus:
+        if command == "refresh":
+            updates = []
+            if result.cmd_status == "Success":
+                try:
+                    updates = json.loads(stdout or "[]")
+                except json.JSONDecodeError as e:
+                    result = sm.Command(command, "Failed", result.timestamp, result.exit_status,
+                                        f"{result.stderr}\nunreadable updog output: {e}")
+            running = status.active_partition.image if status.active_partition else None
+            version = Version.parse(running.version) if running and running.version \
+                else Version.parse("0.0.0")
+            return sm.after_refresh(status, result, updates, version, self.version_lock())
+        return {"prepare": sm.after_prepare, "activate": sm.after_activate,
+                "deactivate": sm.after_deactivate}[command](status, result)

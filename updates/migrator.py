@@ -1,0 +1,228 @@
+"""The migrator: at boot, before the daemon opens the store, bring it to the running OS version.
+
+The store (`<state-dir>/store.db`) records the OS version its data is shaped for in its metadata
+(`datastore-version`). When that differs from the version of the booted set:
+
+1. read `manifest.json` and the migrations from the cache updog filled before it touched the
+   partition, verified offline against the cached TUF metadata (expiry ignored, signatures and
+   hashes enforced) and the trusted root shipped with the OS;
+2. compute the path (`find_migrations`): forward when going up, reversed after a rollback;
+3. copy the store with SQLite's backup API, migrate the copy (one new generation, source
+   `migration:<from>-><to>`, so history and provenance show it), close it, fsync it;
+4. switch it in with `os.replace` and fsync the directory.
+
+A failure at any step leaves the old store untouched (the copy is discarded); the boot is then
+not marked successful, and the bootloader falls back to the set whose version matches it.
+
+    python -m updates.migrator --state-dir DIR --disk PATH [--root DIR] [--trusted-root PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.store import Store
+from reconciler.transaction import rollback_plan
+from updates.apply import MigrationCache
+from updates.errors import UpdateError
+from updates.manifest import ManifestError, find_migrations, parse_manifest
+from updates.migrations import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    parse_migration,
+    verify_offline,
+)
+from updates.semver import Version, VersionError
+
+DATASTORE_VERSION = "datastore-version"
+STORE = "store.db"
+
+
+@dataclass(frozen=True)
+class Result:
+    from_version: str | None
+    to_version: str
+    migrations: tuple[str, ...] = ()
+    direction: str = "none"  # "forward" | "backward" | "none"
+    changed: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        if self.direction == "none":
+            return f"store already at {self.to_version}"
+        return (f"store migrated {self.direction} {self.from_version} -> {self.to_version} "
+                f"({len(self.migrations)} migration(s), {len(self.changed)} key(s) changed)")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def datastore_version(db: Path) -> str | None:
+    """The version recorded in the store (None: no store, or never recorded)."""
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE name = ?",
+                           (DATASTORE_VERSION,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+    return None if row is None else json.loads(row[0])
+
+
+def _checkpoint(db: Path) -> sqlite3.Connection:
+    """A connection to the store with its WAL folded in; refuses when someone else has it."""
+    src = sqlite3.connect(db, isolation_level=None)
+    busy, _, _ = src.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        src.close()
+        raise MigrationError(f"{db} is in use (stop the daemon before migrating)")
+    return src
+
+
+def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_version: str,
+                  to_version: str) -> tuple[str, ...]:
+    """Migrate a copy of the store and switch it in atomically; returns the changed keys."""
+    db = Path(db)
+    tmp = db.with_name(f".{db.name}.migrating")
+    _remove(tmp)
+    src = _checkpoint(db)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()  # last connection: SQLite removes the (empty) WAL of the old file
+    try:
+        copy = Store(tmp)
+        try:
+            live = copy.live()
+            meta = _all_meta(copy)
+            new_live, new_meta = apply_migrations(live, meta, migrations, forward)
+            new_meta[DATASTORE_VERSION] = to_version
+            label = f"migration:{from_version}->{to_version}"
+            plan = rollback_plan(live, new_live, label)
+            with copy._write() as conn:  # one transaction: settings, history, metadata
+                copy._apply(conn, f"migration-{to_version}", label, plan)
+                for name in set(meta) - set(new_meta):
+                    conn.execute("DELETE FROM meta WHERE name = ?", (name,))
+                for name, value in new_meta.items():
+                    if meta.get(name, object()) != value:
+                        copy._set_meta(conn, name, value)
+        finally:
+            copy.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, db)
+        _fsync_dir(db.parent)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return tuple(sorted(c.key for c in plan.changes))
+
+
+def _all_meta(store: Store) -> dict[str, object]:
+    with store._lock:
+        rows = store._db.execute("SELECT name, value FROM meta").fetchall()
+    return {name: json.loads(value) for name, value in rows}
+
+
+def load_migrations(trusted_root: bytes, cache: MigrationCache, from_version: Version,
+                    to_version: Version) -> list[tuple[str, Migration]]:
+    """The verified migrations to run, in run order (already reversed when going down)."""
+    manifest = parse_manifest(verify_offline(trusted_root, cache.metadata, cache.targets,
+                                             "manifest.json"))
+    names = find_migrations(manifest, from_version, to_version)
+    return [(n, parse_migration(verify_offline(trusted_root, cache.metadata, cache.targets, n),
+                                n)) for n in names]
+
+
+def migrate_at_boot(state_dir: Path, running_version: str, trusted_root: bytes | None,
+                    cache: MigrationCache) -> Result:
+    """Bring `<state_dir>/store.db` to `running_version` (see the module docstring)."""
+    db = Path(state_dir) / STORE
+    current = datastore_version(db)
+    if current is None:  # first boot, or a store from before versions were recorded
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with Store(db) as store:
+            store.set_meta(DATASTORE_VERSION, running_version)
+        return Result(None, running_version)
+    if current == running_version:
+        return Result(current, running_version)
+    try:
+        src_v, dst_v = Version.parse(current), Version.parse(running_version)
+    except VersionError as e:
+        raise MigrationError(f"datastore or OS version: {e}") from None
+    if trusted_root is None:
+        raise MigrationError("no trusted root.json to verify the cached migrations with")
+    try:
+        loaded = load_migrations(trusted_root, cache, src_v, dst_v)
+    except ManifestError as e:
+        raise MigrationError(str(e)) from None
+    forward = dst_v > src_v
+    changed = migrate_store(db, [m for _, m in loaded], forward=forward, from_version=current,
+                            to_version=running_version)
+    return Result(current, running_version, tuple(n for n, _ in loaded),
+                  "forward" if forward else "backward", changed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from updates.partitions import DiskError, open_os_disk
+
+    parser = argparse.ArgumentParser(prog="migrator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--disk", help="OS disk (default: the disk behind /)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="host filesystem prefix (default <state-dir>/root)")
+    parser.add_argument("--trusted-root", type=Path, default=None,
+                        help="root.json (default <root>/usr/share/updog/root.json)")
+    parser.add_argument("--updog-state", type=Path, default=None,
+                        help="updog state dir (default <root>/var/lib/updog)")
+    parser.add_argument("--version", help="running OS version (default: from the disk)")
+    args = parser.parse_args(argv)
+    root = args.root or args.state_dir / "root"
+    try:
+        version = args.version
+        if version is None:
+            with open_os_disk(args.disk, writable=False) as disk:
+                version = disk.running_version()
+        if version is None:
+            raise MigrationError("the running set holds no OS version")
+        trusted = args.trusted_root or root / "usr/share/updog/root.json"
+        trusted_root = trusted.read_bytes() if trusted.exists() else None
+        cache = MigrationCache.under(args.updog_state or root / "var/lib/updog")
+        result = migrate_at_boot(args.state_dir, version, trusted_root, cache)
+    except (UpdateError, DiskError, OSError, sqlite3.Error) as e:
+        print(f"migrator: {e}", file=sys.stderr)
+        return 1
+    print(f"migrator: {result.describe()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

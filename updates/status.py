@@ -1,0 +1,204 @@
+"""The update API's state machine (thar-be-updates), as pure functions over `UpdateStatus`.
+
+Idle -> Available (refresh found an update) -> Staged (prepare wrote it to the inactive set)
+-> Ready (activate flipped the flags) -> Staged again (deactivate). A command's outcome is
+recorded in `most_recent_command`, failures included (the upstream fix of Nov 2020).
+
+`check_command()` says whether a command may start (raising `NotAllowed` -> 409,
+`NoChosenUpdate` / `NoStagedImage` -> 404); the `after_*` functions compute the next status
+from the command's result. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from updates.semver import Version
+from updates.timefmt import format_time
+
+IDLE, AVAILABLE, STAGED, READY = "Idle", "Available", "Staged", "Ready"
+COMMANDS = ("refresh", "prepare", "activate", "deactivate")
+ALLOWED = {
+    "refresh": (IDLE, AVAILABLE, STAGED, READY),
+    "prepare": (AVAILABLE, STAGED),
+    "activate": (STAGED,),
+    "deactivate": (READY,),
+}
+
+
+class CommandRefused(Exception):
+    status = 500
+    exit_code = 1
+
+
+class NotAllowed(CommandRefused):
+    status, exit_code = 409, 65
+
+
+class NoChosenUpdate(CommandRefused):
+    status, exit_code = 404, 66
+
+
+class NoStagedImage(CommandRefused):
+    status, exit_code = 404, 67
+
+
+class Busy(CommandRefused):
+    status, exit_code = 423, 64
+
+
+@dataclass(frozen=True)
+class Image:
+    arch: str
+    version: str
+    variant: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"arch": self.arch, "version": self.version, "variant": self.variant}
+
+
+@dataclass(frozen=True)
+class Partition:
+    image: Image | None
+    next_to_boot: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image.to_json() if self.image else None,
+                "next_to_boot": self.next_to_boot}
+
+
+@dataclass(frozen=True)
+class Command:
+    cmd_type: str
+    cmd_status: str  # Success | Failed | Unknown
+    timestamp: datetime
+    exit_status: int
+    stderr: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cmd_type": self.cmd_type, "cmd_status": self.cmd_status,
+                "timestamp": format_time(self.timestamp), "exit_status": self.exit_status,
+                "stderr": self.stderr}
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    update_state: str = IDLE
+    available_updates: tuple[str, ...] = ()
+    chosen_update: Image | None = None
+    active_partition: Partition | None = None
+    staging_partition: Partition | None = None
+    most_recent_command: Command | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "update_state": self.update_state,
+            "available_updates": list(self.available_updates),
+            "chosen_update": self.chosen_update.to_json() if self.chosen_update else None,
+            "active_partition": self.active_partition.to_json() if self.active_partition
+            else None,
+            "staging_partition": self.staging_partition.to_json() if self.staging_partition
+            else None,
+            "most_recent_command": self.most_recent_command.to_json()
+            if self.most_recent_command else None,
+        }
+
+
+def initial(active: Image | None, next_is_active: bool) -> UpdateStatus:
+    return UpdateStatus(active_partition=Partition(active, next_is_active))
+
+
+def check_command(status: UpdateStatus, command: str) -> None:
+    """Raise when `command` may not start now (the synchronous errors of thar-be-updates)."""
+    if command not in ALLOWED:
+        raise NotAllowed(f"unknown update command {command!r}")
+    if status.update_state not in ALLOWED[command]:
+        raise NotAllowed(f"{command} is not allowed in state {status.update_state}")
+    if command == "prepare" and status.chosen_update is None:
+        raise NoChosenUpdate("No update has been chosen; refresh first")
+    if command in ("activate", "deactivate") and status.staging_partition is None:
+        raise NoStagedImage("No staged image; prepare an update first")
+
+
+def choose(updates: Sequence[dict[str, Any]], running: Version,
+           version_lock: Version | None) -> dict[str, Any] | None:
+    """thar-be-updates' pick from updog's list (highest version first)."""
+    ordered = sorted(updates, key=lambda u: Version.parse(u["version"]), reverse=True)
+    if version_lock is not None:
+        if version_lock == running:
+            return None
+        return next((u for u in ordered if Version.parse(u["version"]) == version_lock), None)
+    return next((u for u in ordered
+                 if running < Version.parse(u["version"])
+                 or running > Version.parse(u["max_version"])), None)
+
+
+def _image(u: dict[str, Any]) -> Image:
+    return Image(u["arch"], u["version"], u["variant"])
+
+
+def after_refresh(status: UpdateStatus, command: Command, updates: Sequence[dict[str, Any]],
+                  running: Version, version_lock: Version | None) -> UpdateStatus:
+    """Refresh recomputes the list and the choice; only Idle/Available change state."""
+    if command.cmd_status != "Success":
+        updates = ()
+    chosen = choose(updates, running, version_lock)
+    ordered = sorted((u["version"] for u in updates), key=Version.parse, reverse=True)
+    new = replace(status, available_updates=tuple(ordered),
+                  chosen_update=_image(chosen) if chosen else None, most_recent_command=command)
+    if status.update_state in (IDLE, AVAILABLE):
+        new = replace(new, update_state=AVAILABLE if chosen else IDLE)
+    return new
+
+
+def after_prepare(status: UpdateStatus, command: Command) -> UpdateStatus:
+    if command.cmd_status == "Success":
+        return replace(status, update_state=STAGED, most_recent_command=command,
+                       staging_partition=Partition(status.chosen_update, False))
+    # The inactive set was (or may have been) cleared: nothing is staged any more.
+    return replace(status, update_state=AVAILABLE if status.chosen_update else IDLE,
+                   staging_partition=None, most_recent_command=command)
+
+
+def after_activate(status: UpdateStatus, command: Command) -> UpdateStatus:
+    if command.cmd_status != "Success":
+        return replace(status, most_recent_command=command)
+    return replace(status, update_state=READY, most_recent_command=command,
+                   staging_partition=_flip(status.staging_partition, True),
+                   active_partition=_flip(status.active_partition, False))
+
+
+def after_deactivate(status: UpdateStatus, command: Command) -> UpdateStatus:
+    if command.cmd_status != "Success":
+        return replace(status, most_recent_command=command)
+    return replace(status, update_state=STAGED, most_recent_command=command,
+                   staging_partition=_flip(status.staging_partition, False),
+                   active_partition=_flip(status.active_partition, True))
+
+
+def _flip(p: Partition | None, next_to_boot: bool) -> Partition | None:
+    return replace(p, next_to_boot=next_to_boot) if p else None
+
+
+def auto_command(state: str, in_window: bool) -> str | None:
+    """Automatic updates: the next command to run in a maintenance window (never a reboot)."""
+    if not in_window:
+        return None
+    return {IDLE: "refresh", AVAILABLE: "prepare", STAGED: "activate"}.get(state)
+
+
+def in_window(now: datetime, start: str | None, end: str | None) -> bool:
+    """Whether `now` (UTC) is within the daily window [start, end) given as "HH:MM".
+
+    No window means always; end before start wraps past midnight; start == end is all day.
+    """
+    if not start or not end:
+        return True
+    minute = now.hour * 60 + now.minute
+    s, e = (int(t[:2]) * 60 + int(t[3:5]) for t in (start, end))
+    if s == e:
+        return True
+    return s <= minute < e if s < e else minute >= s or minute < e
