@@ -19,17 +19,20 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 run: $(STAMP)
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
 	$(BIN)/reconciler serve --state-dir $(STATE) --variant $(VARIANT) --user-data $(USER_DATA) $(RUN_FLAGS)
 
 test: system-deps $(STAMP)
 	$(BIN)/ruff check .
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
 	$(BIN)/python -m pytest -q $(PYTEST_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
-	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+bench: system-deps $(STAMP)
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(STATE) build *.egg-info

@@ -4,6 +4,15 @@ set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
 command -v sgdisk >/dev/null || need+=(gdisk)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)  # signed-commit tests
+# Host containers: podman with the runc runtime (crun fails on hybrid cgroups), its network stack
+# named explicitly (not left to Recommends), and busybox-static to build the test images locally
+# (no registry is reachable from CI). Engine options: examples/containers.conf (CONTAINERS_CONF).
+command -v podman >/dev/null || need+=(podman netavark aardvark-dns iptables)
+command -v runc >/dev/null || need+=(runc)
+[ -x /bin/busybox ] || need+=(busybox-static)
+# Durability tests trace system calls.
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -53,9 +53,14 @@ log = get_logger("containers")
 PERSISTENT_TARGET = "/.bottlerocket/host-containers"
 ROOTFS_TARGET = "/.bottlerocket/rootfs"
 SOCKET_TARGET = "/run/api.sock"
+# The socket's directory entry in the container outlives a daemon restart only through a
+# directory mount: ``<state-dir>/containers/api/api.sock`` is a hard link to the live socket,
+# renewed when the daemon starts, and the bundled apiclient is pointed at it.
+API_DIR_TARGET = "/run/reconciler"
 APICLIENT_TARGET = "/usr/local/bin/apiclient"
 APICLIENT_SOURCE = Path(__file__).resolve().parent.parent / "apiclient.py"
-REGISTRY_WAKE_EVENTS = {"died", "remove", "oom", "kill"}
+WAKE_EVENTS = {"died", "remove", "oom", "kill"}
+EVENT_SETTLE = 0.3  # seconds to let a burst of engine events settle before one wake-up
 
 
 @dataclass
@@ -109,6 +114,7 @@ class HostContainers:
         self.engine_dir = self.state_dir / "containers"
         self.engine: ContainerEngine = engine or PodmanEngine(self.engine_dir)
         self.apiclient_path = self.engine_dir / "bin" / "apiclient"
+        self.api_dir = self.engine_dir / "api"
         self.max_restarts = max_restarts
         self.window = window
         self.backoff_start = backoff_start
@@ -127,6 +133,8 @@ class HostContainers:
         self._watch: threading.Thread | None = None
         self._stop = threading.Event()
         self._acting: set[str] = set()
+        self._event_timer: threading.Timer | None = None
+        self._archives: dict[str, tuple[tuple[int, int, int], Image]] = {}
 
     # ---- daemon wiring -------------------------------------------------------------------------
 
@@ -138,12 +146,35 @@ class HostContainers:
         self.wake = wake
         self.events = events
         self._stop.clear()
+        if self.api_dir.is_dir():
+            self._link_socket()  # containers from an earlier daemon reach this one
+
+    def _link_socket(self) -> bool:
+        """Point ``<state-dir>/containers/api/api.sock`` at the live socket (a hard link)."""
+        if self.socket is None or not self.socket.is_socket():
+            return False
+        try:
+            self.api_dir.mkdir(parents=True, exist_ok=True)
+            link = self.api_dir / "api.sock"
+            if link.exists() and os.path.samefile(link, self.socket):
+                return True
+            tmp = self.api_dir / f".api.sock.{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            os.link(self.socket, tmp)
+            os.replace(tmp, link)
+            return True
+        except OSError as error:  # another file system: the file mount alone has to do
+            log.warning("cannot link the API socket for host containers", error=str(error))
+            return False
 
     def close(self) -> None:
         """Stop the event watch and timers. Containers keep running (the next daemon adopts)."""
         self._stop.set()
         with self._lock:
             timers, self._timers = list(self._timers.values()), {}
+            if self._event_timer is not None:
+                timers.append(self._event_timer)
         for timer in timers:
             timer.cancel()
         if self._watch is not None:
@@ -175,12 +206,21 @@ class HostContainers:
     def _on_event(self, event: Mapping[str, Any]) -> None:
         status = str(event.get("Status", ""))
         name = str(event.get("Name", ""))
-        if status not in REGISTRY_WAKE_EVENTS or self.wake is None:
+        if status not in WAKE_EVENTS or self.wake is None:
             return
         with self._lock:
             if name in self._acting:
                 return  # our own doing (remove, recreate)
-        self.wake(f"container {name} {status}")
+            if self._event_timer is not None and self._event_timer.is_alive():
+                return  # a wake-up is already on its way
+            # "died" is followed by "remove" when a container is removed by hand: wake once,
+            # after both, rather than starting a container that is being removed.
+            wake = self.wake
+            self._event_timer = threading.Timer(
+                EVENT_SETTLE, lambda: wake(f"container {name} {status}")
+            )
+            self._event_timer.daemon = True
+            self._event_timer.start()
 
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         if self.events is not None:
@@ -445,16 +485,20 @@ class HostContainers:
         with self._lock:
             record.state = "pending"
         storage = self._prepare_storage(want)
-        image = self._pull(want.source)  # before removing the old one: a bad source keeps it
-        if replace:
+        image, cached = self._pull(want.source)  # before removing the old one: a bad source
+        if replace:  # keeps the old one running
             self.engine.remove(name)
-        spec = self._spec(want, image, storage, generation)
         try:
-            self.engine.run(spec)
+            self.engine.run(self._spec(want, image, storage, generation))
         except EngineError:
             with contextlib.suppress(EngineError):
                 self.engine.remove(name)  # no half-made container left behind
-            raise
+            if not cached:
+                raise
+            with self._lock:  # the image went away behind our back: pull it again
+                self._archives.pop(want.source, None)
+            image, _ = self._pull(want.source)
+            self.engine.run(self._spec(want, image, storage, generation))
         with self._lock:
             record.state = "running"
             record.image = image.id
@@ -467,26 +511,51 @@ class HostContainers:
             extra["drifted"] = True
         return self._step(name, result, reason, want, **extra)
 
-    def _pull(self, source: str) -> Image:
+    def _pull(self, source: str) -> tuple[Image, bool]:
+        """The image of ``source`` and whether it came from the archive cache.
+
+        A registry reference is pulled every time (a tag may move), with retries and backoff. A
+        local archive is loaded once per content: its (inode, size, mtime) is remembered.
+        """
         local = source.startswith(ARCHIVE_TRANSPORTS)
+        stamp = None
+        if local:
+            try:
+                info = os.stat(source.split(":", 1)[1])
+                stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+            except OSError:
+                stamp = None  # let the engine say what is wrong with it
+            with self._lock:
+                known = self._archives.get(source)
+            if stamp is not None and known is not None and known[0] == stamp:
+                return known[1], True
         attempts = 1 if local else max(1, self.pull_attempts)  # a registry may come back
         for attempt in range(1, attempts + 1):
             try:
-                return self.engine.pull(source)
+                image = self.engine.pull(source)
             except EngineUnavailable:
                 raise
             except EngineError as error:
                 if attempt == attempts:
                     raise EngineError(f"source {source}: {error}") from None
                 self.sleep(min(30.0, self.pull_backoff * 2 ** (attempt - 1)))
+                continue
+            if stamp is not None:
+                with self._lock:
+                    self._archives[source] = (stamp, image)
+            return image, False
         raise AssertionError("unreachable")
 
     def _spec(
         self, want: DesiredContainer, image: Image, storage: Path, generation: int
     ) -> RunSpec:
         mounts = [Mount(storage, f"{PERSISTENT_TARGET}/{want.name}")]
+        env = {}
         if self.socket is not None and self.socket.exists():
             mounts.append(Mount(self.socket, SOCKET_TARGET))
+            if self._link_socket():
+                mounts.append(Mount(self.api_dir, API_DIR_TARGET, read_only=True))
+                env["APICLIENT_SOCKET"] = f"{API_DIR_TARGET}/api.sock"
         mounts.append(Mount(self._apiclient(), APICLIENT_TARGET, read_only=True))
         if want.superpowered:
             mounts.append(Mount(Path("/"), ROOTFS_TARGET, read_only=True))
@@ -498,6 +567,7 @@ class HostContainers:
             privileged=want.superpowered,
             host_pid=want.superpowered,
             host_network=want.superpowered,
+            env=env,
         )
 
     # ---- files ---------------------------------------------------------------------------------
