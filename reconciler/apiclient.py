@@ -643,6 +643,12 @@ def cmd_plan(client: Client, args: Any) -> int:
             print(f"  {svc.get('name')}: {action}{reason}" + (f" [{keys}]" if keys else ""))
     else:
         print("Services: none would restart")
+    containers = [c for c in answer.get("containers") or [] if c.get("action") != "keep"]
+    if containers:
+        print(f"Host containers ({len(containers)}):")
+        for item in containers:
+            reason = f" - {item['reason']}" if item.get("reason") else ""
+            print(f"  {item.get('name')}: would {item.get('action')}{reason}")
     if errors:
         print(f"Errors ({len(errors)}):")
         for name, message in sorted(errors.items()):
@@ -670,6 +676,17 @@ def cmd_status(client: Client, args: Any) -> int:
         print(f"  {condition.get('type', '?'):<12} {flag:<3} {text}".rstrip())
     if answer.get("retries"):
         print(f"Retries:     {answer['retries']} failed pass(es) in a row")
+    engine = answer.get("containers")
+    managed = (engine or {}).get("host-containers") if isinstance(engine, dict) else None
+    if managed:
+        print(f"Host containers ({len(managed)}):")
+        for name, item in sorted(managed.items()):
+            digest = (item.get("digest") or "")[:19]
+            restarts = f", {item['restarts']} restart(s)" if item.get("restarts") else ""
+            problem = f", last error: {item['last_error']}" if item.get("last_error") else ""
+            print(f"  {name}: {item.get('state')} {digest}{restarts}{problem}".rstrip())
+    elif isinstance(engine, dict) and engine.get("engine_error"):
+        print(f"Host containers: engine unavailable: {engine['engine_error']}")
     git = answer.get("gitops")
     if isinstance(git, dict) and git.get("condition") != "Disabled":
         print(f"Git:         {git.get('condition')} {git.get('url')} ref {git.get('ref') or 'HEAD'}"

@@ -127,8 +127,9 @@ class Worker:
     def _report(self, receipt: dict[str, Any]) -> None:
         generation = receipt["generation"]
         for step in receipt.get("steps", []):
-            if step.get("drift"):
+            if step.get("drift") or step.get("drifted"):
                 self.metrics.drift.labels(step["kind"]).inc()
+            if step.get("drift") and step["kind"] == "file":  # containers emit their own
                 self.events.emit(
                     "drift",
                     f"{step.get('path', step['name'])} drifted; rewritten",
