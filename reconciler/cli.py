@@ -46,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="local desired-state file, applied at start and whenever it changes",
     )
+    serve.add_argument(
+        "--allowed-uids",
+        type=_ids,
+        metavar="UID[,UID...]",
+        help="access policy: only these callers' uids (SO_PEERCRED) may use the API, besides "
+        "root and --allowed-gids; others get 403 (default: anyone who can open the socket)",
+    )
+    serve.add_argument(
+        "--allowed-gids",
+        type=_ids,
+        metavar="GID[,GID...]",
+        help="access policy: callers whose (effective) gid is one of these may use the API",
+    )
 
     validate = commands.add_parser("validate", help="check user-data documents offline")
     validate.add_argument("--variant", default=None)
@@ -56,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def _ids(text: str) -> list[int]:
+    """``1000,1001`` -> [1000, 1001]."""
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ids") from None
+    if not ids or any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ids")
+    return ids
 
 
 def _state_args(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HostError as error:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2
+    from reconciler import redact
+
+    redact.track(host.schema, host.store)  # no secret in a log line, whatever the command
     with host:
         if args.command == "plan":
             print(json.dumps(host.dry_run(), indent=2))
@@ -94,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return host.serve_once(args.user_data)
         from reconciler.daemon import serve
 
-        return serve(host, args.socket, args.user_data, args.interval, args.desired)
+        return serve(host, args.socket, args.user_data, args.interval, args.desired,
+                     allowed=(args.allowed_uids, args.allowed_gids))
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:

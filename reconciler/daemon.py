@@ -15,8 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from reconciler import containers
-from reconciler.api.server import make_app
+from reconciler import containers, redact
+from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -52,14 +52,26 @@ def serve(
     user_data: Sequence[str],
     interval: float = 60.0,
     desired: Sequence[str] = (),
+    allowed: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
 ) -> int:
+    """``allowed``: the uids and gids of the access policy (None, None: anyone)."""
+    redact.track(host.schema, host.store)  # secrets of user data never reach a log line either
     if not host.boot(user_data):
         return 1
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
-    return asyncio.run(_serve(host, path, interval, desired))
+    try:
+        return asyncio.run(_serve(host, path, interval, desired, AccessPolicy.of(*allowed)))
+    finally:
+        redact.untrack()
 
 
-async def _serve(host: Host, path: Path, interval: float, desired: Sequence[str]) -> int:
+async def _serve(
+    host: Host,
+    path: Path,
+    interval: float,
+    desired: Sequence[str],
+    access: AccessPolicy | None = None,
+) -> int:
     events = Events()
     metrics = Metrics()
     worker = Worker(host, events, metrics, interval=interval)
@@ -69,7 +81,7 @@ async def _serve(host: Host, path: Path, interval: float, desired: Sequence[str]
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
     git_loop = GitLoop(GitSync(host, events), worker, metrics)
     files = DesiredFiles(host, events, desired) if desired else None
-    app = make_app(host, worker, events, metrics, git_loop, files)
+    app = make_app(host, worker, events, metrics, git_loop, files, access)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ from reconciler.keys import InvalidKeyError, quote_segment
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # after decompression
+MAX_DEPTH = 64  # nested tables and lists (keys are at most 255 bytes anyway)
+MAX_VALUES = 1_000_000  # values once YAML aliases are expanded: a "billion laughs" stops here
 STDIN = "-"
 STDIN_ORIGIN = "<stdin>"
 _FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
@@ -98,6 +100,10 @@ def _parse_toml(text: str, origin: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DocumentError(origin, f"invalid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise DocumentError(origin, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise DocumentError(origin, "invalid TOML: nested too deeply") from None
 
 
 def _parse_json(text: str, origin: str) -> Any:
@@ -120,6 +126,8 @@ def _parse_json(text: str, origin: str) -> Any:
         ) from None
     except ValueError as exc:
         raise DocumentError(origin, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise DocumentError(origin, "invalid JSON: nested too deeply") from None
 
 
 def _parse_yaml(text: str, origin: str) -> Any:
@@ -137,6 +145,10 @@ def _parse_yaml(text: str, origin: str) -> Any:
         raise DocumentError(origin, f"invalid YAML: {reason}", line=line, column=column) from None
     except YAMLError as exc:
         raise DocumentError(origin, f"invalid YAML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise DocumentError(origin, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise DocumentError(origin, "invalid YAML: nested too deeply") from None
     if len(documents) > 1:
         raise DocumentError(origin, f"holds {len(documents)} YAML documents; expected one")
     return documents[0] if documents else None
@@ -156,8 +168,20 @@ def _where(path: tuple[Any, ...]) -> str:
     return "".join(parts) or "the top level"
 
 
-def _to_json(value: Any, path: tuple[Any, ...], origin: str) -> Any:
-    """A plain JSON copy of ``value``, or DocumentError naming the key of what is not JSON."""
+def _to_json(
+    value: Any, path: tuple[Any, ...], origin: str, budget: list[int] | None = None
+) -> Any:
+    """A plain JSON copy of ``value``, or DocumentError naming the key of what is not JSON.
+
+    Refuses more than MAX_DEPTH levels (a recursive YAML alias has no end) and more than
+    MAX_VALUES values (YAML aliases expand a small text into a huge document)."""
+    if budget is None:
+        budget = [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise DocumentError(origin, f"holds more than {MAX_VALUES} values (aliases expanded)")
+    if len(path) > MAX_DEPTH:
+        raise DocumentError(origin, f"{_where(path[:MAX_DEPTH])}: nested deeper than {MAX_DEPTH}")
     if value is None or isinstance(value, bool | str):
         return str(value) if isinstance(value, str) else value
     if isinstance(value, int):
@@ -175,10 +199,10 @@ def _to_json(value: Any, path: tuple[Any, ...], origin: str) -> Any:
                     f"{_where(path)}: the name {name!r} is not a string "
                     f"({type(name).__name__}); quote it",
                 )
-            result[str(name)] = _to_json(child, (*path, name), origin)
+            result[str(name)] = _to_json(child, (*path, name), origin, budget)
         return result
     if isinstance(value, list | tuple):
-        return [_to_json(child, (*path, i), origin) for i, child in enumerate(value)]
+        return [_to_json(child, (*path, i), origin, budget) for i, child in enumerate(value)]
     if isinstance(value, datetime.date | datetime.time):
         raise DocumentError(
             origin,

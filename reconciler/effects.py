@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
+import glob
 import os
 import secrets
 import signal
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from reconciler import faults
 from reconciler.plan import ObservedFile
 
 OUTPUT_TAIL_BYTES = 4096
@@ -110,7 +113,16 @@ def _makedirs(root: Path, path: str) -> None:
         directory, name = resolve_parent(root, prefix)
         with contextlib.suppress(FileExistsError):
             os.mkdir(os.path.join(directory, name), 0o755)
+            _fsync_directory(directory)  # the new entry is durable before a file goes in it
         resolve_parent(root, prefix + "/x")  # the directory itself (or its link) stays inside
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_atomic(root: Path, path: str, content: bytes, mode: int) -> None:
@@ -119,6 +131,9 @@ def write_atomic(root: Path, path: str, content: bytes, mode: int) -> None:
     parent, name = resolve_parent(root, path)
     dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        for stale in fnmatch.filter(os.listdir(dir_fd), f".{glob.escape(name)}.tmp-*"):
+            with contextlib.suppress(OSError):  # left by a writer killed before its rename
+                os.unlink(stale, dir_fd=dir_fd)
         temp = f".{name}.tmp-{secrets.token_hex(6)}"
         fd = os.open(
             temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
@@ -133,6 +148,7 @@ def write_atomic(root: Path, path: str, content: bytes, mode: int) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            faults.point(f"before-rename:{path}")
             os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):

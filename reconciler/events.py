@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any
 
 from reconciler.logs import get_logger
+from reconciler.redact import SCRUBBER
 
 log = get_logger("events")
 
@@ -19,6 +20,7 @@ class Events:
         self._lock = threading.Lock()
 
     def emit(self, kind: str, message: str, **fields: Any) -> dict[str, Any]:
+        message, fields = SCRUBBER.scrub((message, fields))  # no secret in the journal
         with self._lock:
             self._seq += 1
             event = {

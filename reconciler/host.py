@@ -15,6 +15,7 @@ from reconciler.documents import DocumentError
 from reconciler.osinfo import os_info
 from reconciler.plan import unified_diff
 from reconciler.reconcile import Reconciler
+from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
 from reconciler.store import Store
 from renderers.catalog import Catalog, CatalogError
@@ -72,7 +73,7 @@ class Host:
             return 1
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)
-        print(json.dumps(receipt, indent=2))
+        print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
         return 0 if receipt["ok"] else 1
 
     def dry_run(
@@ -98,7 +99,7 @@ class Host:
                     "diff": unified_diff(action.path, old, action.content),
                 }
             )
-        return {
+        result = {
             "generation": generation,
             "files": files,
             "services": [
@@ -113,6 +114,18 @@ class Host:
             "errors": dict(plan.errors),
             **{e.name: e.plan(settings) for e in self.reconciler.executors},
         }
+        return redact_plan(self.schema, result, self.secret_values(settings))
+
+    def secret_values(self, settings: dict[str, Any] | None = None) -> set[str]:
+        """Secret values a plan may show: of ``settings``, the live settings and those applied
+        (what the files on disk were rendered from)."""
+        values = secret_values(self.schema, settings) | secret_values(
+            self.schema, self.store.live_document()
+        )
+        applied = self.store.applied_generation()
+        if 0 < applied <= self.store.generation():
+            values |= flat_secret_values(self.schema, self.store.values_at(applied))
+        return values
 
 
 def open_host(

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from reconciler.redact import SCRUBBER
+
 
 def configure(level: str = "info") -> None:
     renderer: structlog.types.Processor
@@ -20,6 +22,7 @@ def configure(level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            SCRUBBER.processor,  # secrets (x-secret settings) never reach a log line
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

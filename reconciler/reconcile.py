@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from reconciler import faults
 from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, write_atomic
 from reconciler.plan import Plan, ServiceAction, plan
 from reconciler.store import Store
@@ -112,7 +113,28 @@ class Reconciler:
         the_plan = plan(
             generation, rendered, observed, self.catalog, changed, owed.keys(), sandbox=self.sandbox
         )
-        return the_plan, rendered
+        return self._without_settled(the_plan, owed.keys()), rendered
+
+    def _without_settled(self, the_plan: Plan, owed: Collection[str]) -> Plan:
+        """Drop restarts due only to settings that the service already restarted for.
+
+        ``changed`` counts from the last *successful* receipt, so a pass that restarted (and
+        settled) a service but died or failed before its receipt would restart it again for the
+        same keys. A service with a file to write or an owed restart always stays.
+        """
+        written = {f.name for f in the_plan.files}
+
+        def done(service: str) -> bool:
+            settled = self.store.settled(service)
+            if settled is None or service in owed:
+                return False
+            if written.intersection(self.catalog.services[service].configuration_files):
+                return False
+            affected = self.catalog.affected_services(sorted(self.store.changed_since(settled)))
+            return not any(service in names for names in affected.values())
+
+        keep = tuple(action for action in the_plan.services if not done(action.service))
+        return the_plan if len(keep) == len(the_plan.services) else replace(the_plan, services=keep)
 
     def run_pass(self, reason: str = "requested") -> dict[str, Any]:
         started = time.time()
@@ -125,11 +147,14 @@ class Reconciler:
         debts = {s.service: s.changed_settings for s in the_plan.services}
         if debts:
             self.store.owe(debts, generation, reason)
+            faults.point("after-owe")
 
         failed_files: set[str] = set()
         for action in the_plan.files:
             try:
+                faults.point(f"before-file:{action.path}")
                 write_atomic(self.root, action.path, action.content, action.mode)
+                faults.point(f"after-file:{action.path}")
                 drift = self._last_rendered.get(action.name) == action.content
                 steps.append(
                     Step(
@@ -145,7 +170,7 @@ class Reconciler:
                 steps.append(Step("file", action.name, "failed", str(error), {"path": action.path}))
 
         for action in the_plan.services:
-            steps.append(self._service(action, failed_files))
+            steps.append(self._service(action, failed_files, generation))
 
         executor_steps: list[dict[str, Any]] = []
         for executor in self.executors:
@@ -180,10 +205,11 @@ class Reconciler:
             "steps": step_dicts,
             "unchanged_files": len(the_plan.unchanged),
         }
+        faults.point("before-receipt")
         receipt["pass"] = self.store.save_receipt(generation, ok, receipt)
         return receipt
 
-    def _service(self, action: ServiceAction, failed_files: set[str]) -> Step:
+    def _service(self, action: ServiceAction, failed_files: set[str], generation: int) -> Step:
         service = self.catalog.services[action.service]
         blocked = failed_files.intersection(service.configuration_files)
         extra = {"reason": action.reason, "commands": [list(c) for c in action.commands]}
@@ -196,7 +222,7 @@ class Reconciler:
                 extra,
             )
         if action.skipped:
-            self.store.settle(action.service)
+            self.store.settle(action.service, generation)
             return Step(
                 "service",
                 action.service,
@@ -205,14 +231,18 @@ class Reconciler:
                 extra,
             )
         env = {"CHANGED_SETTINGS": " ".join(action.changed_settings)}
+        faults.point(f"before-restart:{action.service}")
         for argv in action.commands:
             result = self.runner.run(argv, env, service.timeout)
+            faults.point(f"after-restart:{action.service}")
             if result.error or result.returncode != 0:
                 detail = result.error or f"{' '.join(argv)} exited {result.returncode}"
                 if result.output:
                     detail += f": {result.output.strip()[-400:]}"
                 return Step("service", action.service, "failed", detail, extra)
-        self.store.settle(action.service)
+        faults.point(f"before-settle:{action.service}")
+        self.store.settle(action.service, generation)
+        faults.point(f"after-settle:{action.service}")
         return Step(
             "service",
             action.service,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler import faults
 from reconciler.keys import flatten, unflatten
 from reconciler.transaction import (
     ROOT,
@@ -338,7 +339,9 @@ class Store:
             db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
             for name, value in (meta or {}).items():
                 self._set_meta(db, name, value)
-            return result
+            faults.point("before-commit")
+        faults.point("after-commit")
+        return result
 
     def rollback(self, generation: int, schema: SchemaLike) -> CommitResult:
         """A new commit whose values are those of ``generation``."""
@@ -424,9 +427,18 @@ class Store:
             rows = self._db.execute("SELECT service, generation, reason, keys FROM owed").fetchall()
         return {s: Owed(s, g, r, tuple(_load(k))) for s, g, r, k in rows}
 
-    def settle(self, service: str) -> None:
+    def settle(self, service: str, generation: int | None = None) -> None:
+        """Clear ``service``'s owed restart; with ``generation``, record that it restarted for it
+        in the same transaction (``settled``), so a pass killed before its receipt does not
+        restart it again for the same settings."""
         with self._write() as db:
             db.execute("DELETE FROM owed WHERE service = ?", (service,))
+            if generation is not None:
+                self._set_meta(db, f"settled:{service}", generation)
+
+    def settled(self, service: str) -> int | None:
+        """The generation ``service`` last restarted (or was skipped) for, if recorded."""
+        return self.get_meta(f"settled:{service}")
 
     def save_receipt(self, generation: int, ok: bool, body: Mapping[str, Any]) -> int:
         with self._write() as db:

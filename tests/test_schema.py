@@ -264,7 +264,9 @@ def test_host_container_names_are_identifiers():
     assert problems_of("aws-dev", {"host-containers": {"admin-2": entry}}) == []
     problems = problems_of("aws-dev", {"host-containers": {"my_box": entry}})
     assert keys_of(problems) == ["settings.host-containers.my_box"]
-    assert "identifier" in problems[0].message
+    assert "host-container name" in problems[0].message
+    problems = problems_of("aws-dev", {"host-containers": {"-x": entry}})
+    assert keys_of(problems) == ['settings.host-containers.-x']
 
 
 def test_wrong_types_of_tables():

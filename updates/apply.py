@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tuf.api.metadata import TargetFile
 
+from reconciler import faults
 from updates import gptprio
 from updates.errors import TamperedTargetError, UpdateError
 from updates.manifest import Manifest, Update, find_migrations
@@ -94,6 +95,7 @@ def write_image(disk: OsDisk, set_name: str, kind: str, client: TufClient, info:
                           f"of set {set_name} ({entry.size} bytes)")
     client.copy_target(info, PartitionSink(disk.fd, entry.offset, entry.size),
                        progress=progress)
+    faults.point(f"image-write:{kind}")
     os.fsync(disk.fd)
     verify_written(disk.fd, entry.offset, info)
 

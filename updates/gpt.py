@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from reconciler import faults
+
 SECTOR = 512
 SIGNATURE = b"EFI PART"
 REVISION = 0x00010000
@@ -31,6 +33,7 @@ ENTRIES_SECTORS = NUM_ENTRIES * ENTRY_SIZE // SECTOR  # 32
 _HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")
 _ENTRY = struct.Struct("<16s16sQQQ72s")
 ZERO_GUID = b"\0" * 16
+MAX_ENTRIES_BYTES = 1 << 20  # an entry array larger than this is damage, not a table
 
 # Partition type GUIDs (canonical text; stored mixed-endian on disk).
 BOOT_TYPE = uuid.UUID("6b636168-7420-6568-2070-6c616e657421")
@@ -159,7 +162,7 @@ def parse_header(sector: bytes) -> Header:
     check[16:20] = b"\0\0\0\0"
     if _crc(bytes(check)) != crc:
         raise GptError("GPT header CRC mismatch")
-    if esize < ENTRY_SIZE or esize % 8 or not 0 < num <= 1024:
+    if esize < ENTRY_SIZE or esize % 8 or not 0 < num <= 1024 or num * esize > MAX_ENTRIES_BYTES:
         raise GptError(f"unsupported entry array ({num} entries of {esize} bytes)")
     return Header(current, backup, first, last, uuid.UUID(bytes_le=guid), entries_lba, num,
                   esize, ecrc)
@@ -250,8 +253,30 @@ def _read_copy(fd: int, header_lba: int) -> tuple[Header, tuple[Entry, ...]]:
     header = parse_header(os.pread(fd, SECTOR, header_lba * SECTOR))
     if header.current_lba != header_lba:
         raise GptError(f"GPT header at LBA {header_lba} says it lives at {header.current_lba}")
+    total = disk_size(fd) // SECTOR
+    check_geometry(header, total)
     raw = os.pread(fd, header.num_entries * header.entry_size, header.entries_lba * SECTOR)
-    return header, parse_entries(header, raw)
+    entries = parse_entries(header, raw)
+    for number, entry in enumerate(entries, 1):
+        if entry.used and not header.first_usable <= entry.first_lba <= entry.last_lba \
+                <= header.last_usable:
+            raise GptError(f"partition {number} ({entry.first_lba}-{entry.last_lba}) lies "
+                           f"outside the usable sectors {header.first_usable}-{header.last_usable}")
+    return header, entries
+
+
+def check_geometry(header: Header, total: int) -> None:
+    """A header whose CRC is good still has to describe this disk: usable range and entry array
+    inside it, apart from each other (a damaged or hostile table is refused, never followed)."""
+    array = -(-header.num_entries * header.entry_size // SECTOR)
+    if not 1 < header.first_usable <= header.last_usable < total - 1:
+        raise GptError(f"usable sectors {header.first_usable}-{header.last_usable} do not fit "
+                       f"a disk of {total} sectors")
+    first, last = header.entries_lba, header.entries_lba + array - 1
+    if not 1 < first <= last < total - 1 or (
+        first <= header.last_usable and last >= header.first_usable
+    ):
+        raise GptError(f"partition entry array at {first}-{last} is outside the table area")
 
 
 @dataclass(frozen=True)
@@ -291,9 +316,11 @@ def write_table(fd: int, table: Table) -> None:
     os.pwrite(fd, raw, (table.last_lba - ENTRIES_SECTORS) * SECTOR)
     os.pwrite(fd, header_bytes(table, primary=False, entries_crc=crc), table.last_lba * SECTOR)
     os.fsync(fd)
+    faults.point("after-gpt-backup")
     os.pwrite(fd, raw, 2 * SECTOR)
     os.pwrite(fd, header_bytes(table, primary=True, entries_crc=crc), SECTOR)
     os.fsync(fd)
+    faults.point("after-gpt-primary")
 
 
 def open_disk(path: Path | str, writable: bool = True) -> int:

@@ -191,6 +191,10 @@ def parse_manifest(data: bytes | str) -> Manifest:
         obj = json.loads(data, object_pairs_hook=_pairs_hook)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"manifest is not valid JSON: {e}") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise ManifestError(f"manifest is not usable JSON: {e}") from None
+    except RecursionError:
+        raise ManifestError("manifest is not usable JSON: nested too deeply") from None
     updates = _require(obj, "updates", "manifest")
     if not isinstance(updates, list):
         raise ManifestError("manifest.updates: expected a list")

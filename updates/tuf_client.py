@@ -324,5 +324,11 @@ class TufClient:
 
 
 def target_filename(name: str) -> str:
-    """A safe local file name for target path `name` (URL-quoted, as python-tuf does)."""
-    return urllib.parse.quote(name, safe="")
+    """A safe local file name for target path `name` (URL-quoted, as python-tuf does).
+
+    Always one path component: `/` is quoted, and so are the dots of `.` and `..`, which
+    quoting alone leaves as they are (a target named `..` would be the parent directory)."""
+    if not name:
+        raise ValueError("a target name cannot be empty")
+    quoted = urllib.parse.quote(name, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted

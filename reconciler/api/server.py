@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -25,6 +27,7 @@ from reconciler.host import Host
 from reconciler.keys import InvalidKeyError, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
+from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
 from reconciler.schema import InvalidSettings
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
@@ -45,6 +48,7 @@ EVENTS = web.AppKey("events", Events)
 METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
 DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
+ACCESS = web.AppKey("access", object)  # AccessPolicy | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -141,6 +145,44 @@ async def errors_and_audit(
             )
 
 
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may use the API beyond opening the socket: callers whose SO_PEERCRED uid or gid is
+    listed. Root and the daemon's own uid are always allowed; a caller without credentials (not
+    on a Unix socket) never is."""
+
+    uids: frozenset[int] = frozenset()
+    gids: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, uids: Iterable[int] | None, gids: Iterable[int] | None) -> AccessPolicy | None:
+        """The policy for ``--allowed-uids``/``--allowed-gids``; None (anyone) when neither."""
+        if uids is None and gids is None:
+            return None
+        return cls(frozenset(uids or ()), frozenset(gids or ()))
+
+    def allows(self, who: dict[str, int]) -> bool:
+        if "uid" not in who:
+            return False
+        return (
+            who["uid"] in (0, os.getuid()) or who["uid"] in self.uids or who["gid"] in self.gids
+        )
+
+
+@web.middleware
+async def access_policy(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    policy = request.app.get(ACCESS)
+    if policy is not None:
+        who = peer(request)
+        if not policy.allows(who):
+            log.warning("api access refused", method=request.method, path=request.path, **who)
+            caller = f"uid {who['uid']}, gid {who['gid']}" if who else "an unidentified caller"
+            raise web.HTTPForbidden(text=f"Access denied: {caller} is not allowed by the policy")
+    return await handler(request)
+
+
 # ---- Bottlerocket-compatible endpoints -------------------------------------------------------
 
 
@@ -207,6 +249,7 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
         raise BadRequest("Request body must be a JSON object of settings")
     if "settings" in body and len(body) == 1:
         body = body["settings"]  # accept the user-data shape too
+    SCRUBBER.learn(secret_values(host.schema, body))
     tx = _tx(request)
     owned = owned_keys(body, host.store.sources)
     if owned and not _flag(request, "force"):
@@ -295,7 +338,7 @@ async def _apply(request: web.Request, generation: int, answer: Any, reason: str
         return answer
     waiting = asyncio.ensure_future(worker.wait_for(generation))
     worker.wake(reason)
-    receipt = await waiting
+    receipt = SCRUBBER.scrub(await waiting)  # command output may quote a secret
     if isinstance(answer, list):
         answer = {"changed": answer, "generation": generation}
     return {**answer, "receipt": receipt}
@@ -390,7 +433,7 @@ async def plan(request: web.Request) -> web.Response:
         result = host.dry_run(settings, {c.key for c in preview.changes})
         result["settings"] = [{"key": c.key, "old": c.old, "new": c.new} for c in preview.changes]
         result["tx"] = tx
-        return result
+        return redact_plan(host.schema, result, ())
 
     return _json(await asyncio.to_thread(dry_run))
 
@@ -450,7 +493,7 @@ async def sync(request: web.Request) -> web.Response:
     answer: dict[str, Any] = {"sync": status}
     if status["changed"]:
         generation = request.app[HOST].store.generation()
-        answer["receipt"] = await request.app[WORKER].wait_for(generation)
+        answer["receipt"] = SCRUBBER.scrub(await request.app[WORKER].wait_for(generation))
     return _json(answer)
 
 
@@ -462,7 +505,7 @@ async def status(request: web.Request) -> web.Response:
         view["gitops"] = git.sync.status.as_dict()
     if request.app[DESIRED_FILES] is not None:
         view["desired_files"] = request.app[DESIRED_FILES].status
-    return _json(view)
+    return _json(SCRUBBER.scrub(view))  # receipts quote command output
 
 
 @routes.get("/generations")
@@ -474,7 +517,8 @@ async def generations(request: web.Request) -> web.Response:
         raise BadRequest("'limit' and 'before' must be integers") from None
     if before is not None:
         before = max(0, min(before, 2**62))
-    items = request.app[HOST].store.generations(max(1, min(limit, 1000)), before)
+    host = request.app[HOST]
+    items = host.store.generations(max(1, min(limit, 1000)), before)
     return _json(
         [
             {
@@ -483,7 +527,9 @@ async def generations(request: web.Request) -> web.Response:
                 "tx": g.tx,
                 "source": g.source,
                 "changes": [
-                    {"key": c.key, "old": c.old, "new": c.new, "source": c.source}
+                    redact_change(
+                        host.schema, {"key": c.key, "old": c.old, "new": c.new, "source": c.source}
+                    )
                     for c in g.changes
                 ],
             }
@@ -509,7 +555,7 @@ async def rollback(request: web.Request) -> web.Response:
 
 @routes.get("/provenance")
 async def provenance(request: web.Request) -> web.Response:
-    store = request.app[HOST].store
+    store, schema = request.app[HOST].store, request.app[HOST].schema
     keys = _list_param(request, "keys")
     prefix = request.query.get("prefix", "settings")
     wanted = [_settings_key(k) for k in keys] if keys else [_settings_key(prefix)]
@@ -518,7 +564,7 @@ async def provenance(request: web.Request) -> web.Response:
     for key in wanted:
         for item in store.provenance(key):
             entry: dict[str, Any] = {
-                "value": item.value,
+                "value": redact_value(schema, item.key, item.value),
                 "source": item.source,
                 "generation": item.generation,
                 "time": item.time,
@@ -527,7 +573,13 @@ async def provenance(request: web.Request) -> web.Response:
         if history:
             for item_key in [k for k in result if is_under(k, key)] or [key]:
                 result.setdefault(item_key, {"value": None})["history"] = [
-                    {"generation": g, "time": t, "old": c.old, "new": c.new, "source": c.source}
+                    {
+                        "generation": g,
+                        "time": t,
+                        "old": redact_value(schema, item_key, c.old),
+                        "new": redact_value(schema, item_key, c.new),
+                        "source": c.source,
+                    }
                     for g, t, c in store.key_history(item_key)
                 ]
     return _json(result)
@@ -555,14 +607,18 @@ def make_app(
     metrics: Metrics,
     git: GitLoop | None = None,
     desired_files: DesiredFiles | None = None,
+    access: AccessPolicy | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_audit])
+    app = web.Application(
+        client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
+    )
     app[HOST] = host
     app[WORKER] = worker
     app[EVENTS] = events
     app[METRICS] = metrics
     app[GIT] = git
     app[DESIRED_FILES] = desired_files
+    app[ACCESS] = access
     app.add_routes(routes)
     updates_routes.register(app, host)
     return app
