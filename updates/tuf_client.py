@@ -123,6 +123,48 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+
+def _fsync_directory(directory: str | os.PathLike[str]) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DurableUpdater(Updater):
+    """python-tuf's Updater whose metadata cache survives a power cut.
+
+    Upstream replaces cache files without fsync, and swaps the ``root.json`` link by removing it
+    first: a crash could leave an empty file or no trusted root at all. Here every cached file is
+    fsynced before the rename, the directory after it, and the link is swapped atomically.
+    """
+
+    def _persist_file(self, filename: str, data: bytes) -> None:
+        directory = os.path.dirname(filename) or "."
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tuf-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, filename)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+            raise
+        _fsync_directory(directory)
+
+    def _update_root_symlink(self) -> None:
+        linkname = os.path.join(self._dir, "root.json")
+        current = os.path.join("root_history", f"{self._trusted_set.root.version}.root.json")
+        temporary = os.path.join(self._dir, f".root.json.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        os.symlink(current, temporary)
+        os.replace(temporary, linkname)
+        _fsync_directory(self._dir)
+
 class TufClient:
     """One verified session with a TUF repository (one refresh, like ngclient's Updater).
 
@@ -150,7 +192,7 @@ class TufClient:
         self.limits = limits
         self._lock = FileLock(self.metadata_dir / ".lock", timeout=lock_timeout).acquire()
         try:
-            self._updater = Updater(
+            self._updater = DurableUpdater(
                 str(self.metadata_dir),
                 metadata_base_url,
                 fetcher=self.fetcher,
