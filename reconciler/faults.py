@@ -24,7 +24,9 @@ Points (where they sit):
 * ``image-write:<kind>``: an update image streamed into its partition, not yet fsynced nor
   verified;
 * ``after-gpt-backup`` / ``after-gpt-primary``: ``gpt.write_table`` fsynced the backup copy /
-  the primary copy.
+  the primary copy;
+* ``container-removed:<name>`` / ``container-created:<name>``: a host container being recreated
+  was removed, the new one not yet created / was created (and started), not yet recorded.
 """
 
 from __future__ import annotations

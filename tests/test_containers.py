@@ -250,3 +250,36 @@ def test_plan_lists_containers_that_would_change(daemon, images):
         "c": ("create", "not running: no container"),
     }
     assert running(daemon) == before
+
+
+@pytest.mark.parametrize("point", ["container-removed:a", "container-created:a"])
+def test_killed_during_recreation_converges_after_restart(tmp_path, images, point):
+    """SIGKILL while a changed source recreates a container: after a restart, the container
+    runs the new source, its storage is kept, and the other container was never touched."""
+    state = tmp_path / "state"
+    env = {"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]}
+    d = Daemon(state, ["--variant", "aws-dev"], env=env)
+    try:
+        receipt = commit(d, {"a": {"source": images["v1"], "enabled": True},
+                             "b": {"source": images["v1"], "enabled": True}})
+        assert receipt["ok"], failures(receipt)
+        exec_in(d, "a", "echo kept > /.bottlerocket/host-containers/a/mine")
+        untouched = running(d)["b"]
+    finally:
+        d.stop()
+    d = Daemon(state, [], env={**env, "RECONCILER_CRASH_AT": point})
+    d.ok("PATCH", "/settings", {"host-containers": {"a": {"source": images["v2"]}}})
+    d.request("POST", "/tx/commit_and_apply")
+    eventually(lambda: d.process.poll() is not None, timeout=60)
+    assert d.process.returncode == -9, d.logs()
+    d.stop()
+    d = Daemon(state, [], env=env)
+    try:
+        eventually(lambda: d.ok("GET", "/status")["state"] == "Ready", timeout=60)
+        now = running(d)
+        assert set(now) == {"a", "b"} and now["b"] == untouched
+        inside = exec_in(d, "a", "cat /etc/image-version /.bottlerocket/host-containers/a/mine")
+        assert inside.stdout == "v2\nkept\n", inside.stderr
+    finally:
+        d.stop()
+        reset_storage(state / "containers")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler import faults
 from reconciler.containers.engine import (
     ContainerEngine,
     EngineError,
@@ -488,8 +489,10 @@ class HostContainers:
         image, cached = self._pull(want.source)  # before removing the old one: a bad source
         if replace:  # keeps the old one running
             self.engine.remove(name)
+            faults.point(f"container-removed:{name}")
         try:
             self.engine.run(self._spec(want, image, storage, generation))
+            faults.point(f"container-created:{name}")
         except EngineError:
             with contextlib.suppress(EngineError):
                 self.engine.remove(name)  # no half-made container left behind
