@@ -5,8 +5,10 @@ and a GPT disk image with the two-set layout, then, in the same run and on the s
 
 * baseline: `dd if=IMAGE of=DISK bs=1M seek=<partition offset> oflag=seek_bytes
   conv=notrunc,fsync` (copy + fsync, no verification);
-  the order of the three measurements rotates every round, since on a virtual disk with a
-  host-side write cache the first writer of a round often pays for the others;
+  every measurement writes into a disk image file created for it (sparse, so every block is
+  newly allocated: a rewrite of blocks that already hold the same bytes is absorbed by a
+  virtual disk's host-side cache and would measure that cache, not the write), and the order of
+  the three measurements rotates every round;
 * ours: `updates.apply.write_image` - TUF refresh, streaming with incremental length and
   sha256 checks, fsync, then a read-back of the partition checked against the signed hash
   (what updog does before marking a set valid); also reported without the read-back.
@@ -77,8 +79,9 @@ def main() -> None:
         repo = Repository.create(tmp / "repo")
         repo.add_target(NAME, image)
         repo.publish()
+        disk_size = 4 * size + (64 << 20)
         disk = tmp / "disk.img"
-        create_os_disk(disk, 4 * size + (64 << 20))
+        create_os_disk(disk, disk_size)
         with OsDisk(disk) as d:
             offset = d.entry("B", "root").offset
         print(f"image {args.size_mib} MiB, disk {disk.stat().st_size >> 20} MiB, "
@@ -88,6 +91,8 @@ def main() -> None:
         labels = list(results)
         for r in range(args.rounds):
             for label in labels[r % 3:] + labels[:r % 3]:  # rotate: nobody always goes first
+                disk.unlink()
+                create_os_disk(disk, disk_size)  # fresh blocks for every writer
                 if label.startswith("dd"):
                     seconds = dd(image, disk, offset)
                 else:
