@@ -74,7 +74,7 @@ def main() -> int:
     suites = [s for s in FULL_BUDGET_SUITES if (BENCH.parent / s).exists()]
     print(f"== full-budget suites: {' '.join(suites)}", flush=True)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              *suites], capture_output=True, text=True, cwd=BENCH.parent,
                             env={**os.environ, **FULL_BUDGET_ENV})
     lines = [line for line in result.stdout.splitlines() if line.strip(". ")]
