@@ -282,11 +282,10 @@ class Store:
         ).fetchall()
         return [Patch(source, json.loads(body)) for source, body in rows]
 
-    def preview(self, tx: str, schema: SchemaLike, extra: Patch | None = None) -> CommitPlan:
-        """What committing ``tx`` (plus ``extra``) would do; validates, changes nothing."""
+    def preview(self, tx: str, schema: SchemaLike) -> CommitPlan:
+        """What committing ``tx`` would do; validates, changes nothing."""
         with self._read() as db:
-            patches = self._pending(db, tx) + ([extra] if extra else [])
-            return self._plan(db, tx, patches, schema)
+            return self._plan(db, tx, self._pending(db, tx), schema)
 
     def _plan(
         self, db: sqlite3.Connection, tx: str, patches: list[Patch], schema: SchemaLike
