@@ -26,6 +26,7 @@ import os
 import tempfile
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -299,11 +300,15 @@ class TufClient:
         verifier = _Verifier(info)  # fails early on an unknown hash algorithm
         url = self.target_url(info, base_url)
         try:
-            for chunk in self.fetcher.fetch(url):
-                verifier.update(chunk)
-                sink.write(chunk)
-                if progress:
-                    progress(verifier.length, info.length)
+            # Hashing (hashlib) and writing (the sink's syscalls) both release the GIL: hash one
+            # chunk in a helper thread while the sink writes it, so neither waits for the other.
+            with ThreadPoolExecutor(max_workers=1) as hasher:
+                for chunk in self.fetcher.fetch(url):
+                    hashed = hasher.submit(verifier.update, chunk)
+                    sink.write(chunk)
+                    hashed.result()  # an overlong stream stops here, at the chunk that overran
+                    if progress:
+                        progress(verifier.length, info.length)
         except UpdateError:
             raise
         except Exception as e:
