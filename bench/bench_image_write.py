@@ -1,6 +1,6 @@
 """Benchmark: stream a verified TUF target into a partition, against `dd conv=fsync`.
 
-Builds a repository (fresh keys, `file://`) holding one random root image (256 MiB by default)
+Builds a repository (fresh keys, `file://`) holding one random root image (512 MiB by default)
 and a GPT disk image with the two-set layout, then, in the same run and on the same bytes:
 
 * baseline: `dd if=IMAGE of=DISK bs=1M seek=<partition offset> oflag=seek_bytes
@@ -10,12 +10,13 @@ and a GPT disk image with the two-set layout, then, in the same run and on the s
   virtual disk's host-side cache and would measure that cache, not the write), and the order of
   the three measurements rotates every round;
 * ours: `updates.apply.write_image` - TUF refresh, streaming with incremental length and
-  sha256 checks, fsync, then a read-back of the partition checked against the signed hash
-  (what updog does before marking a set valid); also reported without the read-back.
+  sha256 checks (hashing overlapped with writing), fsync, then a read-back of the partition
+  checked against the verified stream (what updog does before marking a set valid); also
+  reported without the read-back.
 
 Prints MiB/s per round, medians and the throughput ratio ours/dd (target >= 0.8). Not a test.
 
-    .venv/bin/python bench/bench_image_write.py [--size-mib 256] [--rounds 3] [--dir DIR]
+    .venv/bin/python bench/bench_image_write.py [--size-mib 512] [--rounds 3] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def ours(repo: Path, cache: Path, disk: Path, verify: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir)")
     args = parser.parse_args()
