@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler import faults
+from reconciler.durable import fsync_directory
 from reconciler.plan import ObservedFile
 
 OUTPUT_TAIL_BYTES = 4096
@@ -113,16 +114,8 @@ def _makedirs(root: Path, path: str) -> None:
         directory, name = resolve_parent(root, prefix)
         with contextlib.suppress(FileExistsError):
             os.mkdir(os.path.join(directory, name), 0o755)
-            _fsync_directory(directory)  # the new entry is durable before a file goes in it
+            fsync_directory(directory)  # the new entry is durable before a file goes in it
         resolve_parent(root, prefix + "/x")  # the directory itself (or its link) stays inside
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(root: Path, path: str, content: bytes, mode: int) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from tuf.api.metadata import TargetFile
 
 from reconciler import faults
+from reconciler.durable import replace_file
 from updates import gptprio
 from updates.errors import TamperedTargetError, UpdateError
 from updates.manifest import Manifest, Update, find_migrations
@@ -161,23 +162,6 @@ class MigrationCache:
         return cls(Path(state_dir) / "migrations", Path(state_dir) / "migration-metadata")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def cache_for_migrator(client: TufClient, manifest: Manifest, running: Version,
                        target: Version, cache: MigrationCache) -> list[str]:
     """Cache manifest.json, the migrations between `running` and `target`, and the metadata.
@@ -198,17 +182,15 @@ def cache_for_migrator(client: TufClient, manifest: Manifest, running: Version,
     for role in ("snapshot", "targets"):
         raw = (meta / f"{role}.json").read_bytes()
         versions[role] = _version_of(raw)
-        _write_atomic(cache.metadata / f"{versions[role]}.{role}.json", raw)
-    _write_atomic(cache.metadata / "timestamp.json", (meta / "timestamp.json").read_bytes())
+        replace_file(cache.metadata / f"{versions[role]}.{role}.json", raw)
+    replace_file(cache.metadata / "timestamp.json", (meta / "timestamp.json").read_bytes())
     history = meta / "root_history"
     roots = sorted(history.glob("*.root.json")) if history.is_dir() else []
     for path in roots:
-        _write_atomic(cache.metadata / path.name, path.read_bytes())
+        replace_file(cache.metadata / path.name, path.read_bytes())
     if not roots:  # older python-tuf: only root.json
         raw = (meta / "root.json").read_bytes()
-        _write_atomic(cache.metadata / f"{_version_of(raw)}.root.json", raw)
-    _fsync_dir(cache.metadata)
-    _fsync_dir(cache.targets)
+        replace_file(cache.metadata / f"{_version_of(raw)}.root.json", raw)
     return names
 
 

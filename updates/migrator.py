@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.durable import fsync_directory
 from reconciler.store import Store
 from reconciler.transaction import rollback_plan
 from updates.apply import MigrationCache
@@ -59,14 +60,6 @@ class Result:
             return f"store already at {self.to_version}"
         return (f"store migrated {self.direction} {self.from_version} -> {self.to_version} "
                 f"({len(self.migrations)} migration(s), {len(self.changed)} key(s) changed)")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:
@@ -139,7 +132,7 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
         finally:
             os.close(fd)
         os.replace(tmp, db)
-        _fsync_dir(db.parent)
+        fsync_directory(db.parent)
     except BaseException:
         _remove(tmp)
         raise

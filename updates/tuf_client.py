@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
+from reconciler.durable import fsync_directory, replace_file
 from updates.errors import (
     EndlessDataError,
     TamperedTargetError,
@@ -116,23 +117,6 @@ class _Verifier:
                 )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-
-def _fsync_directory(directory: str | os.PathLike[str]) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DurableUpdater(Updater):
     """python-tuf's Updater whose metadata cache survives a power cut.
 
@@ -142,19 +126,7 @@ class DurableUpdater(Updater):
     """
 
     def _persist_file(self, filename: str, data: bytes) -> None:
-        directory = os.path.dirname(filename) or "."
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tuf-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, filename)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
-            raise
-        _fsync_directory(directory)
+        replace_file(filename, data)
 
     def _update_root_symlink(self) -> None:
         linkname = os.path.join(self._dir, "root.json")
@@ -164,7 +136,7 @@ class DurableUpdater(Updater):
             os.remove(temporary)
         os.symlink(current, temporary)
         os.replace(temporary, linkname)
-        _fsync_directory(self._dir)
+        fsync_directory(self._dir)
 
 class TufClient:
     """One verified session with a TUF repository (one refresh, like ngclient's Updater).
@@ -353,7 +325,7 @@ class TufClient:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(dest.parent)
+        fsync_directory(dest.parent)
         return dest
 
     @staticmethod

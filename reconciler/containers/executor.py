@@ -47,6 +47,7 @@ from reconciler.containers.planner import (
     plan_containers,
 )
 from reconciler.containers.podman import PodmanEngine
+from reconciler.durable import replace_file
 from reconciler.logs import get_logger
 
 log = get_logger("containers")
@@ -596,7 +597,7 @@ class HostContainers:
             if target.is_file() or target.is_symlink():
                 target.unlink()
         else:
-            _write_atomic(target, data, 0o600)
+            replace_file(target, data, 0o600)
         return path
 
     def _apiclient(self) -> Path:
@@ -617,20 +618,6 @@ class HostContainers:
             zipapp.create_archive(package, built, interpreter="/usr/bin/env python3")
             os.chmod(built, 0o755)
             os.replace(built, self.apiclient_path)
-        _write_atomic(stamp, source, 0o644)
+        replace_file(stamp, source, 0o644)
         return self.apiclient_path
 
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
