@@ -34,6 +34,8 @@ MAX_KNOWN = 4096  # distinct secret spellings remembered by the process-wide scr
 class SchemaLike(Protocol):
     def secret_keys(self, settings: Mapping[str, Any]) -> set[str]: ...
 
+    def secret_sections(self) -> tuple[str, ...]: ...
+
 
 # --- by key ---------------------------------------------------------------------------------------
 
@@ -191,7 +193,7 @@ def _holds_short(diff: str, short: set[str]) -> bool:
 class StoreLike(Protocol):
     def generation(self) -> int: ...
 
-    def live(self) -> dict[str, Any]: ...
+    def live(self, prefix: str = ...) -> dict[str, Any]: ...
 
 
 class Scrubber:
@@ -215,13 +217,20 @@ class Scrubber:
             self._ordered = _ordered(self._known)
 
     def track(self, schema: SchemaLike, store: StoreLike) -> None:
-        """Learn the secret values of ``store``'s live settings whenever its generation moves."""
+        """Learn the secret values of ``store``'s live settings whenever its generation moves.
+
+        Only the sections that can hold a secret are read, so a log line after a commit costs
+        what those sections hold, not the whole store.
+        """
 
         def read() -> tuple[int, set[str]]:
             generation = store.generation()
             if generation == self._generation:
                 return generation, set()
-            return generation, flat_secret_values(schema, store.live())
+            flat: dict[str, Any] = {}
+            for section in schema.secret_sections():
+                flat.update(store.live(join_key(("settings", section))))
+            return generation, flat_secret_values(schema, flat)
 
         self._source = read
         self._generation = None

@@ -446,6 +446,10 @@ class Schema:
                 _collect(settings[section], pattern[1:], (section,), found)
         return found
 
+    def secret_sections(self) -> tuple[str, ...]:
+        """The sections that hold at least one secret setting (where to look for secrets)."""
+        return tuple(s for s in self.sections if self._files.secret_paths(s))
+
     def section_schema(self, section: str) -> dict:
         """A copy of the JSON Schema of one section of this variant."""
         if section not in self._section_set:
