@@ -6,99 +6,31 @@ subprocess and runs the client as ``python -m reconciler.apiclient`` with ``APIC
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.daemon import REPO, Daemon, eventually
+
 USER_DATA = "examples/user-data/aws-dev.toml"
 BOOT_MOTD = "hello from the fleet"  # from the example user data
 
 
-@dataclass
-class Daemon:
-    state_dir: Path
-    socket: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def motd_file(self) -> Path:
-        return self.state_dir / "root" / "etc" / "motd"
-
-
-def _answers(path: Path) -> bool:
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(self.timeout)
-            self.sock.connect(str(path))
-
-    connection = Connection("localhost", timeout=2)
-    try:
-        connection.request("GET", "/os")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
+def motd_file(daemon: Daemon) -> Path:
+    return daemon.root / "etc" / "motd"
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    state_dir = tmp_path / "state"
-    log = tmp_path / "daemon.log"
-    command = [
-        sys.executable,
-        "-m",
-        "reconciler.cli",
-        "serve",
-        "--state-dir",
-        str(state_dir),
-        "--variant",
-        "aws-dev",
-        "--user-data",
-        USER_DATA,
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    running = Daemon(state_dir, state_dir / "api.sock", process, log)
-    try:
-        deadline = time.monotonic() + 20
-        while not (running.socket.exists() and _answers(running.socket)):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start: {log.read_text()}")
-            time.sleep(0.05)
-        yield running
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    running = Daemon(tmp_path / "state", ["--variant", "aws-dev", "--user-data", USER_DATA])
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -141,7 +73,7 @@ def wait_ready(apiclient) -> dict:
         status = json.loads(ok(apiclient("status", "--json")))
         return status if status["state"] == "Ready" else None
 
-    return wait_until(ready, what="state Ready")
+    return eventually(ready, timeout=20)
 
 
 # ---- Bottlerocket's raw form -------------------------------------------------------------------
@@ -160,11 +92,11 @@ def test_readme_settings_commands_verbatim(daemon, apiclient):
     assert json.loads(ok(apiclient("-m", "POST", "-u", "/tx/commit_and_apply"))) == [
         "settings.motd"
     ]
-    wait_until(
+    eventually(
         lambda: (
-            daemon.motd_file.is_file() and daemon.motd_file.read_text().strip() == "my own value!"
+            motd_file(daemon).is_file() and motd_file(daemon).read_text().strip() == "my own value!"
         ),
-        what="/etc/motd to hold the new value",
+        timeout=20,
     )
     assert settings(apiclient)["motd"] == "my own value!"
 
@@ -235,7 +167,7 @@ def test_set_keypairs(daemon, apiclient):
     assert re.search(r"generation \d+", out)
     assert "Applied: ok" in out
     # the pass has finished when ``set`` returns
-    assert daemon.motd_file.read_text().strip() == "set by keypair"
+    assert motd_file(daemon).read_text().strip() == "set by keypair"
     current = settings(apiclient)
     assert current["motd"] == "set by keypair"
     assert current["ntp"]["time-servers"] == ["ntp.example.com"]
@@ -245,7 +177,7 @@ def test_set_keypairs(daemon, apiclient):
 def test_set_json(daemon, apiclient):
     out = ok(apiclient("set", "--json", '{"motd": "set by json"}'))
     assert "settings.motd" in out
-    assert daemon.motd_file.read_text().strip() == "set by json"
+    assert motd_file(daemon).read_text().strip() == "set by json"
     ok(apiclient("set", "-j", '{"aws": {"region": "eu-west-1"}}'))
     assert settings(apiclient)["aws"]["region"] == "eu-west-1"
 
@@ -281,13 +213,13 @@ def test_apply_toml_files_in_order(daemon, apiclient, tmp_path):
     current = settings(apiclient)
     assert current["motd"] == "second wins"
     assert current["ntp"]["time-servers"] == ["a.example.com"]
-    assert daemon.motd_file.read_text().strip() == "second wins"
+    assert motd_file(daemon).read_text().strip() == "second wins"
     assert transactions(apiclient) == []
 
 
 def test_apply_stdin(daemon, apiclient):
     ok(apiclient("apply", stdin='[settings]\nmotd = "from stdin"\n'))
-    assert daemon.motd_file.read_text().strip() == "from stdin"
+    assert motd_file(daemon).read_text().strip() == "from stdin"
     ok(apiclient("apply", "-", stdin='{"settings": {"motd": "json from stdin"}}'))
     assert settings(apiclient)["motd"] == "json from stdin"
 
@@ -360,11 +292,11 @@ def test_history(apiclient):
 
 def test_rollback(daemon, apiclient):
     ok(apiclient("set", "motd=mistake"))
-    assert daemon.motd_file.read_text().strip() == "mistake"
+    assert motd_file(daemon).read_text().strip() == "mistake"
     out = ok(apiclient("rollback"))
     assert "settings.motd" in out and "Applied: ok" in out
     assert settings(apiclient)["motd"] == BOOT_MOTD
-    assert daemon.motd_file.read_text().strip() == BOOT_MOTD
+    assert motd_file(daemon).read_text().strip() == BOOT_MOTD
     # explicit generation: back to the "mistake"
     mistake = json.loads(ok(apiclient("history", "--json")))[1]["generation"]
     ok(apiclient("rollback", "--generation", str(mistake)))
