@@ -6,7 +6,8 @@
 2. `clear_inactive` and write the table *before* any image byte is written, so a half-written
    set can never boot;
 3. for root, boot and hash: stream the verified TUF target straight into the partition
-   (no temporary copy), fsync, read the partition back and check the signed hash;
+   (no temporary copy, no page cache: see `partition_writer`), checking its signed length and
+   hashes on the way, then fsync;
 4. only then `mark_inactive_valid` and write the table.
 
 `update_flags()` (upgrade-to-inactive) and `revert_flags()` (cancel-upgrade) only edit flags.
@@ -21,11 +22,9 @@ partition is touched; the migrator verifies them offline at the next boot.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,71 +34,34 @@ from tuf.api.metadata import TargetFile
 from reconciler import faults
 from reconciler.durable import replace_file
 from updates import gptprio
-from updates.errors import TamperedTargetError, UpdateError
+from updates.errors import UpdateError
 from updates.manifest import Manifest, Update, find_migrations
+from updates.partition_writer import PartitionWriter
 from updates.partitions import OsDisk
 from updates.semver import Version
 from updates.tuf_client import TufClient
 
 IMAGE_ORDER = ("root", "boot", "hash")
 MANIFEST = "manifest.json"
-READ_CHUNK = 1 << 20
 
 Progress = Callable[[int, int], None]
 
 
-class PartitionSink:
-    """A write-only stream into one partition of an open disk (never past its end).
-
-    It keeps a CRC-32 of what it wrote, so the read-back after fsync can check that the medium
-    holds exactly the stream whose signed hash the TUF client verified (the cryptographic check
-    is on the stream; the read-back checks the disk, at memory speed).
-    """
-
-    def __init__(self, fd: int, offset: int, size: int) -> None:
-        self.fd, self.offset, self.size = fd, offset, size
-        self.written = 0
-        self.crc = 0
-
-    def write(self, data: bytes) -> int:
-        if self.written + len(data) > self.size:
-            raise UpdateError(f"image larger than its partition ({self.size} bytes)")
-        self.crc = zlib.crc32(data, self.crc)
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, self.offset + self.written)
-            self.written += n
-            view = view[n:]
-        return len(data)
-
-
 def write_image(disk: OsDisk, set_name: str, kind: str, client: TufClient, info: TargetFile,
                 progress: Progress | None = None) -> None:
+    """Stream the verified target into its partition and make it durable.
+
+    The signed length and hashes are checked on the stream (`copy_target` raises before `sync`
+    on any mismatch); the set is marked valid only after this returns.
+    """
     entry = disk.entry(set_name, kind)
     if info.length > entry.size:
         raise UpdateError(f"{info.path} ({info.length} bytes) does not fit {kind} partition "
                           f"of set {set_name} ({entry.size} bytes)")
-    sink = PartitionSink(disk.fd, entry.offset, entry.size)
-    client.copy_target(info, sink, progress=progress)
-    faults.point(f"image-write:{kind}")
-    os.fsync(disk.fd)
-    verify_read_back(disk.fd, entry.offset, info, sink)
-
-
-def verify_read_back(fd: int, offset: int, info: TargetFile, sink: PartitionSink) -> None:
-    """Read the partition back: its first ``info.length`` bytes must be the verified stream."""
-    crc, remaining, pos = 0, info.length, offset
-    while remaining:
-        chunk = os.pread(fd, min(READ_CHUNK, remaining), pos)
-        if not chunk:
-            raise UpdateError(f"{info.path}: partition ended before the image did")
-        crc = zlib.crc32(chunk, crc)
-        pos += len(chunk)
-        remaining -= len(chunk)
-    if sink.written != info.length or crc != sink.crc:
-        raise TamperedTargetError(
-            f"{info.path}: the partition does not hold the verified image after fsync "
-            f"(crc32 {crc:08x}, written {sink.crc:08x})")
+    with PartitionWriter(disk.path, entry.offset, entry.size) as sink:
+        client.copy_target(info, sink, progress=progress)
+        faults.point(f"image-write:{kind}")
+        sink.sync()
 
 
 @dataclass(frozen=True)

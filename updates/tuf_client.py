@@ -26,7 +26,7 @@ import os
 import tempfile
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -94,12 +94,19 @@ class _Verifier:
         self.digests = {alg: _digest(alg) for alg in info.hashes}
 
     def update(self, chunk: bytes) -> None:
+        self.count(chunk)
+        self.digest(chunk)
+
+    def count(self, chunk: bytes) -> None:
+        """Add `chunk` to the length; an overlong stream stops here, before anyone uses it."""
         self.length += len(chunk)
         if self.length > self.info.length:
             raise EndlessDataError(
                 f"target {self.info.path}: received more than its signed length of "
                 f"{self.info.length} bytes; refusing it"
             )
+
+    def digest(self, chunk: bytes) -> None:
         for d in self.digests.values():
             d.update(chunk)
 
@@ -272,15 +279,22 @@ class TufClient:
         verifier = _Verifier(info)  # fails early on an unknown hash algorithm
         url = self.target_url(info, base_url)
         try:
-            # Hashing (hashlib) and writing (the sink's syscalls) both release the GIL: hash one
-            # chunk in a helper thread while the sink writes it, so neither waits for the other.
+            # Hashing (hashlib) and writing (the sink's syscalls) both release the GIL: a helper
+            # thread hashes each chunk while the sink takes it and the next one is fetched; it
+            # may run one chunk behind, never more (that bounds the memory held).
             with ThreadPoolExecutor(max_workers=1) as hasher:
+                behind: Future[None] | None = None
                 for chunk in self.fetcher.fetch(url):
-                    hashed = hasher.submit(verifier.update, chunk)
+                    verifier.count(chunk)
+                    hashed = hasher.submit(verifier.digest, chunk)
                     sink.write(chunk)
-                    hashed.result()  # an overlong stream stops here, at the chunk that overran
+                    if behind:
+                        behind.result()
+                    behind = hashed
                     if progress:
                         progress(verifier.length, info.length)
+                if behind:
+                    behind.result()
         except UpdateError:
             raise
         except Exception as e:
