@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,27 @@ def test_refuses_to_write_past_the_partition_end(tmp_path: Path) -> None:
 def test_buffer_size_must_be_whole_blocks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple"):
         PartitionWriter(str(disk_file(tmp_path)), 0, ALIGN, buffer_size=ALIGN + 1)
+
+
+def test_a_failed_background_write_surfaces_and_nothing_claims_durability(tmp_path: Path) -> None:
+    """A write error in the helper thread reaches the caller (here: EFBIG past RLIMIT_FSIZE)."""
+    disk = disk_file(tmp_path)
+    limit = DISK + 2 * ALIGN  # the partition runs past what the process may write
+    script = f"""
+import errno, resource, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from updates.partition_writer import PartitionWriter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+try:
+    with PartitionWriter({str(disk)!r}, {DISK - ALIGN}, {16 * ALIGN}, buffer_size={ALIGN}) as w:
+        for _ in range(16):
+            w.write(b"x" * {ALIGN})
+        w.sync()
+except OSError as e:
+    sys.exit(0 if e.errno == errno.EFBIG else 3)
+sys.exit(4)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert disk.stat().st_size == limit
