@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +308,18 @@ class Store:
                 (tx, source, _dump(patch.body), time.time()),
             )
             return plan
+
+    def _rewrite_pending(
+        self, db: sqlite3.Connection, rewrite: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    ) -> int:
+        """Replace every pending patch body by ``rewrite(body)``; returns how many changed."""
+        changed = 0
+        for seq, body in db.execute("SELECT seq, body FROM pending").fetchall():
+            new = _dump(rewrite(json.loads(body)))
+            if new != body:
+                db.execute("UPDATE pending SET body = ? WHERE seq = ?", (new, seq))
+                changed += 1
+        return changed
 
     def discard(self, tx: str) -> list[str]:
         """Drop a transaction; returns the keys its patches named."""

@@ -78,7 +78,8 @@ class UpdatesExecutor:
                 current.most_recent_command.cmd_status == "Failed" and \
                 current.most_recent_command.cmd_type != "refresh" and self.last_auto:
             return None  # a failed automatic step waits for an operator (or the next refresh)
-        return sm.auto_command(state, in_window)
+        confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
+        return sm.auto_command(state, in_window, confirmed)
 
     def reconcile(self, settings: Mapping[str, Any], generation: int,
                   changed: set[str]) -> list[dict[str, Any]]:

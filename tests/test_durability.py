@@ -11,8 +11,8 @@ the trace is checked against the rules that make each durability point hold afte
   and no rendered file is renamed into place while a WAL write is still unsynced (the owed
   restarts are durable before the file that creates the debt);
 * an image write: each GPT copy is fsynced before the other copy is touched (backup, fsync,
-  primary, fsync), image bytes are fsynced and read back for verification before the table
-  that marks them valid is written.
+  primary, fsync), and image bytes (written from any descriptor, direct or not) are fsynced
+  before the table that marks them valid is written.
 
 ``strace`` comes from ``scripts/install-system-deps.sh`` (``make test`` runs it); without it
 these tests fail, they never skip.

@@ -79,6 +79,11 @@ def update_image(disk: OsDisk, client: TufClient, update: Update,
     """
     sets = disk.state()
     inactive = sets.inactive
+    if gptprio.fallback_at_risk(sets):
+        raise UpdateError(
+            f"the running set {sets.active} has not been marked successful, and set {inactive} "
+            f"is what the next boot falls back to: refusing to overwrite it (an update can "
+            f"start once this boot is marked successful)")
     infos = {kind: client.get_target(getattr(update.images, kind)) for kind in IMAGE_ORDER}
     for kind, info in infos.items():
         entry = disk.entry(inactive, kind)

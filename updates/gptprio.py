@@ -159,6 +159,16 @@ def rollback_to_inactive(s: Sets) -> Sets:
     return s.put(s.active, replace(s.get(s.active), priority=1))
 
 
+def fallback_at_risk(s: Sets) -> bool:
+    """Whether clearing the inactive set would leave no good set to boot.
+
+    True while the running set is not (yet) marked successful and the inactive set would boot:
+    if the running set never gets marked, the next boot falls back there, so an update must
+    not overwrite it (Bottlerocket marks every boot at once; a health-gated boot waits).
+    """
+    return not s.get(s.active).successful and s.get(s.inactive).will_boot()
+
+
 def has_boot_ever_succeeded(s: Sets) -> bool:
     return s.a.successful or s.b.successful
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from updates.apply import MigrationCache
+from updates.gpt import GptError
 from updates.migrator import Result, migrate_at_boot
 from updates.partitions import DiskError, open_os_disk
 
@@ -107,7 +108,7 @@ class BootGate:
                     d.apply("mark-successful-boot")
                     outcome["set"] = d.active
                 outcome["marked_successful"] = True
-            except (DiskError, OSError) as e:
+            except (DiskError, GptError, OSError) as e:
                 outcome["reason"] = f"cannot mark the boot successful: {e}"
         self.outcome = outcome
         return outcome

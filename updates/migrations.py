@@ -36,7 +36,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
-from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key
+from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from updates.errors import SignatureError, TamperedTargetError, UpdateError
 
 FORMAT = 1
@@ -146,11 +146,12 @@ def _meta_swap(meta: dict[str, Any], name: str, expect: Any, value: Any) -> None
             meta[name] = value
 
 
-def _run_step(step: Step, data: dict[str, Any], meta: dict[str, Any], forward: bool) -> None:
+def _run_step(step: Step, data: dict[str, Any], meta: dict[str, Any], forward: bool,
+              pending: bool) -> None:
     a = step.args
     if step.op == "add":
         if forward:
-            if "value" in a and not _subtree(data, a["key"]):
+            if "value" in a and not pending and not _subtree(data, a["key"]):
                 _set_value(data, a["key"], a["value"])
         else:
             for k in _subtree(data, a["key"]):
@@ -159,7 +160,7 @@ def _run_step(step: Step, data: dict[str, Any], meta: dict[str, Any], forward: b
         if forward:
             for k in _subtree(data, a["key"]):
                 del data[k]
-        elif "value" in a and not _subtree(data, a["key"]):
+        elif "value" in a and not pending and not _subtree(data, a["key"]):
             _set_value(data, a["key"], a["value"])
     elif step.op == "rename":
         src, dst = (a["from"], a["to"]) if forward else (a["to"], a["from"])
@@ -177,15 +178,28 @@ def _run_step(step: Step, data: dict[str, Any], meta: dict[str, Any], forward: b
 
 
 def apply_migrations(data: Mapping[str, Any], meta: Mapping[str, Any],
-                     migrations: Sequence[Migration], forward: bool
+                     migrations: Sequence[Migration], forward: bool, *, pending: bool = False
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run `migrations` (already in run order) over flat settings and metadata."""
+    """Run `migrations` (already in run order) over flat settings and metadata.
+
+    `pending`: `data` is a pending change, not live settings. Its keys (values and null
+    deletions alike) move with renames, go with removes and follow replaces, but nothing is
+    added to it: restoring or adding values is for the live settings, where it lands once.
+    """
     out, out_meta = dict(data), dict(meta)
     for migration in migrations:
         steps = migration.steps if forward else tuple(reversed(migration.steps))
         for step in steps:
-            _run_step(step, out, out_meta, forward)
+            _run_step(step, out, out_meta, forward, pending)
     return out, out_meta
+
+
+def migrate_patch(body: Mapping[str, Any], migrations: Sequence[Migration],
+                  forward: bool) -> dict[str, Any]:
+    """A pending merge patch (the inside of `settings`) carried across `migrations`."""
+    flat, _ = apply_migrations(flatten(body, ("settings",)), {}, migrations, forward,
+                               pending=True)
+    return unflatten(flat, strip=1)
 
 
 # ---------------------------------------------------------------------------- offline TUF

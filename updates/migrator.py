@@ -38,6 +38,7 @@ from updates.migrations import (
     Migration,
     MigrationError,
     apply_migrations,
+    migrate_patch,
     parse_migration,
     verify_offline,
 )
@@ -119,6 +120,8 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
             plan = rollback_plan(live, new_live, label)
             with copy._write() as conn:  # one transaction: settings, history, metadata
                 copy._apply(conn, f"migration-{to_version}", label, plan)
+                copy._rewrite_pending(  # a change waiting to be committed migrates too
+                    conn, lambda body: migrate_patch(body, migrations, forward))
                 for name in set(meta) - set(new_meta):
                     conn.execute("DELETE FROM meta WHERE name = ?", (name,))
                 for name, value in new_meta.items():

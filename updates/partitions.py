@@ -180,6 +180,10 @@ class OsDisk:
 
     def boot(self) -> str | None:
         """Apply GRUB's gptprio rule, write the table, record and return the booted set."""
+        if stat.S_ISBLK(os.fstat(self.fd).st_mode):
+            # The record goes into BIOS-BOOT, which on a real disk holds the bootloader.
+            raise DiskError(f"{self.path} is a block device: the boot simulator only runs on "
+                            "a disk image file (on a real disk, the bootloader boots)")
         boots = [(n, e) for n, e in self.table.partitions() if e.type_guid == gpt.BOOT_TYPE]
         chosen, after = gptprio.grub_select([gptprio.decode(e.attributes) for _, e in boots])
         if chosen is None:
@@ -262,10 +266,25 @@ def find_running(root: str = "/") -> tuple[str, int]:
 def open_os_disk(disk: str | None, *, writable: bool = True) -> OsDisk:
     """The given disk (image), or the running host's OS disk."""
     if disk:
-        return OsDisk(disk, writable=writable)
+        return OsDisk(disk, active_partition=_running_partition_on(disk), writable=writable)
     try:
         path, number = find_running()
     except (OSError, ValueError) as e:
         raise DiskError(f"cannot find the OS disk from the running root: {e}; pass --disk") \
             from None
     return OsDisk(path, active_partition=number, writable=writable)
+
+
+def _running_partition_on(disk: str) -> int | None:
+    """The running root's partition number when `disk` is the block device it lives on.
+
+    A real OS disk says which set runs through the running root (block-party), never through a
+    boot record: its BIOS-BOOT partition holds the bootloader.
+    """
+    try:
+        if not stat.S_ISBLK(os.stat(disk).st_mode):
+            return None
+        path, number = find_running()
+        return number if os.path.samefile(path, disk) else None
+    except (OSError, ValueError):
+        return None

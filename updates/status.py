@@ -183,9 +183,13 @@ def _flip(p: Partition | None, next_to_boot: bool) -> Partition | None:
     return replace(p, next_to_boot=next_to_boot) if p else None
 
 
-def auto_command(state: str, in_window: bool) -> str | None:
-    """Automatic updates: the next command to run in a maintenance window (never a reboot)."""
-    if not in_window:
+def auto_command(state: str, in_window: bool, boot_confirmed: bool = True) -> str | None:
+    """Automatic updates: the next command to run in a maintenance window (never a reboot).
+
+    Nothing is prepared before this boot is marked successful: preparing clears the other set,
+    which is the fallback of a boot that has not been confirmed.
+    """
+    if not in_window or (state == AVAILABLE and not boot_confirmed):
         return None
     return {IDLE: "refresh", AVAILABLE: "prepare", STAGED: "activate"}.get(state)
 

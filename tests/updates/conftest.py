@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,3 +145,19 @@ def cache_state(metadata_dir: Path) -> dict[str, bytes]:
         str(p.relative_to(metadata_dir)): p.read_bytes()
         for p in sorted(metadata_dir.rglob("*.json"))
     }
+
+
+@pytest.fixture
+def loop_device() -> Iterator[Callable[[Path], str]]:
+    """Attach a disk image file to a loop device: a real block device (needs root, as CI has)."""
+    attached: list[str] = []
+
+    def attach(image: Path) -> str:
+        done = subprocess.run(["losetup", "--find", "--show", str(image)],
+                              capture_output=True, text=True, check=True)
+        attached.append(done.stdout.strip())
+        return attached[-1]
+
+    yield attach
+    for device in attached:
+        subprocess.run(["losetup", "--detach", device], check=True)

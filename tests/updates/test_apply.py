@@ -64,6 +64,21 @@ def test_update_with_reboot_and_json(sim: Sim) -> None:
     assert done.returncode == 0 and "No update required" in done.stderr
 
 
+def test_no_update_overwrites_the_fallback_of_an_unconfirmed_boot(sim: Sim) -> None:
+    sim.updog("update", "--reboot")  # now on 1.1.0 in set B, not marked successful (yet)
+    assert sim.flags()["A"] == Flags(1, 0, True)
+    sim.publish("1.2.0")
+    before = sim.disk.read_bytes()
+    done = sim.updog("update", check=False)
+    assert done.returncode == 1
+    assert "set B has not been marked successful" in done.stderr
+    assert "refusing to overwrite it" in done.stderr
+    assert sim.disk.read_bytes() == before
+    assert sim.reboot() == "A" and sim.running_version() == "1.0.0"  # the fallback is whole
+    sim.updog("update", "--reboot")
+    assert sim.running_version() == "1.2.0"  # from a confirmed (successful) set A, it may go
+
+
 def test_tampered_image_is_never_marked_valid(sim: Sim) -> None:
     stored = next(p for p in (sim.repo / "targets").iterdir() if p.name.endswith("-root.img"))
     data = bytearray(stored.read_bytes())

@@ -18,6 +18,7 @@ from updates.errors import SignatureError, TamperedTargetError
 from updates.migrations import (
     MigrationError,
     apply_migrations,
+    migrate_patch,
     parse_migration,
     verify_offline,
 )
@@ -156,6 +157,37 @@ def test_migrate_store_switches_atomically(tmp_path: Path) -> None:
         assert store.get_meta(DATASTORE_VERSION) == "1.1.0"
         assert store.generations()[0].source == "migration:1.0.0->1.1.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_pending_patches_follow_renames_removes_and_replaces_but_gain_nothing() -> None:
+    m = mig({"op": "rename", "from": "settings.a", "to": "settings.b"},
+            {"op": "replace", "key": "settings.motd", "old": "hi", "new": "hello"},
+            {"op": "add", "key": "settings.n", "value": 5},
+            {"op": "remove", "key": "settings.gone", "value": "restored on the way back"})
+    body = {"a": {"x": 3, "y": None}, "motd": "hi", "gone": 1, "keep": True}
+    up = migrate_patch(body, [m], True)
+    assert up == {"b": {"x": 3, "y": None}, "motd": "hello", "keep": True}  # no settings.n
+    assert migrate_patch(up, [m], False) == {"a": {"x": 3, "y": None}, "motd": "hi",
+                                             "keep": True}  # nothing restored into a patch
+
+
+def test_migrate_store_carries_pending_transactions(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    make_store(db)
+    with Store(db) as store:
+        store.add_patch("default", {"a": {"x": 7}}, "api:1")
+        store.add_patch("default", {"motd": "still hi"}, "api:1")
+        store.add_patch("other", {"a": None}, "api:2")
+    m = mig({"op": "rename", "from": "settings.a", "to": "settings.b"})
+    migrate_store(db, [m], forward=True, from_version="1.0.0", to_version="1.1.0")
+    with Store(db) as store:
+        assert [p.body for p in store.pending("default")] == [{"b": {"x": 7}},
+                                                              {"motd": "still hi"}]
+        assert [p.body for p in store.pending("other")] == [{"b": None}]
+        assert [p.source for p in store.pending("default")] == ["api:1", "api:1"]
+    migrate_store(db, [m], forward=False, from_version="1.1.0", to_version="1.0.0")
+    with Store(db) as store:
+        assert [p.body for p in store.pending("default")][0] == {"a": {"x": 7}}
 
 
 def test_failed_migration_leaves_the_store_untouched(tmp_path: Path, monkeypatch) -> None:

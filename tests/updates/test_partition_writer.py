@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def test_writes_exactly_its_range_with_direct_io(tmp_path: Path, length: int, ch
     assert raw[offset:offset + length] == data
     assert raw[:offset] == b"\xee" * offset
     assert raw[offset + length:] == b"\xee" * (DISK - offset - length)
+
+
+def test_direct_writes_into_a_block_device(tmp_path: Path,
+                                           loop_device: Callable[[Path], str]) -> None:
+    disk = disk_file(tmp_path)
+    data = os.urandom(5 * ALIGN + 77)
+    assert write_in_chunks(Path(loop_device(disk)), 8 * ALIGN, 16 * ALIGN, data, 3000) is True
+    raw = disk.read_bytes()
+    assert raw[8 * ALIGN:8 * ALIGN + len(data)] == data
+    assert raw[:8 * ALIGN] == b"\xee" * 8 * ALIGN
+    assert raw[8 * ALIGN + len(data):] == b"\xee" * (DISK - 8 * ALIGN - len(data))
 
 
 def test_unaligned_partition_falls_back_to_buffered_writes(tmp_path: Path) -> None:

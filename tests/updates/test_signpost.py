@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,17 @@ def test_nothing_bootable(capsys, disk: Path) -> None:
         d.write_state(Sets(Flags(0, 0, True), Flags(0, 0, False), "A"))
     code, out, err = run(capsys, "--disk", disk, "boot")
     assert (code, out) == (1, "None\n") and "nothing is bootable" in err
+
+
+def test_a_block_device_is_read_but_never_booted_by_the_simulator(
+        capsys, disk: Path, loop_device: Callable[[Path], str]) -> None:
+    device = loop_device(disk)
+    code, out, _ = run(capsys, "--disk", device, "status")
+    assert code == 0 and f"Set A:   boot={device}p2 " in out and "Active:  Set A" in out
+    before = disk.read_bytes()
+    code, out, err = run(capsys, "--disk", device, "boot")
+    assert code == 1 and "is a block device" in err and "disk image file" in err
+    assert disk.read_bytes() == before  # the BIOS-BOOT partition (a bootloader's) untouched
 
 
 def test_create_disk_cli(tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ def test_maintenance_window_and_auto_command() -> None:
     assert [sm.auto_command(s, True) for s in (sm.IDLE, sm.AVAILABLE, sm.STAGED, sm.READY)] == [
         "refresh", "prepare", "activate", None]
     assert sm.auto_command(sm.IDLE, False) is None
+    # before this boot is confirmed, nothing is prepared over its fallback
+    assert sm.auto_command(sm.AVAILABLE, True, boot_confirmed=False) is None
+    assert sm.auto_command(sm.IDLE, True, boot_confirmed=False) == "refresh"
 
 
 def test_health_decisions(tmp_path: Path) -> None:
