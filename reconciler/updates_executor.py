@@ -8,7 +8,8 @@ by name (`reconciler.api.updates_routes.register`).
   UTC, off by default): each pass inside the window starts the next command of
   refresh -> prepare -> activate in the background; the manager wakes the worker when it ends.
   It never reboots: activation takes effect at the next reboot an operator (or orchestrator)
-  chooses.
+  chooses. Nothing is prepared before the boot gate confirmed this boot, and a failed step is
+  retried an hour later (`retry_after`), not at every pass.
 * Boot gate: after the first pass, mark the booted set successful when the pass succeeded and
   the declared health checks passed (`updates.health`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from updates.health import BootGate
 from updates.manager import UpdateManager
 from updates.semver import Version, VersionError, parse_version_lock
 from updates.timefmt import utcnow
+
+RETRY_AFTER = timedelta(hours=1)
 
 
 def updog_command(root: Path) -> list[str]:
@@ -37,12 +41,16 @@ class UpdatesExecutor:
     name = "updates"
 
     def __init__(self, store: Store, manager: UpdateManager, gate: BootGate | None = None,
-                 clock: Callable[[], Any] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 retry_after: timedelta = RETRY_AFTER) -> None:
         self.store = store
         self.manager = manager
         self.gate = gate
         self.clock = clock
+        self.retry_after = retry_after
         self.last_auto: str | None = None
+        self._failure: datetime | None = None  # timestamp of the failed step being waited out
+        self._retry_at = datetime.min.replace(tzinfo=UTC)
 
     @classmethod
     def for_host(cls, store: Store, root: Path, disk: str | None, *,
@@ -74,10 +82,13 @@ class UpdatesExecutor:
             return None
         current = self.manager.peek()
         state = current.update_state if current else sm.IDLE
-        if current and current.most_recent_command and \
-                current.most_recent_command.cmd_status == "Failed" and \
-                current.most_recent_command.cmd_type != "refresh" and self.last_auto:
-            return None  # a failed automatic step waits for an operator (or the next refresh)
+        last = current.most_recent_command if current else None
+        if last and last.cmd_status == "Failed" and last.cmd_type != "refresh" and self.last_auto:
+            # A failed automatic step is retried after `retry_after`, not at every pass.
+            if self._failure != last.timestamp:
+                self._failure, self._retry_at = last.timestamp, self.clock() + self.retry_after
+            if self.clock() < self._retry_at:
+                return None
         confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
         return sm.auto_command(state, in_window, confirmed)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from reconciler.api import updates_routes
 from reconciler.updates_executor import UpdatesExecutor
 from updates import status as sm
-from updates.health import CheckResult, decide, parse_checks, run_checks
+from updates.health import BootGate, CheckResult, decide, parse_checks, run_checks
 from updates.manager import Uninitialized, UpdateManager
 from updates.partitions import create_os_disk
 from updates.semver import Version
@@ -225,3 +225,41 @@ def test_automatic_policy_drives_the_machine(manager: UpdateManager, tmp_path: P
     with pytest.raises(Uninitialized):
         UpdateManager(["true"], disk=None).status()
     json.dumps(manager.status().to_json())
+
+
+def test_automatic_policy_retries_a_failed_step_an_hour_later(manager: UpdateManager,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "gate").touch()
+    (tmp_path / "fail").touch()  # update-image fails ("disk on fire")
+    now = [datetime(2024, 1, 1, 3, 0, tzinfo=UTC)]
+    executor = UpdatesExecutor(store=None, manager=manager,  # type: ignore[arg-type]
+                               clock=lambda: now[0])
+    policy = {"updates": {"automatic": True}}
+    for expected in ("refresh", "prepare"):
+        assert [s["name"] for s in executor.reconcile(policy, 1, set())] == [expected]
+        manager.wait()
+    assert manager.status().most_recent_command.cmd_status == "Failed"
+    assert executor.reconcile(policy, 1, set()) == []  # not at every pass
+    now[0] += timedelta(minutes=59)
+    assert executor.reconcile(policy, 1, set()) == []
+    (tmp_path / "fail").unlink()
+    now[0] += timedelta(minutes=2)
+    assert [s["name"] for s in executor.reconcile(policy, 1, set())] == ["prepare"]
+    manager.wait()
+    assert manager.status().update_state == "Staged"
+
+
+def test_automatic_policy_prepares_only_after_the_boot_gate_confirmed_this_boot(
+        manager: UpdateManager, tmp_path: Path) -> None:
+    (tmp_path / "gate").touch()
+    gate = BootGate(disk=None)
+    executor = UpdatesExecutor(store=None, manager=manager, gate=gate)  # type: ignore[arg-type]
+    policy = {"updates": {"automatic": True}}
+    assert [s["name"] for s in executor.reconcile(policy, 1, set())] == ["refresh"]
+    manager.wait()
+    assert executor.reconcile(policy, 1, set()) == []  # gate not decided yet
+    gate.outcome = {"marked_successful": False, "reason": "health check(s) failed"}
+    assert executor.reconcile(policy, 1, set()) == []  # the fallback must stay whole
+    gate.outcome = {"marked_successful": True}
+    assert [s["name"] for s in executor.reconcile(policy, 1, set())] == ["prepare"]
+    manager.wait()
