@@ -7,7 +7,7 @@ device as it arrives, and memory stays the host's.
 
 Why write-behind: a helper thread writes each full buffer while the caller fills the next one
 (and the TUF client hashes), so the device, the hash and the fetch all work at once. At most
-`depth` buffers exist; an error of a write surfaces at the next `write()` or at `sync()`.
+`depth` buffers exist; a failed write raises from a later `write()` or from `sync()`.
 
 Where direct I/O is not possible (a filesystem without O_DIRECT, or a partition not aligned to
 `ALIGN`), the writer falls back to ordinary buffered writes; `sync()` makes both durable.
