@@ -17,6 +17,7 @@ by name (`reconciler.api.updates_routes.register`).
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +52,7 @@ class UpdatesExecutor:
         self.last_auto: str | None = None
         self._failure: datetime | None = None  # timestamp of the failed step being waited out
         self._retry_at = datetime.min.replace(tzinfo=UTC)
+        self._gate_thread: threading.Thread | None = None
 
     @classmethod
     def for_host(cls, store: Store, root: Path, disk: str | None, *,
@@ -122,7 +124,15 @@ class UpdatesExecutor:
     # -- the worker's after_pass hook
 
     def after_pass(self, receipt: Mapping[str, Any]) -> None:
-        if self.gate is None or self.gate.outcome is not None:
+        """After the first pass, start the boot gate in a thread of its own.
+
+        Health checks may run for minutes; the hook runs on the daemon's event loop, which must
+        keep answering the API (and SIGTERM) meanwhile. `status()` shows the outcome once known.
+        """
+        if self.gate is None or self._gate_thread is not None:
             return
         updates = self.store.live_document().get("updates")
-        self.gate.after_first_pass(bool(receipt.get("ok")), updates)
+        self._gate_thread = threading.Thread(
+            target=self.gate.after_first_pass, args=(bool(receipt.get("ok")), updates),
+            name="boot-gate", daemon=True)
+        self._gate_thread.start()
