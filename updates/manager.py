@@ -4,8 +4,8 @@
 the dispatcher lock (423 if another command runs), then runs `updog` in a child process on a
 worker thread and returns at once, as thar-be-updates' parent does. When updog exits, the new
 status (success or failure, exit status, stderr) is computed by `updates.status` and kept.
-The status lives in memory only: like Bottlerocket's tmpfs file, a reboot (daemon restart)
-starts over at Idle with the booted set as the active partition.
+The status lives in memory; a daemon that starts (after a reboot or a restart) reads it off the
+partition flags, so an update staged or activated before the restart is still reported.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from updates import status as sm
-from updates.partitions import open_os_disk
+from updates.gpt import GptError
+from updates.partitions import DiskError, open_os_disk
 from updates.semver import Version
 from updates.timefmt import utcnow
 
@@ -66,12 +67,22 @@ class UpdateManager:
         return self._lock.locked()
 
     def status(self) -> sm.UpdateStatus:
-        """The current status; 423 while a command runs, 404 before the first command."""
-        if self._lock.locked():
+        """The current status; 423 while a command runs, 404 before the first command (unless
+        the disk holds a staged or activated update: see `updates.status.from_disk`)."""
+        if not self._lock.acquire(blocking=False):
             raise sm.Busy("An update command is in progress; try again when it finishes")
-        if self._status is None:
-            raise Uninitialized()
-        return self._status
+        try:
+            if self._status is None:
+                try:
+                    found = self._initial()
+                except (DiskError, GptError, OSError, sm.CommandRefused):
+                    found = None  # the first command reports what is wrong with the disk
+                if found is None or found.update_state == sm.IDLE:
+                    raise Uninitialized()
+                self._status = found
+            return self._status
+        finally:
+            self._lock.release()
 
     def peek(self) -> sm.UpdateStatus | None:
         """The last complete status, without waiting or raising (for GET /status)."""
@@ -79,14 +90,11 @@ class UpdateManager:
 
     def _initial(self) -> sm.UpdateStatus:
         with open_os_disk(self.disk, writable=False) as disk:
-            active = disk.require_active()
-            fields = disk.identity(active) or {}
-            next_set = disk.state().next()
-        image = sm.Image(fields.get("ARCH", ""), fields.get("VERSION_ID", ""),
-                         fields.get("VARIANT_ID", "")) if fields else None
-        if next_set is None:
+            sets = disk.state()
+            active, inactive = disk.identity(sets.active), disk.identity(sets.inactive)
+        if sets.next() is None:
             raise sm.CommandRefused("no partition set is bootable")
-        return sm.initial(image, next_set == active)
+        return sm.from_disk(sets, _image(active), _image(inactive))
 
     # -- commands
 
@@ -163,3 +171,10 @@ class UpdateManager:
             return sm.after_refresh(status, result, updates, version, self.version_lock())
         return {"prepare": sm.after_prepare, "activate": sm.after_activate,
                 "deactivate": sm.after_deactivate}[command](status, result)
+
+
+def _image(fields: dict[str, str] | None) -> sm.Image | None:
+    if not fields:
+        return None
+    return sm.Image(fields.get("ARCH", ""), fields.get("VERSION_ID", ""),
+                    fields.get("VARIANT_ID", ""))

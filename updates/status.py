@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from updates.gptprio import Sets
 from updates.semver import Version
 from updates.timefmt import format_time
 
@@ -109,6 +110,28 @@ class UpdateStatus:
 
 def initial(active: Image | None, next_is_active: bool) -> UpdateStatus:
     return UpdateStatus(active_partition=Partition(active, next_is_active))
+
+
+def from_disk(sets: Sets, active: Image | None, inactive: Image | None) -> UpdateStatus:
+    """The status the partition flags imply, for a daemon that kept none (it restarted).
+
+    An update prepared (inactive set valid, priority 0) is Staged, one activated (inactive set
+    valid and next to boot) is Ready; anything else is Idle. Bottlerocket keeps its status in a
+    tmpfs file for the same reason: a service restart must not hide what the next boot does.
+    """
+    next_set = sets.next()
+    status = initial(active, next_set == sets.active)
+    flags = sets.get(sets.inactive)
+    if inactive is None or flags.successful or flags.tries_left == 0:
+        return status
+    if flags.priority == 0:
+        state = STAGED
+    elif next_set == sets.inactive:
+        state = READY
+    else:
+        return status
+    return replace(status, update_state=state, chosen_update=inactive,
+                   staging_partition=Partition(inactive, next_set == sets.inactive))
 
 
 def check_command(status: UpdateStatus, command: str) -> None:

@@ -160,6 +160,12 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         assert sim.flags()["next"] == "A"
         apply(daemon, "1.0.0", "1.1.0")  # prepare again from Staged, then activate
         assert sim.flags()["next"] == "B"
+        # a daemon restart (no reboot) still reports the activated update, read off the disk
+        assert daemon.stop() == 0, daemon.logs()
+        daemon = start(sim)
+        body = daemon.ok("GET", "/updates/status")
+        assert body["update_state"] == "Ready", body
+        assert body["staging_partition"] == {"image": image("1.1.0"), "next_to_boot": True}
     finally:
         daemon.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +15,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from reconciler.api import updates_routes
 from reconciler.updates_executor import UpdatesExecutor
+from updates import osimage
 from updates import status as sm
+from updates.gptprio import Flags, Sets
 from updates.health import BootGate, CheckResult, decide, parse_checks, run_checks
 from updates.manager import Uninitialized, UpdateManager
-from updates.partitions import create_os_disk
+from updates.partitions import OsDisk, create_os_disk
 from updates.semver import Version
 
 T = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -263,3 +266,38 @@ def test_automatic_policy_prepares_only_after_the_boot_gate_confirmed_this_boot(
     gate.outcome = {"marked_successful": True}
     assert [s["name"] for s in executor.reconcile(policy, 1, set())] == ["prepare"]
     manager.wait()
+
+
+def test_status_read_off_the_disk_after_a_restart() -> None:
+    new = sm.Image("x86_64", "1.1.0", "aws-dev")
+    idle = sm.from_disk(Sets(Flags(1, 0, True), Flags(0, 0, False), "A"), IMG, None)
+    assert idle == sm.initial(IMG, True)
+    staged = sm.from_disk(Sets(Flags(1, 0, True), Flags(0, 1, False), "A"), IMG, new)
+    assert (staged.update_state, staged.chosen_update) == (sm.STAGED, new)
+    assert staged.staging_partition == sm.Partition(new, False)
+    sm.check_command(staged, "activate")
+    ready = sm.from_disk(Sets(Flags(1, 0, True), Flags(2, 1, False), "A"), IMG, new)
+    assert ready.update_state == sm.READY
+    assert ready.active_partition == sm.Partition(IMG, False)
+    assert ready.staging_partition == sm.Partition(new, True)
+    sm.check_command(ready, "deactivate")
+    # an old set to fall back to, a failed boot's leftovers: nothing to report
+    for b in (Flags(1, 0, True), Flags(2, 0, False)):
+        assert sm.from_disk(Sets(Flags(2, 0, True), b, "A"), IMG, new).update_state == sm.IDLE
+
+
+def test_a_restarted_manager_reports_the_update_on_the_disk(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    create_os_disk(disk, 4 << 20)
+    with pytest.raises(Uninitialized):
+        UpdateManager(["true"], disk=str(disk)).status()
+    with OsDisk(disk) as d:
+        os.pwrite(d.fd, osimage.root_image("1.1.0", "aws-dev", arch="x86_64"),
+                  d.entry("B", "root").offset)
+        d.apply("mark-inactive-valid")
+    status = UpdateManager(["true"], disk=str(disk)).status()
+    assert status.update_state == sm.STAGED and status.chosen_update.version == "1.1.0"
+    with OsDisk(disk) as d:
+        d.apply("upgrade-to-inactive")
+    status = UpdateManager(["true"], disk=str(disk)).status()
+    assert status.update_state == sm.READY and status.staging_partition.next_to_boot
