@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.daemon import REPO, Daemon, eventually
+from tests.updates import test_e2e as e2e
 from tests.updates.conftest import ARCH, VARIANT
 from tests.updates.simhost import Sim, make_sim
 from tests.updates.test_e2e import RENAME, REPLACE_MOTD
@@ -34,30 +36,19 @@ from updates.partitions import OsDisk
 DEFAULT_MOTD = "Welcome to the reconciler!"
 
 
-def user_data(sim: Sim) -> Path:
-    """Update repository, no waves, a setting the 1.1.0 migration renames, a health check."""
-    path = sim.tmp / "user-data.toml"
-    base = sim.server.base_url
-    path.write_text(f"""
-[settings.updates]
-metadata-base-url = "{base}/metadata/"
-targets-base-url = "{base}/targets/"
-ignore-waves = true
+def user_data(sim: Sim, check: str = """sh -c 'test "$OS_VERSION_ID" != 1.2.0'""") -> Path:
+    """test_e2e's user data, with a health check (`check`, a shell command) in the settings."""
+    return e2e.user_data(sim, extra=f"""
 [settings.updates.health-checks.workload]
-command = ["sh", "-c", 'test "$OS_VERSION_ID" != 1.2.0']
+command = {json.dumps(shlex.split(check))}
 timeout = 10
-[settings.host-containers.admin]
-enabled = false
-superpowered = false
-source = "registry.example.com/admin:v1"
 """)
-    return path
 
 
-def start(sim: Sim) -> Daemon:
+def start(sim: Sim, data: Path | None = None) -> Daemon:
     return Daemon(sim.state, ["--variant", VARIANT, "--disk", str(sim.disk),
                               "--root", str(sim.root), "--interval", "3600",
-                              "--user-data", str(user_data(sim))])
+                              "--user-data", str(data or user_data(sim))])
 
 
 def boot(sim: Sim, expected_set: str) -> tuple[Daemon, dict[str, Any]]:
@@ -238,14 +229,9 @@ def test_the_api_answers_while_health_checks_run(tmp_path: Path, serve) -> None:
     """A slow health check does not hold up the daemon: it runs off the event loop."""
     sim = make_sim(tmp_path, serve)
     release = tmp_path / "release"
-    data = user_data(sim)
-    data.write_text(data.read_text().replace(
-        """command = ["sh", "-c", 'test "$OS_VERSION_ID" != 1.2.0']""",
-        f"""command = ["sh", "-c", 'while [ ! -e {release} ]; do sleep 0.05; done']"""))
+    data = user_data(sim, f"sh -c 'while [ ! -e {release} ]; do sleep 0.05; done'")
     assert sim.reboot() == "A"
-    daemon = Daemon(sim.state, ["--variant", VARIANT, "--disk", str(sim.disk),
-                                "--root", str(sim.root), "--interval", "3600",
-                                "--user-data", str(data)])
+    daemon = start(sim, data)
     try:
         eventually(lambda: daemon.ok("GET", "/status")["last_receipt"], timeout=20)
         # the first pass is done, the check is still waiting: the API answers all the same

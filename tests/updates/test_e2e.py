@@ -36,7 +36,8 @@ HEALTH = {"health-checks": {"workload": {
     "command": ["sh", "-c", 'test "$OS_VERSION_ID" != 1.2.0'], "timeout": 10}}}
 
 
-def user_data(sim: Sim) -> Path:
+def user_data(sim: Sim, extra: str = "") -> Path:
+    """Update repository, no waves, a setting the 1.1.0 migration renames; `extra` TOML."""
     path = sim.tmp / "user-data.toml"
     base = sim.server.base_url
     path.write_text(f"""
@@ -48,7 +49,7 @@ ignore-waves = true
 enabled = false
 superpowered = false
 source = "registry.example.com/admin:v1"
-""")
+""" + extra)
     return path
 
 
