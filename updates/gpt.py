@@ -13,7 +13,9 @@ repairs the other copy. Sector size is 512 bytes (disk images and the usual virt
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import struct
 import uuid
 import zlib
@@ -331,6 +333,9 @@ def create_disk(path: Path | str, size: int, attributes: dict[int, int] | None =
     """A new disk image file of `size` bytes with the two-set layout (no partition contents)."""
     if size % SECTOR:
         raise GptError(f"disk size {size} is not a multiple of {SECTOR}")
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISBLK(os.stat(path).st_mode):
+            raise GptError(f"{path} is a block device: only disk image files are created here")
     total = size // SECTOR
     table = new_table(total, plan_layout(total), attributes)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)

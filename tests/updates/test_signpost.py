@@ -182,6 +182,9 @@ def test_a_block_device_is_read_but_never_booted_by_the_simulator(
     code, out, err = run(capsys, "--disk", device, "boot")
     assert code == 1 and "is a block device" in err and "disk image file" in err
     assert disk.read_bytes() == before  # the BIOS-BOOT partition (a bootloader's) untouched
+    code, out, err = run(capsys, "--disk", device, "create-disk")
+    assert code == 1 and "is a block device" in err
+    assert disk.read_bytes() == before
 
 
 def test_create_disk_cli(tmp_path: Path) -> None:
