@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
@@ -22,15 +24,20 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def replace_file(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> None:
-    """Put ``data`` at ``path`` all or nothing, durably (``mode`` set before the rename)."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[BinaryIO]:
+    """A file to write whose bytes replace ``path`` durably when the block ends without error.
+
+    An error inside the block leaves ``path`` as it was (the temporary file is removed), which
+    lets a caller stream into it and verify before anything appears (a download, say).
+    """
     path = Path(path)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             if mode is not None:
                 os.fchmod(handle.fileno(), mode)
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -39,3 +46,9 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int | None = N
             os.unlink(temporary)
         raise
     fsync_directory(path.parent)
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> None:
+    """Put ``data`` at ``path`` all or nothing, durably (``mode`` set before the rename)."""
+    with replacing(path, mode) as handle:
+        handle.write(data)

@@ -33,6 +33,8 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from reconciler.durable import replace_file, replacing
+
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _DURATION = re.compile(r"^\s*(?P<sign>-)?\s*(?P<n>\d+)\s*(?P<unit>[a-z]+?)s?\s*$", re.I)
 _UNIT = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600,
@@ -247,8 +249,8 @@ class Repository:
     def _write_root(self, extra: Iterable[CryptoSigner] = ()) -> None:
         data = self._sign("root", extra)
         version = self.md["root"].signed.version
-        (self.metadata_dir / f"{version}.root.json").write_bytes(data)
-        (self.metadata_dir / "root.json").write_bytes(data)  # the out-of-band copy
+        replace_file(self.metadata_dir / f"{version}.root.json", data)
+        replace_file(self.metadata_dir / "root.json", data)  # the out-of-band copy
 
     def _publish(
         self,
@@ -267,7 +269,7 @@ class Repository:
             t.version += int(bump)
             t.expires = now + policy.targets
             data = self._sign("targets")
-            (self.metadata_dir / f"{t.version}.targets.json").write_bytes(data)
+            replace_file(self.metadata_dir / f"{t.version}.targets.json", data)
             roles.add("snapshot")
         if "snapshot" in roles:
             s.version += int(bump)
@@ -275,14 +277,14 @@ class Repository:
             tdata = (self.metadata_dir / f"{t.version}.targets.json").read_bytes()
             s.meta["targets.json"] = MetaFile.from_data(t.version, tdata, ["sha256"])
             data = self._sign("snapshot")
-            (self.metadata_dir / f"{s.version}.snapshot.json").write_bytes(data)
+            replace_file(self.metadata_dir / f"{s.version}.snapshot.json", data)
             roles.add("timestamp")
         if "timestamp" in roles:
             ts.version += int(bump)
             ts.expires = now + policy.timestamp
             sdata = (self.metadata_dir / f"{s.version}.snapshot.json").read_bytes()
             ts.snapshot_meta = MetaFile.from_data(s.version, sdata, ["sha256"])
-            (self.metadata_dir / "timestamp.json").write_bytes(self._sign("timestamp"))
+            replace_file(self.metadata_dir / "timestamp.json", self._sign("timestamp"))
 
     def publish(
         self, *, now: datetime | None = None, expires: Mapping[str, timedelta] | None = None
@@ -324,12 +326,12 @@ class Repository:
         dest = self.targets_dir / dirname / f"{info.hashes['sha256']}.{basename}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists():
-            tmp = dest.with_name(dest.name + ".tmp")
-            if isinstance(source, bytes):
-                tmp.write_bytes(source)
-            else:
-                shutil.copyfile(source, tmp)
-            tmp.replace(dest)
+            with replacing(dest) as f:
+                if isinstance(source, bytes):
+                    f.write(source)
+                else:
+                    with open(source, "rb") as src:
+                        shutil.copyfileobj(src, f)
         self.md["targets"].signed.targets[name] = info
         return info
 

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import io
 import os
-import tempfile
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +34,7 @@ from typing import Any, BinaryIO
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
-from reconciler.durable import fsync_directory, replace_file
+from reconciler.durable import fsync_directory, replace_file, replacing
 from updates.errors import (
     EndlessDataError,
     TamperedTargetError,
@@ -328,18 +327,8 @@ class TufClient:
         """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                self.copy_target(info, f, base_url=base_url, progress=progress)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_directory(dest.parent)
+        with replacing(dest) as f:
+            self.copy_target(info, f, base_url=base_url, progress=progress)
         return dest
 
     @staticmethod

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
 
+from reconciler.durable import replace_file
 from updates import manifest as mf
 from updates.repo import ROLES, ExpiryPolicy, RepoError, Repository, load_signer, parse_duration
 from updates.semver import Version, VersionError
@@ -52,9 +53,7 @@ def _load_manifest(path: Path) -> mf.Manifest:
 
 def _write_manifest(path: Path, manifest: mf.Manifest) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(mf.dump_manifest(manifest))
-    tmp.replace(path)
+    replace_file(path, mf.dump_manifest(manifest).encode())
 
 
 def _expires(pairs: list[tuple[str, str]] | None) -> dict[str, timedelta]:
