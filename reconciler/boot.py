@@ -16,7 +16,7 @@ from reconciler.generators import generate
 from reconciler.keys import flatten, unflatten
 from reconciler.schema import InvalidSettings, Schema
 from reconciler.store import CommitResult, NothingToCommit, Store
-from reconciler.transaction import DEFAULT_SOURCE, ROOT
+from reconciler.transaction import DEFAULT_SOURCE, ROOT, apply_changes
 
 BOOT_TX = "boot"
 USER_DATA_MARKER = "user-data-applied"
@@ -56,13 +56,7 @@ def boot(store: Store, schema: Schema, user_data: Sequence[str | Path] = ()) -> 
             applied.append(origin)
 
     preview = store.preview(BOOT_TX, schema) if store.pending(BOOT_TX) else None
-    after = dict(live)
-    if preview:
-        for change in preview.changes:
-            if change.new is None:
-                after.pop(change.key, None)
-            else:
-                after[change.key] = change.new
+    after = apply_changes(live, preview.changes) if preview else dict(live)
     generated = generate(schema.variant, after)
     if generated:
         store.add_patch(BOOT_TX, unflatten(generated, strip=1), "generator", schema)

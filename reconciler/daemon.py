@@ -19,6 +19,7 @@ from reconciler import containers, redact
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
+from reconciler.keys import is_under
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.sources.gitloop import GitLoop
@@ -43,7 +44,7 @@ def sd_notify(message: str) -> None:
 
 
 def _pointer_changed(receipt: dict) -> bool:
-    return any(k.startswith("settings.gitops") for k in receipt.get("changed_settings", []))
+    return any(is_under(k, "settings.gitops") for k in receipt.get("changed_settings", []))
 
 
 def serve(

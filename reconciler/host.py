@@ -12,8 +12,8 @@ from typing import Any
 from reconciler.boot import boot
 from reconciler.containers import HostContainers
 from reconciler.documents import DocumentError
+from reconciler.effects import read_observed
 from reconciler.osinfo import os_info
-from reconciler.plan import unified_diff
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
@@ -86,17 +86,17 @@ class Host:
             settings = self.store.live_document()
         changed = self.store.changed_since(self.store.applied_generation()) | (changed or set())
         plan = self.reconciler.plan_for(settings, generation, changed)
-        observed_root = self.root
+        # Read as the pass reads: confined to the root, never through a symlink or a FIFO.
+        observed = read_observed(self.root, [action.path for action in plan.files])
         files = []
         for action in plan.files:
-            target = observed_root / action.path.lstrip("/")
-            old = target.read_bytes() if target.is_file() else None
+            old = observed[action.path]
             files.append(
                 {
                     "name": action.name,
                     "path": action.path,
                     "reason": action.reason,
-                    "diff": unified_diff(action.path, old, action.content),
+                    "diff": action.diff(old.content if old else None),
                 }
             )
         result = {

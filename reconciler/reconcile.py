@@ -230,12 +230,12 @@ class Reconciler:
                 "sandbox root: host services are not restarted",
                 extra,
             )
-        env = {"CHANGED_SETTINGS": " ".join(action.changed_settings)}
+        env = action.environment
         faults.point(f"before-restart:{action.service}")
         for argv in action.commands:
             result = self.runner.run(argv, env, service.timeout)
             faults.point(f"after-restart:{action.service}")
-            if result.error or result.returncode != 0:
+            if not result.ok:
                 detail = result.error or f"{' '.join(argv)} exited {result.returncode}"
                 if result.output:
                     detail += f": {result.output.strip()[-400:]}"

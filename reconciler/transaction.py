@@ -159,10 +159,11 @@ def plan_commit(
             overlay.write(key, default)
             setters[key] = DEFAULT_SOURCE
 
+    olds = {key: live.value(key) for key in overlay.writes}  # one query per written key
     changes = tuple(
-        Change(key, live.value(key), new, setters.get(key) if new is not None else None)
+        Change(key, olds[key], new, setters.get(key) if new is not None else None)
         for key, new in sorted(overlay.writes.items())
-        if not same_value(live.value(key), new)
+        if not same_value(olds[key], new)
     )
     touched = {c.key for c in changes} | set(setters)
     return CommitPlan(changes, setters, _validation_view(overlay, touched), tuple(sections))

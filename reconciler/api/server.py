@@ -24,7 +24,7 @@ from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.generators import setting_generators
 from reconciler.host import Host
-from reconciler.keys import InvalidKeyError, is_under, join_key, split_key, unflatten
+from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
@@ -209,17 +209,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 def _filter_model(model: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Keep what lies under a raw key prefix, like Bottlerocket's ``GET /?prefix=``."""
-    from reconciler.keys import flatten
-
-    result: dict[str, Any] = {}
-    for name, section in model.items():
-        flat = flatten({name: section})
-        kept = {k: v for k, v in flat.items() if k.startswith(prefix)}
-        if kept:
-            result.update(
-                {name: unflatten(kept, strip=1)} if name != "os" else {"os": unflatten(kept)["os"]}
-            )
-    return result
+    return unflatten({k: v for k, v in flatten(model).items() if k.startswith(prefix)})
 
 
 @routes.get("/settings")

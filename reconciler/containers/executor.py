@@ -12,6 +12,7 @@ host without podman only fails where a host container is asked for, with a clear
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 import threading
@@ -614,10 +615,9 @@ class HostContainers:
             (package / "__main__.py").write_text(
                 "import sys\n\nimport apiclient\n\nsys.exit(apiclient.main())\n"
             )
-            built = Path(tmp) / "apiclient"
+            built = io.BytesIO()
             zipapp.create_archive(package, built, interpreter="/usr/bin/env python3")
-            os.chmod(built, 0o755)
-            os.replace(built, self.apiclient_path)
+        replace_file(self.apiclient_path, built.getvalue(), 0o755)
         replace_file(stamp, source, 0o644)
         return self.apiclient_path
 

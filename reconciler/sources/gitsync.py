@@ -64,6 +64,7 @@ class GitSync:
         self._history: list[str] = applied.get("history", [])
         self._applied_time = applied.get("committed", 0)
         self._lock = threading.Lock()
+        self._repo: GitRepo | None = None
 
     def pointer(self) -> dict[str, Any]:
         return self.host.store.live_document().get("gitops", {})
@@ -102,7 +103,9 @@ class GitSync:
 
     def _sync(self, pointer: dict[str, Any]) -> None:
         status = self.status
-        repo = GitRepo(self.base, pointer["url"])
+        if self._repo is None or self._repo.url != pointer["url"]:
+            self._repo = GitRepo(self.base, pointer["url"])  # one per URL, not one per sync
+        repo = self._repo
         revision = repo.fetch(pointer.get("ref"))
         status.fetched_commit = revision.commit
         verify = pointer.get("verify", {})
@@ -124,7 +127,7 @@ class GitSync:
         history = [revision.commit] + [c for c in self._history if c != revision.commit]
         store.discard(GIT_TX)
         try:
-            store.add_patch(GIT_TX, patch, source, schema)
+            store.add_patch(GIT_TX, patch, source)  # validated once, by the commit
             result = store.commit(
                 GIT_TX,
                 schema,
