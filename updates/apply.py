@@ -54,10 +54,7 @@ def write_image(disk: OsDisk, set_name: str, kind: str, client: TufClient, info:
     The signed length and hashes are checked on the stream (`copy_target` raises before `sync`
     on any mismatch); the set is marked valid only after this returns.
     """
-    entry = disk.entry(set_name, kind)
-    if info.length > entry.size:
-        raise UpdateError(f"{info.path} ({info.length} bytes) does not fit {kind} partition "
-                          f"of set {set_name} ({entry.size} bytes)")
+    entry = disk.entry(set_name, kind)  # update_image checked that every image fits
     with PartitionWriter(disk.path, entry.offset, entry.size) as sink:
         client.copy_target(info, sink, progress=progress)
         faults.point(f"image-write:{kind}")

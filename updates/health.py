@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from updates.apply import MigrationCache
 from updates.gpt import GptError
-from updates.migrator import Result, migrate_at_boot
+from updates.migrator import Result, migrate_host
 from updates.partitions import DiskError, open_os_disk
 
 DEFAULT_TIMEOUT = 30.0
@@ -130,8 +129,5 @@ def prepare_boot(state_dir: Path, root: Path, disk: str | None,
     version = fields.get("VERSION_ID")
     if not version:
         raise DiskError("the booted set's root holds no OS image header (VERSION_ID)")
-    trusted = Path(root) / "usr/share/updog/root.json"
-    cache = MigrationCache.under(updog_state or Path(root) / "var/lib/updog")
-    result = migrate_at_boot(Path(state_dir), version,
-                             trusted.read_bytes() if trusted.exists() else None, cache)
+    result = migrate_host(state_dir, root, version, updog_state=updog_state)
     return BootInfo(version, fields.get("VARIANT_ID"), fields.get("ARCH"), result)

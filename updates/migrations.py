@@ -28,8 +28,9 @@ lengths and hashes enforced (the migrator runs long after the download).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,11 +206,40 @@ def migrate_patch(body: Mapping[str, Any], migrations: Sequence[Migration],
 # ---------------------------------------------------------------------------- offline TUF
 
 
+class OfflineTargets:
+    """Cached targets, verified against cached metadata with expiry ignored.
+
+    The metadata chain (root versions, timestamp, snapshot, targets) is verified once, when
+    constructed; `read(name)` then checks one target's length and hashes.
+    """
+
+    def __init__(self, trusted_root: bytes, metadata_dir: Path, targets_dir: Path) -> None:
+        self.targets_dir = Path(targets_dir)
+        with _verification_errors("update metadata"):
+            self.targets = _verified_targets(trusted_root, Path(metadata_dir))
+
+    def read(self, name: str) -> bytes:
+        with _verification_errors(name):
+            info = self.targets.targets.get(name)
+            if info is None:
+                raise MigrationError(f"{name!r} is not a signed target in the cached metadata")
+            data = (self.targets_dir / f"{info.hashes['sha256']}.{name.replace('/', '_')}"
+                    ).read_bytes()
+            info.verify_length_and_hashes(data)
+            return data
+
+
 def verify_offline(trusted_root: bytes, metadata_dir: Path, targets_dir: Path,
                    name: str) -> bytes:
     """Bytes of cached target `name`, verified against cached metadata; expiry ignored."""
+    return OfflineTargets(trusted_root, metadata_dir, targets_dir).read(name)
+
+
+@contextlib.contextmanager
+def _verification_errors(what: str) -> Iterator[None]:
+    """Verification failures as the update errors they are (signature, tampering, missing)."""
     try:
-        return _verify_offline(trusted_root, Path(metadata_dir), Path(targets_dir), name)
+        yield
     except UpdateError:
         raise
     except FileNotFoundError as e:
@@ -218,13 +248,13 @@ def verify_offline(trusted_root: bytes, metadata_dir: Path, targets_dir: Path,
         from tuf.api import exceptions as tuf_exc
 
         if isinstance(e, tuf_exc.UnsignedMetadataError):
-            raise SignatureError(f"cached metadata for {name}: {e}") from None
+            raise SignatureError(f"cached metadata for {what}: {e}") from None
         if isinstance(e, tuf_exc.LengthOrHashMismatchError):
-            raise TamperedTargetError(f"cached {name}: {e}") from None
-        raise MigrationError(f"cannot verify cached {name}: {type(e).__name__}: {e}") from None
+            raise TamperedTargetError(f"cached {what}: {e}") from None
+        raise MigrationError(f"cannot verify cached {what}: {type(e).__name__}: {e}") from None
 
 
-def _verify_offline(trusted_root: bytes, meta: Path, tgt: Path, name: str) -> bytes:
+def _verified_targets(trusted_root: bytes, meta: Path) -> Targets:
     root_md = Metadata[Root].from_bytes(trusted_root)
     root = root_md.signed
     root.verify_delegate("root", root_md.signed_bytes, root_md.signatures)
@@ -251,9 +281,4 @@ def _verify_offline(trusted_root: bytes, meta: Path, tgt: Path, name: str) -> by
     root.verify_delegate("targets", tg.signed_bytes, tg.signatures)
     if tg.signed.version != tm.version:
         raise MigrationError(f"targets version {tg.signed.version}, snapshot says {tm.version}")
-    info = tg.signed.targets.get(name)
-    if info is None:
-        raise MigrationError(f"{name!r} is not a signed target in the cached metadata")
-    data = (tgt / f"{info.hashes['sha256']}.{name.replace('/', '_')}").read_bytes()
-    info.verify_length_and_hashes(data)
-    return data
+    return tg.signed

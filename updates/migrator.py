@@ -37,10 +37,10 @@ from updates.manifest import ManifestError, find_migrations, parse_manifest
 from updates.migrations import (
     Migration,
     MigrationError,
+    OfflineTargets,
     apply_migrations,
     migrate_patch,
     parse_migration,
-    verify_offline,
 )
 from updates.semver import Version, VersionError
 
@@ -151,11 +151,10 @@ def _all_meta(store: Store) -> dict[str, object]:
 def load_migrations(trusted_root: bytes, cache: MigrationCache, from_version: Version,
                     to_version: Version) -> list[tuple[str, Migration]]:
     """The verified migrations to run, in run order (already reversed when going down)."""
-    manifest = parse_manifest(verify_offline(trusted_root, cache.metadata, cache.targets,
-                                             "manifest.json"))
+    cached = OfflineTargets(trusted_root, cache.metadata, cache.targets)
+    manifest = parse_manifest(cached.read("manifest.json"))
     names = find_migrations(manifest, from_version, to_version)
-    return [(n, parse_migration(verify_offline(trusted_root, cache.metadata, cache.targets, n),
-                                n)) for n in names]
+    return [(n, parse_migration(cached.read(n), n)) for n in names]
 
 
 def migrate_at_boot(state_dir: Path, running_version: str, trusted_root: bytes | None,
@@ -187,6 +186,15 @@ def migrate_at_boot(state_dir: Path, running_version: str, trusted_root: bytes |
                   "forward" if forward else "backward", changed)
 
 
+def migrate_host(state_dir: Path, root: Path, running_version: str, *,
+                 trusted_root: Path | None = None, updog_state: Path | None = None) -> Result:
+    """`migrate_at_boot` with a host's layout: its root.json and updog's migration cache."""
+    trusted = trusted_root or Path(root) / "usr/share/updog/root.json"
+    cache = MigrationCache.under(updog_state or Path(root) / "var/lib/updog")
+    return migrate_at_boot(Path(state_dir), running_version,
+                           trusted.read_bytes() if trusted.exists() else None, cache)
+
+
 def main(argv: list[str] | None = None) -> int:
     from updates.partitions import DiskError, open_os_disk
 
@@ -209,10 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 version = disk.running_version()
         if version is None:
             raise MigrationError("the running set holds no OS version")
-        trusted = args.trusted_root or root / "usr/share/updog/root.json"
-        trusted_root = trusted.read_bytes() if trusted.exists() else None
-        cache = MigrationCache.under(args.updog_state or root / "var/lib/updog")
-        result = migrate_at_boot(args.state_dir, version, trusted_root, cache)
+        result = migrate_host(args.state_dir, root, version, trusted_root=args.trusted_root,
+                              updog_state=args.updog_state)
     except (UpdateError, DiskError, OSError, sqlite3.Error) as e:
         print(f"migrator: {e}", file=sys.stderr)
         return 1

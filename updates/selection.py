@@ -6,12 +6,16 @@ rule can be tested without a repository.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from updates.manifest import Manifest, Update
 from updates.semver import Version
 from updates.waves import update_ready
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,20 @@ def choose_update(
     candidates = applicable_updates(manifest, host, now)
     if image is not None:
         return next((u for u in candidates if u.version == image), None)
-    if host.version_lock is not None:
-        if host.version_lock == host.version:
+    return pick(candidates, host.version, host.version_lock,
+                version=lambda u: u.version, max_version=lambda u: u.max_version)
+
+
+def pick(ordered: Sequence[T], running: Version, version_lock: Version | None, *,
+         version: Callable[[T], Version], max_version: Callable[[T], Version]) -> T | None:
+    """The lock and regret rule over candidates ordered newest first (updog and the API).
+
+    A version lock pins one version (even a downgrade; none when it is already running);
+    otherwise the newest newer version wins, or the newest one within the ceiling when the
+    running version is above it.
+    """
+    if version_lock is not None:
+        if version_lock == running:
             return None
-        return next((u for u in candidates if u.version == host.version_lock), None)
-    return next(
-        (u for u in candidates if host.version < u.version or host.version > u.max_version),
-        None,
-    )
+        return next((u for u in ordered if version(u) == version_lock), None)
+    return next((u for u in ordered if running < version(u) or running > max_version(u)), None)

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from updates.gptprio import Sets
+from updates.selection import pick
 from updates.semver import Version
 from updates.timefmt import format_time
 
@@ -150,13 +151,8 @@ def choose(updates: Sequence[dict[str, Any]], running: Version,
            version_lock: Version | None) -> dict[str, Any] | None:
     """thar-be-updates' pick from updog's list (highest version first)."""
     ordered = sorted(updates, key=lambda u: Version.parse(u["version"]), reverse=True)
-    if version_lock is not None:
-        if version_lock == running:
-            return None
-        return next((u for u in ordered if Version.parse(u["version"]) == version_lock), None)
-    return next((u for u in ordered
-                 if running < Version.parse(u["version"])
-                 or running > Version.parse(u["max_version"])), None)
+    return pick(ordered, running, version_lock, version=lambda u: Version.parse(u["version"]),
+                max_version=lambda u: Version.parse(u["max_version"]))
 
 
 def _image(u: dict[str, Any]) -> Image:
