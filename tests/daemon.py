@@ -79,6 +79,19 @@ class Daemon:
         assert 200 <= status < 300, f"{method} {path} -> {status}: {payload}"
         return payload
 
+    def apiclient(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``apiclient ARGS`` as a child process against this daemon's socket."""
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler.apiclient", *args],
+            cwd=REPO,
+            env={**os.environ, "APICLIENT_SOCKET": str(self.socket)},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -89,6 +102,20 @@ class Daemon:
                 self.process.wait()
         self.log.close()
         return self.process.returncode
+
+
+def cli(*args: str | Path, cwd: Path = REPO,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m reconciler.cli ARGS``, output captured, exit status not checked."""
+    return subprocess.run([sys.executable, "-m", "reconciler.cli", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, check=False)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a command that must have succeeded (its output otherwise)."""
+    assert result.returncode == 0, (
+        f"{result.args} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result.stdout
 
 
 def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

@@ -7,16 +7,14 @@ subprocess and runs the client as ``python -m reconciler.apiclient`` with ``APIC
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon import REPO, Daemon, eventually
+from tests.daemon import Daemon, eventually, ok
 
 USER_DATA = "examples/user-data/aws-dev.toml"
 BOOT_MOTD = "hello from the fleet"  # from the example user data
@@ -35,25 +33,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 @pytest.fixture
 def apiclient(daemon: Daemon) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = {**os.environ, "APICLIENT_SOCKET": str(daemon.socket)}
-
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler.apiclient", *args],
-            cwd=REPO,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    return run
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return daemon.apiclient
 
 
 def settings(apiclient) -> dict:

@@ -9,12 +9,11 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-from tests.daemon import REPO
+from tests.daemon import REPO, cli
 
 
 def validate(*args: str, cwd: Path = REPO, env: dict | None = None):
-    return subprocess.run([sys.executable, "-m", "reconciler.cli", "validate", *args], cwd=cwd,
-                          capture_output=True, text=True, env=env)
+    return cli("validate", *args, cwd=cwd, env=env)
 
 
 def test_validate_typo_bad_value_and_good_document(tmp_path):
@@ -65,8 +64,7 @@ def test_wheel_carries_schemas_templates_and_spec_and_works(tmp_path):
                            cwd=outside, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.startswith(str(target))
     assert validate(str(user_data), cwd=outside, env=env).returncode == 0
-    once = subprocess.run([sys.executable, "-m", "reconciler.cli", "serve", "--state-dir",
-                           str(tmp_path / "state"), "--user-data", str(user_data), "--once"],
-                          cwd=outside, env=env, capture_output=True, text=True)
+    once = cli("serve", "--state-dir", tmp_path / "state", "--user-data", user_data, "--once",
+               cwd=outside, env=env)
     assert once.returncode == 0, once.stderr
     assert (tmp_path / "state/root/etc/motd").read_text().startswith("from the wheel")

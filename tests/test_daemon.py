@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import REPO, Daemon, eventually
+from tests.daemon import REPO, Daemon, cli, eventually
 
 AWS_DEV = str(REPO / "examples/user-data/aws-dev.toml")
 
@@ -235,11 +235,7 @@ def test_invalid_user_data_fails_and_changes_nothing(tmp_path):
         time-server = ["x"]
     """))
     state = tmp_path / "state"
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(state),
-         "--user-data", str(bad), "--once"], cwd=REPO, capture_output=True, text=True)
+    result = cli("serve", "--state-dir", state, "--user-data", bad, "--once")
     assert result.returncode == 1
     assert "settings.ntp.time-server" in result.stderr and str(bad) in result.stderr
     assert not (state / "root/etc/motd").exists()
@@ -250,11 +246,7 @@ def test_invalid_user_data_fails_and_changes_nothing(tmp_path):
 
 
 def test_serve_once_renders_the_example(tmp_path):
-    import subprocess
-
     state = tmp_path / "state"
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(state),
-         "--user-data", AWS_DEV, "--once"], cwd=REPO, capture_output=True, text=True)
+    result = cli("serve", "--state-dir", state, "--user-data", AWS_DEV, "--once")
     assert result.returncode == 0, result.stderr
     assert "hello from the fleet" in Path(state / "root/etc/motd").read_text()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.daemon import REPO, Daemon, eventually
+from tests.daemon import REPO, Daemon, eventually, ok
 
 EXAMPLE = REPO / "examples/fleet-repo"
 
@@ -88,9 +87,8 @@ def test_layers_apply_and_git_owns_them(tmp_path, fleet):
         assert source == f"git:{head}"
         status = d.ok("GET", "/status")["gitops"]
         assert status["condition"] == "Synced" and status["applied_commit"] == head
-        shown = subprocess.run([sys.executable, "-m", "reconciler.apiclient", "-s", str(d.socket),
-                                "status"], capture_output=True, text=True, cwd=REPO, check=True)
-        assert f"applied {head[:12]}" in shown.stdout and "Synced" in shown.stdout
+        shown = ok(d.apiclient("status"))
+        assert f"applied {head[:12]}" in shown and "Synced" in shown
     finally:
         d.stop()
 

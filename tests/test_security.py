@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from reconciler.containers.planner import INVALID, check_name, desired_container
 from reconciler.redact import REDACTED, Scrubber, redact_change, redact_plan, secret_values
 from reconciler.schema import Schema
 from renderers.catalog import Catalog, CatalogError
-from tests.daemon import REPO, Daemon, eventually
+from tests.daemon import REPO, Daemon, cli, eventually
 from updates.tuf_client import target_filename
 
 AWS_DEV = str(REPO / "examples/user-data/aws-dev.toml")
@@ -159,9 +158,7 @@ def test_access_policy_rules():
 
 @pytest.mark.parametrize("value", ["abc", "-1", ",", "1,,x"])
 def test_allowed_uids_must_be_ids(tmp_path, value):
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(tmp_path),
-         "--allowed-uids", value], cwd=REPO, capture_output=True, text=True)
+    result = cli("serve", "--state-dir", tmp_path, "--allowed-uids", value)
     assert result.returncode == 2 and "--allowed-uids" in result.stderr
 
 
@@ -288,9 +285,7 @@ def test_renderer_paths_escaping_refused(tmp_path, path, template):
     with pytest.raises(CatalogError):
         Catalog.load("aws-dev", tmp_path / "metadata.toml", tmp_path / "templates")
     # and a daemon (or plan) given that catalog refuses to start, naming it
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "plan", "--state-dir", str(tmp_path / "state"),
-         "--renderers", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    result = cli("plan", "--state-dir", tmp_path / "state", "--renderers", tmp_path)
     assert result.returncode == 2 and "renderer metadata" in result.stderr
 
 
@@ -451,9 +446,7 @@ def test_secrets_redacted_in_logs_events_plan_history_but_not_settings(tmp_path)
     _assert_no_secret(logs, old, new)
     # `reconciler plan` offline: the file drifted (emptied by hand); its diff shows no secret
     (state / "root/etc/agent.conf").write_text("")
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "plan", "--state-dir", str(state),
-         "--renderers", str(renderers)], cwd=REPO, capture_output=True, text=True)
+    result = cli("plan", "--state-dir", state, "--renderers", renderers)
     assert result.returncode == 0, result.stderr
     offline = json.loads(result.stdout)
     (agent,) = [f for f in offline["files"] if f["name"] == "agent"]

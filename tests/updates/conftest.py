@@ -104,6 +104,18 @@ class Env:
         return self.path / "targets" / f"{info.hashes['sha256']}.{name}"
 
 
+def write_host_root(root: Path, trusted_root: bytes, base_url: str, *, seed: int,
+                    lock: str = "latest", ignore_waves: bool = False) -> Path:
+    """A host filesystem for updog: the shipped root.json and an `etc/updog.toml`."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/updog").mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/updog/root.json").write_bytes(trusted_root)
+    (root / "etc/updog.toml").write_text(
+        f'metadata_base_url = "{base_url}/metadata/"\ntargets_base_url = "{base_url}/targets/"\n'
+        f'seed = {seed}\nversion_lock = "{lock}"\nignore_waves = {str(ignore_waves).lower()}\n')
+    return root
+
+
 def run_updata(*argv: str | Path) -> None:
     assert updata.main([str(a) for a in argv]) == 0
 

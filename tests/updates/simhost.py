@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.updates.conftest import ARCH, VARIANT, Server, run_updata
+from tests.updates.conftest import ARCH, VARIANT, Server, run_updata, write_host_root
 from updates import osimage
 from updates.partitions import OsDisk, create_os_disk
 
@@ -115,14 +115,8 @@ def make_sim(tmp: Path, serve, *, version: str = "1.0.0", seed: int = 100) -> Si
     run_updata("init", tmp / "work" / "manifest.json")
     server = serve(repo)
     trusted_root = (repo / "metadata" / "1.root.json").read_bytes()
-    root = tmp / "host-root"
-    (root / "etc").mkdir(parents=True)
-    (root / "usr/share/updog").mkdir(parents=True)
-    (root / "usr/share/updog/root.json").write_bytes(trusted_root)
-    (root / "etc/updog.toml").write_text(
-        f'metadata_base_url = "{server.base_url}/metadata/"\n'
-        f'targets_base_url = "{server.base_url}/targets/"\n'
-        f'seed = {seed}\nversion_lock = "latest"\nignore_waves = true\n')
+    root = write_host_root(tmp / "host-root", trusted_root, server.base_url, seed=seed,
+                           ignore_waves=True)
     disk = tmp / "disk.img"
     create_os_disk(disk, DISK_SIZE, version=version, variant=VARIANT, arch=ARCH)
     return Sim(tmp, repo, server, trusted_root, disk, root, tmp / "state")

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.daemon import REPO, Daemon, eventually
+from tests.daemon import Daemon, eventually, ok
 from tests.updates import test_e2e as e2e
 from tests.updates.conftest import ARCH, VARIANT
 from tests.updates.simhost import Sim, make_sim
@@ -69,23 +66,12 @@ def reboot(sim: Sim, daemon: Daemon, expected_set: str) -> tuple[Daemon, dict[st
     return boot(sim, expected_set)
 
 
-def apiclient(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reconciler.apiclient", *args], cwd=REPO,
-                          env={**os.environ, "APICLIENT_SOCKET": str(daemon.socket)},
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"{done.args} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def image(version: str) -> dict[str, str]:
     return {"arch": ARCH, "version": version, "variant": VARIANT}
 
 
 def check(daemon: Daemon, expected: str) -> dict[str, Any]:
-    body = json.loads(ok(apiclient(daemon, "update", "check")))
+    body = json.loads(ok(daemon.apiclient("update", "check")))
     assert body["update_state"] == "Available", body
     assert body["chosen_update"] == image(expected)
     assert expected in body["available_updates"]
@@ -93,7 +79,7 @@ def check(daemon: Daemon, expected: str) -> dict[str, Any]:
 
 
 def apply(daemon: Daemon, running: str, expected: str) -> dict[str, Any]:
-    assert "will take effect on next reboot" in ok(apiclient(daemon, "update", "apply"))
+    assert "will take effect on next reboot" in ok(daemon.apiclient("update", "apply"))
     body = daemon.ok("GET", "/updates/status")
     assert body["update_state"] == "Ready", body
     assert body["chosen_update"] == image(expected)
@@ -142,7 +128,7 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         apply(daemon, "1.0.0", "1.1.0")
         assert sim.flags()["next"] == "B"
         # cancel once: Ready -> Staged, the next boot is A again
-        assert "canceled" in ok(apiclient(daemon, "update", "cancel"))
+        assert "canceled" in ok(daemon.apiclient("update", "cancel"))
         body = daemon.ok("GET", "/updates/status")
         assert body["update_state"] == "Staged"
         assert body["staging_partition"] == {"image": image("1.1.0"), "next_to_boot": False}
@@ -174,7 +160,7 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         assert "migration:1.0.0->1.1.0" in history
 
         sim.publish("1.2.0", migrations={"migrate_v1.2.0_new-motd.json": REPLACE_MOTD})
-        assert "will take effect" in ok(apiclient(daemon, "update", "apply", "--check"))
+        assert "will take effect" in ok(daemon.apiclient("update", "apply", "--check"))
         assert daemon.ok("GET", "/updates/status")["staging_partition"] == {
             "image": image("1.2.0"), "next_to_boot": True}
         daemon, outcome = reboot(sim, daemon, "A")
@@ -195,7 +181,7 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         # an update now would overwrite the fallback of this unconfirmed boot: refused
         sim.publish("1.3.0")
         check(daemon, "1.3.0")
-        refused = apiclient(daemon, "update", "apply")
+        refused = daemon.apiclient("update", "apply")
         assert refused.returncode == 1, refused.stdout
         assert "update prepare failed" in refused.stderr
         assert "refusing to overwrite it" in refused.stderr

@@ -140,12 +140,13 @@ def serve(manager: UpdateManager, scenario) -> None:  # noqa: ANN001 - async cal
 
 
 async def wait_done(client: TestClient) -> dict:
-    while True:
-        response = await client.get("/updates/status")
-        if response.status != 423:
-            assert response.status == 200
-            return await response.json()
-        await asyncio.sleep(0.02)
+    async with asyncio.timeout(60):  # fail, never hang
+        while True:
+            response = await client.get("/updates/status")
+            if response.status != 423:
+                assert response.status == 200
+                return await response.json()
+            await asyncio.sleep(0.02)
 
 
 def test_endpoints_codes_and_flow(manager: UpdateManager, tmp_path: Path) -> None:

@@ -10,23 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.updates.conftest import ARCH, VARIANT, Env, build_release, run_updata
+from tests.updates.conftest import (
+    ARCH,
+    VARIANT,
+    Env,
+    build_release,
+    run_updata,
+    write_host_root,
+)
 from updates import updog
 
 
 def make_host(env: Env, tmp: Path, *, transport: str = "http", seed: int = 1487,
               lock: str = "latest", ignore_waves: bool = False, version: str = "1.0.0") -> Path:
-    root = tmp / "host"
-    (root / "etc").mkdir(parents=True, exist_ok=True)
-    (root / "usr/share/updog").mkdir(parents=True, exist_ok=True)
+    root = write_host_root(tmp / "host", env.trusted_root, env.base(transport), seed=seed,
+                           lock=lock, ignore_waves=ignore_waves)
     (root / "usr/lib").mkdir(parents=True, exist_ok=True)
-    (root / "usr/share/updog/root.json").write_bytes(env.trusted_root)
     (root / "usr/lib/os-release").write_text(
         f'NAME=Bottlerocket\nVERSION_ID={version}\nVARIANT_ID="{VARIANT}"\n')
-    base = env.base(transport)
-    (root / "etc/updog.toml").write_text(
-        f'metadata_base_url = "{base}/metadata/"\ntargets_base_url = "{base}/targets/"\n'
-        f'seed = {seed}\nversion_lock = "{lock}"\nignore_waves = {str(ignore_waves).lower()}\n')
     return root
 
 
