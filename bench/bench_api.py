@@ -23,16 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import Daemon, UnixHTTPConnection  # noqa: E402
+from tests.load import percentile, rss_kib  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_VENV = REPO / "bench/.ansible-venv"
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def requests_per_second(daemon: Daemon, count: int = 3000) -> float:
@@ -114,11 +108,6 @@ def memory_after_commits(daemon: Daemon, commits: int = 10_000) -> tuple[int, in
         assert response.status == 200
     connection.close()
     return before, rss_kib(daemon.process.pid)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,23 +21,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.daemon import Daemon  # noqa: E402
+
 TARGET = 3.0
-
-
-def start_daemon(state_dir: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(state_dir)]
-    command += ["--variant", "aws-dev", "--user-data", "examples/user-data/aws-dev.toml"]
-    log = open(state_dir.parent / "daemon.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    env = {**os.environ, "APICLIENT_SOCKET": str(state_dir / "api.sock")}
-    probe = [sys.executable, "-m", "reconciler.apiclient", "-u", "/os"]
-    deadline = time.monotonic() + 60
-    while subprocess.run(probe, cwd=REPO, env=env, capture_output=True).returncode != 0:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            sys.exit(f"daemon did not start; see {state_dir.parent / 'daemon.log'}")
-        time.sleep(0.1)
-    return process
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -65,8 +52,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp) / "state"
-        daemon = start_daemon(state_dir)
-        env = {**os.environ, "APICLIENT_SOCKET": str(state_dir / "api.sock")}
+        daemon = Daemon(state_dir, ["--variant", "aws-dev",
+                                    "--user-data", "examples/user-data/aws-dev.toml"])
+        env = {**os.environ, "APICLIENT_SOCKET": str(daemon.socket)}
         try:
             baseline: list[float] = []
             times: dict[str, list[float]] = {name: [] for name in forms}
@@ -77,8 +65,7 @@ def main() -> None:
                 for name, command in forms.items():
                     times[name].append(timed([*command, "get", "settings.motd"], env))
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.stop()
 
     base = statistics.median(baseline)
     print(f"interpreter: {python} ({sys.version.split()[0]}), {args.runs} runs each, medians")

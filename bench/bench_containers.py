@@ -14,7 +14,6 @@ bench/bench_containers.py``.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -39,8 +38,7 @@ def median_ms(times: list[float]) -> float:
 
 
 def main() -> int:
-    require_podman()
-    os.environ.setdefault("CONTAINERS_CONF", str(REPO / "examples/containers.conf"))
+    require_podman()  # also selects examples/containers.conf unless CONTAINERS_CONF is set
     with tempfile.TemporaryDirectory(prefix="bench-hc-") as tmp:
         work = Path(tmp)
         source = build_image(work / "images", "busybox", "v1")

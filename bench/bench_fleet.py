@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,14 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import Daemon  # noqa: E402
+from tests.gitutil import git  # noqa: E402
 
 INTERVAL = 2
-ENV = {"GIT_AUTHOR_NAME": "f", "GIT_AUTHOR_EMAIL": "f@example.com", "GIT_COMMITTER_NAME": "f",
-       "GIT_COMMITTER_EMAIL": "f@example.com", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-
-
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env=ENV, check=True, capture_output=True)
 
 
 def start_fleet(base: Path, bare: Path, count: int, prefix: str) -> list[Daemon]:

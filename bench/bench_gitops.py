@@ -15,18 +15,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.daemon import Daemon  # noqa: E402
+from tests.daemon import Daemon, eventually  # noqa: E402
+from tests.gitutil import git, git_env  # noqa: E402
 
 HOSTS = 10_000
 COMMITS = 1_000
 ROUNDS = 5
-ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b",
-       "GIT_COMMITTER_EMAIL": "b@example.com", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, env=ENV, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def fast_import_stream() -> bytes:
@@ -61,7 +55,7 @@ def main() -> None:
         git("init", "-q", "--bare", "-b", "main", str(bare), cwd=base)
         start = time.perf_counter()
         subprocess.run(["git", "fast-import", "--quiet"], cwd=bare, input=fast_import_stream(),
-                       check=True, env=ENV)
+                       check=True, env=git_env())
         built = time.perf_counter() - start
         work = base / "work"
         git("clone", "-q", str(bare), str(work), cwd=base)
@@ -75,10 +69,7 @@ def main() -> None:
         motd = daemon.root / "etc/motd"
         ours, fetches = [], []
         try:
-            deadline = time.monotonic() + 120
-            while not motd.exists() or "host 42" not in motd.read_text():
-                assert time.monotonic() < deadline, daemon.logs()
-                time.sleep(0.05)
+            eventually(lambda: motd.exists() and "host 42" in motd.read_text(), timeout=120)
             for round_ in range(ROUNDS):
                 text = f"one-line change {round_}"
                 (work / "fleet/hosts/host-42.toml").write_text(f'[settings]\nmotd = "{text}"\n')

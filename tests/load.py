@@ -27,8 +27,7 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+        return percentile(self.latencies, fraction)
 
     def summary(self) -> str:
         return (f"{self.requests} requests in {self.seconds:.1f} s = {self.rate:.0f}/s, "
@@ -36,6 +35,12 @@ class LoadResult:
                 f"p99 {self.percentile(0.99) * 1000:.2f} ms, errors {len(self.errors)}, "
                 f"lost commits {len(self.lost_commits)}, RSS {self.rss_before_kib / 1024:.1f} -> "
                 f"{self.rss_after_kib / 1024:.1f} MiB")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of ``values`` lie (0.0 for none)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
 def rss_kib(pid: int) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import REPO, Daemon, eventually, ok
+from tests.gitutil import git
 
 EXAMPLE = REPO / "examples/fleet-repo"
 
@@ -26,11 +27,7 @@ class Fleet:
         self.commit("initial fleet")
 
     def git(self, *args: str, cwd: Path | None = None) -> str:
-        env = {"GIT_AUTHOR_NAME": "fleet", "GIT_AUTHOR_EMAIL": "fleet@example.com",
-               "GIT_COMMITTER_NAME": "fleet", "GIT_COMMITTER_EMAIL": "fleet@example.com",
-               "HOME": str(self.work.parent), "PATH": "/usr/bin:/bin"}
-        return subprocess.run(["git", *args], cwd=cwd or self.work, env=env, check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return git(*args, cwd=cwd or self.work, home=self.work.parent)
 
     def write(self, path: str, text: str) -> None:
         (self.work / path).parent.mkdir(parents=True, exist_ok=True)
