@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.keys import InvalidKeyError, quote_segment
+from reconciler.keys import display_segment
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # after decompression
@@ -160,11 +160,7 @@ def _where(path: tuple[Any, ...]) -> str:
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
             continue
-        try:
-            text = quote_segment(segment)
-        except InvalidKeyError:
-            text = json.dumps(segment)
-        parts.append(("." if parts else "") + text)
+        parts.append(("." if parts else "") + display_segment(segment))
     return "".join(parts) or "the top level"
 
 

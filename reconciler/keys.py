@@ -7,6 +7,7 @@ the segment; the whole key is at most 255 bytes. Everything here is pure.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -36,6 +37,14 @@ def check_segment(segment: str) -> str:
 def quote_segment(segment: str) -> str:
     check_segment(segment)
     return segment if _PLAIN.fullmatch(segment) else f'"{segment}"'
+
+
+def display_segment(segment: Any) -> str:
+    """A segment for a message: quoted like a key when it can be one, else as JSON."""
+    try:
+        return quote_segment(segment)
+    except InvalidKeyError:
+        return json.dumps(segment if isinstance(segment, str) else str(segment))
 
 
 def join_key(segments: Iterable[str]) -> str:

@@ -7,6 +7,7 @@ store *before* the write and settled after the restart, so a crash never loses o
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Collection, Mapping
@@ -124,14 +125,17 @@ class Reconciler:
         """
         written = {f.name for f in the_plan.files}
 
+        @functools.cache  # services settled at the same generation share one query
+        def affected_since(generation: int) -> dict[str, list[str]]:
+            return self.catalog.affected_services(sorted(self.store.changed_since(generation)))
+
         def done(service: str) -> bool:
             settled = self.store.settled(service)
             if settled is None or service in owed:
                 return False
             if written.intersection(self.catalog.services[service].configuration_files):
                 return False
-            affected = self.catalog.affected_services(sorted(self.store.changed_since(settled)))
-            return not any(service in names for names in affected.values())
+            return not any(service in names for names in affected_since(settled).values())
 
         keep = tuple(action for action in the_plan.services if not done(action.service))
         return the_plan if len(keep) == len(the_plan.services) else replace(the_plan, services=keep)

@@ -34,7 +34,12 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from reconciler.keys import MAX_KEY_BYTES, InvalidKeyError, check_segment, quote_segment
+from reconciler.keys import (
+    MAX_KEY_BYTES,
+    InvalidKeyError,
+    check_segment,
+    display_segment,
+)
 
 PREFIX = "settings"
 SCHEMA_PACKAGE = "schemas"
@@ -204,16 +209,9 @@ def _schema_files() -> _Files:
 # --- keys and messages ---------------------------------------------------------------------------
 
 
-def _display_segment(segment: Any) -> str:
-    try:
-        return quote_segment(segment)
-    except InvalidKeyError:
-        return json.dumps(segment if isinstance(segment, str) else str(segment))
-
-
 def display_key(segments: Iterable[Any]) -> str:
     """The dotted key of a path below ``settings``, quoting names that are not valid segments."""
-    return ".".join([PREFIX, *(_display_segment(s) for s in segments)])
+    return ".".join([PREFIX, *(display_segment(s) for s in segments)])
 
 
 _TYPE_NAMES = {
