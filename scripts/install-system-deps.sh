@@ -13,6 +13,9 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)
+# OS updates: dm-verity trees (veritysetup) and the lz4 baseline of bench_image_write.
+command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
+command -v lz4 >/dev/null || need+=(lz4)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2

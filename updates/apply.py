@@ -2,13 +2,17 @@
 
 `update_image()` follows Bottlerocket's updog with the port's fixes:
 
-1. check that every image fits its partition (nothing is touched otherwise);
+1. read the first bytes of every image and refuse, before anything is touched, an image in a
+   format we do not decode or one that does not fit its partition (`imageformat.preflight`:
+   for an LZ4 frame, the decoded size its header declares);
 2. `clear_inactive` and write the table *before* any image byte is written, so a half-written
    set can never boot;
-3. for root, boot and hash: stream the verified TUF target straight into the partition
-   (no temporary copy, no page cache: see `partition_writer`), checking its signed length and
-   hashes on the way, then fsync;
-4. only then `mark_inactive_valid` and write the table.
+3. for root, boot and hash: stream the TUF target straight into the partition (no temporary
+   copy, no page cache: see `partition_writer`), verifying its signed length and hashes on the
+   bytes as delivered and decoding an LZ4 frame on the way (`imageformat.DecodingSink`), then
+   fsync;
+4. check the written set as the boot will read it (`setcheck`: headers, sizes,
+   `veritysetup verify`), and only then `mark_inactive_valid` and write the table.
 
 `update_flags()` (upgrade-to-inactive) and `revert_flags()` (cancel-upgrade) only edit flags.
 Killed at any point, the disk still boots the running set, and running the same command again
@@ -33,12 +37,14 @@ from tuf.api.metadata import TargetFile
 
 from reconciler import faults
 from reconciler.durable import replace_file
-from updates import gptprio
+from updates import gptprio, osimage
 from updates.errors import UpdateError
+from updates.imageformat import SNIFF_BYTES, DecodingSink, preflight
 from updates.manifest import Manifest, Update, find_migrations
 from updates.partition_writer import PartitionWriter
 from updates.partitions import OsDisk
 from updates.semver import Version
+from updates.setcheck import check_set
 from updates.tuf_client import TufClient
 
 IMAGE_ORDER = ("root", "boot", "hash")
@@ -48,17 +54,22 @@ Progress = Callable[[int, int], None]
 
 
 def write_image(disk: OsDisk, set_name: str, kind: str, client: TufClient, info: TargetFile,
-                progress: Progress | None = None) -> None:
-    """Stream the verified target into its partition and make it durable.
+                progress: Progress | None = None) -> int:
+    """Stream the verified target, decoded, into its partition and make it durable.
 
-    The signed length and hashes are checked on the stream (`copy_target` raises before `sync`
-    on any mismatch); the set is marked valid only after this returns.
+    The signed length and hashes are checked on the delivered stream (`copy_target` raises
+    before `sync` on any mismatch), the format and the image's header on its first bytes; the
+    set is marked valid only after this returns. Returns the decoded size.
     """
-    entry = disk.entry(set_name, kind)  # update_image checked that every image fits
-    with PartitionWriter(disk.path, entry.offset, entry.size) as sink:
+    entry = disk.entry(set_name, kind)
+    head_size, check = osimage.head_check(kind, info.path)
+    with PartitionWriter(disk.path, entry.offset, entry.size) as out:
+        sink = DecodingSink(out, entry.size, info.path, check_head=check, head_size=head_size)
         client.copy_target(info, sink, progress=progress)
+        decoded = sink.finish()
         faults.point(f"image-write:{kind}")
-        sink.sync()
+        out.sync()
+    return decoded
 
 
 @dataclass(frozen=True)
@@ -84,15 +95,18 @@ def update_image(disk: OsDisk, client: TufClient, update: Update,
     infos = {kind: client.get_target(getattr(update.images, kind)) for kind in IMAGE_ORDER}
     for kind, info in infos.items():
         entry = disk.entry(inactive, kind)
-        if info.length > entry.size:
+        if info.length > entry.size and not info.path.endswith(".lz4"):
             raise UpdateError(f"{kind} image {info.path} ({info.length} bytes) does not fit "
                               f"partition {disk.sets[inactive]} ({entry.size} bytes)")
+        preflight(client.peek(info, SNIFF_BYTES), info.path, info.length, entry.size)
     disk.write_state(gptprio.clear_inactive(sets))
     _step(hook, "cleared")
     for kind in IMAGE_ORDER:
         write_image(disk, inactive, kind, client, infos[kind],
                     progress(f"{kind} image") if progress else None)
         _step(hook, f"wrote-{kind}")
+    check_set(disk, inactive, version=str(update.version))
+    _step(hook, "checked")
     disk.write_state(gptprio.mark_inactive_valid(disk.state()))
     _step(hook, "marked-valid")
     return Staged(inactive, update)

@@ -262,6 +262,27 @@ class TufClient:
             path = f"{dirname}{sep}{next(iter(info.hashes.values()))}.{basename}"
         return base + path
 
+    def peek(self, info: TargetFile, size: int, *, base_url: str | None = None) -> bytes:
+        """The first `size` bytes of target `info`, *unverified*: only for refusing it early
+        (its format, its declared size), never for trusting it."""
+        head = bytearray()
+        try:
+            stream = self.fetcher.fetch(self.target_url(info, base_url))
+            try:
+                for chunk in stream:
+                    head += chunk
+                    if len(head) >= size:
+                        break
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+        except UpdateError:
+            raise
+        except Exception as e:
+            raise classify(e, f"target {info.path}") from e
+        return bytes(head[:size])
+
     def copy_target(
         self,
         info: TargetFile,
