@@ -19,11 +19,12 @@ from datetime import datetime
 from updates import status as sm
 from updates.gpt import GptError
 from updates.partitions import DiskError, open_os_disk
+from updates.selection import NoUpdate
 from updates.semver import Version
 from updates.timefmt import utcnow
 
 UPDOG = {
-    "refresh": ["check-update", "--all", "--json"],
+    "refresh": ["check-update", "--all", "--json", "--with-reason"],
     "prepare": ["update-image", "--json"],
     "activate": ["update-apply"],
     "deactivate": ["update-revert"],
@@ -158,17 +159,22 @@ class UpdateManager:
     def _next(self, status: sm.UpdateStatus, command: str, result: sm.Command,
               stdout: str) -> sm.UpdateStatus:
         if command == "refresh":
-            updates = []
+            updates, reason = [], None
             if result.cmd_status == "Success":
                 try:
-                    updates = json.loads(stdout or "[]")
+                    found = json.loads(stdout or "[]")
+                    if isinstance(found, dict):  # --with-reason
+                        updates, reason = found.get("updates") or [], found.get("reason")
+                    else:
+                        updates = found
                 except json.JSONDecodeError as e:
                     result = sm.Command(command, "Failed", result.timestamp, result.exit_status,
                                         f"{result.stderr}\nunreadable updog output: {e}")
             running = status.active_partition.image if status.active_partition else None
             version = Version.parse(running.version) if running and running.version \
                 else Version.parse("0.0.0")
-            return sm.after_refresh(status, result, updates, version, self.version_lock())
+            return sm.after_refresh(status, result, updates, version, self.version_lock(),
+                                    reason=NoUpdate.from_json(reason) if reason else None)
         return {"prepare": sm.after_prepare, "activate": sm.after_activate,
                 "deactivate": sm.after_deactivate}[command](status, result)
 

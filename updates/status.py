@@ -11,13 +11,13 @@ from the command's result. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from updates.gptprio import Sets
-from updates.selection import pick
+from updates.selection import VERSION_LOCK, NoUpdate, pick
 from updates.semver import Version
 from updates.timefmt import format_time
 
@@ -94,6 +94,9 @@ class UpdateStatus:
     active_partition: Partition | None = None
     staging_partition: Partition | None = None
     most_recent_command: Command | None = None
+    # Not in Bottlerocket's status: why no update is chosen (None when one is, or unknown).
+    no_update_reason: NoUpdate | None = None
+    progress: Mapping[str, Any] | None = None  # while prepare writes: bytes done / total
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +109,9 @@ class UpdateStatus:
             else None,
             "most_recent_command": self.most_recent_command.to_json()
             if self.most_recent_command else None,
+            "no_update_reason": self.no_update_reason.to_json() if self.no_update_reason
+            else None,
+            "progress": dict(self.progress) if self.progress else None,
         }
 
 
@@ -160,14 +166,28 @@ def _image(u: dict[str, Any]) -> Image:
 
 
 def after_refresh(status: UpdateStatus, command: Command, updates: Sequence[dict[str, Any]],
-                  running: Version, version_lock: Version | None) -> UpdateStatus:
-    """Refresh recomputes the list and the choice; only Idle/Available change state."""
+                  running: Version, version_lock: Version | None, *,
+                  reason: NoUpdate | None = None) -> UpdateStatus:
+    """Refresh recomputes the list and the choice; only Idle/Available change state.
+
+    `reason` is updog's account of why it would choose nothing; the API's own version lock
+    (read from the settings, as thar-be-updates does) may differ, and then says so itself.
+    """
     if command.cmd_status != "Success":
         updates = ()
     chosen = choose(updates, running, version_lock)
+    if chosen is not None or command.cmd_status != "Success":
+        reason = None
+    elif reason is None or (version_lock is not None and reason.kind != VERSION_LOCK
+                            and updates):
+        offered = ", ".join(sorted((u["version"] for u in updates), key=Version.parse))
+        reason = NoUpdate(VERSION_LOCK, f"version-lock {version_lock} selects none of the "
+                          f"applicable updates ({offered or 'none'})",
+                          {"version_lock": str(version_lock)}) if version_lock else reason
     ordered = sorted((u["version"] for u in updates), key=Version.parse, reverse=True)
     new = replace(status, available_updates=tuple(ordered),
-                  chosen_update=_image(chosen) if chosen else None, most_recent_command=command)
+                  chosen_update=_image(chosen) if chosen else None, most_recent_command=command,
+                  no_update_reason=reason)
     if status.update_state in (IDLE, AVAILABLE):
         new = replace(new, update_state=AVAILABLE if chosen else IDLE)
     return new
