@@ -80,6 +80,7 @@ async def _serve(
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
+            executor.events = events  # boot-health outcomes go to /events
     git_loop = GitLoop(GitSync(host, events), worker, metrics)
     files = DesiredFiles(host, events, desired) if desired else None
     app = make_app(host, worker, events, metrics, git_loop, files, access)

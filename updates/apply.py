@@ -26,6 +26,7 @@ partition is touched; the migrator verifies them offline at the next boot.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -207,3 +208,34 @@ class ProgressBar:
             self.stream.write("\n")
         with contextlib.suppress(Exception):
             self.stream.flush()
+
+
+class ProgressFile:
+    """Progress as JSON in a file (`{"image", "done", "total"}`), for a parent to poll.
+
+    The API's update manager runs updog in a child process and reports what this file says in
+    `/updates/status`. Replaced by rename, at most every 0.2 s and at each image's end.
+    """
+
+    def __init__(self, path: Path, label: str, also: Progress | None = None) -> None:
+        self.path, self.label, self.also = path, label, also
+        self.last = 0.0
+
+    @classmethod
+    def factory(cls, path: Path, also: Callable[[str], Progress] | None = None
+                ) -> Callable[[str], Progress]:
+        return lambda label: cls(path, label, also(label) if also else None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.also:
+            self.also(done, total)
+        now = time.monotonic()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        import json
+
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps({"image": self.label, "done": done, "total": total}))
+            os.replace(tmp, self.path)

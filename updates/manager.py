@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from updates import status as sm
 from updates.gpt import GptError
@@ -50,8 +53,12 @@ class UpdateManager:
         on_done: Callable[[sm.UpdateStatus], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         timeout: float = 3600.0,
+        store_path: Path | None = None,
     ) -> None:
         self.updog = list(updog)
+        self.store_path = store_path  # activate rehearses its migrations on a copy of it
+        self.running: str | None = None  # the command in progress
+        self._progress_file: Path | None = None
         self.disk = disk
         self.version_lock = version_lock
         self.on_done = on_done
@@ -84,6 +91,17 @@ class UpdateManager:
             return self._status
         finally:
             self._lock.release()
+
+    def progress(self) -> dict[str, Any] | None:
+        """Bytes done / total of the image prepare is writing now (None when idle)."""
+        path, command = self._progress_file, self.running
+        if path is None or command is None:
+            return None
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            found = {}
+        return {"command": command, **found}
 
     def peek(self) -> sm.UpdateStatus | None:
         """The last complete status, without waiting or raising (for GET /status)."""
@@ -128,6 +146,7 @@ class UpdateManager:
     def _run(self, command: str) -> None:
         status = self._status
         assert status is not None
+        self.running = command
         try:
             code, stdout, stderr = self._updog(command, status)
             result = sm.Command(command, "Success" if code == 0 else "Failed", self.clock(),
@@ -138,6 +157,7 @@ class UpdateManager:
                                 f"{type(e).__name__}: {e}")
             self._status = self._next(status, command, result, "")
         finally:
+            self.running = None
             self._lock.release()
         if self.on_done:
             self.on_done(self._status)
@@ -148,11 +168,19 @@ class UpdateManager:
             args += ["--image", status.chosen_update.version]
         if self.disk:
             args += ["--disk", self.disk]
-        try:
-            done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
-                                  errors="replace", timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
+        if command == "activate" and self.store_path:
+            args += ["--store", str(self.store_path)]
+        with tempfile.TemporaryDirectory(prefix="updog-progress-") as tmp:
+            if command == "prepare":
+                self._progress_file = Path(tmp) / "progress.json"
+                args += ["--progress-file", str(self._progress_file)]
+            try:
+                done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
+                                      errors="replace", timeout=self.timeout, check=False)
+            except subprocess.TimeoutExpired as e:
+                return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
+            finally:
+                self._progress_file = None
         code = done.returncode if done.returncode >= 0 else -done.returncode  # signal number
         return code, done.stdout, done.stderr
 

@@ -37,7 +37,7 @@ from updates.errors import UpdateError
 from updates.gpt import GptError
 from updates.gptprio import SignpostError
 from updates.manifest import ManifestError
-from updates.partitions import DiskError, open_os_disk
+from updates.partitions import DiskError, OsDisk, open_os_disk
 from updates.selection import NoUpdate, choose_update, explain
 from updates.semver import Version, VersionError
 from updates.timefmt import utcnow
@@ -207,10 +207,40 @@ def _reboot(args: Args) -> None:
     subprocess.run(["shutdown", "-r", "now"], check=True)
 
 
+def _rehearse(args: Args, disk: OsDisk) -> None:
+    """With `--store`: the migrations to the staged version must succeed on a copy of the
+    store before the flip (the next boot would fail on them and fall back)."""
+    if not args.store:
+        return
+    from updates.migrator import rehearse
+
+    target = (disk.identity(disk.state().inactive) or {}).get("VERSION_ID")
+    if not target:
+        raise UpdateError("the inactive set holds no OS image: nothing to activate")
+    paths = _paths(args)
+    try:
+        trusted = paths.trusted_root.read_bytes()
+    except OSError as e:
+        raise UpdateError(f"cannot read the trusted root {paths.trusted_root}: {e}") from e
+    try:
+        rehearse(Path(args.store), trusted, apply.MigrationCache.under(paths.state_dir), target)
+    except UpdateError as e:
+        raise UpdateError(f"refusing to activate {target}: its migrations fail on a copy of "
+                          f"the store {args.store}: {e}") from None
+
+
+def _progress(args: Args):  # -> Callable[[str], Progress]
+    """A bar on a terminal; with `--progress-file`, also bytes done/total for the API."""
+    if not args.progress_file:
+        return apply.ProgressBar
+    return apply.ProgressFile.factory(Path(args.progress_file), also=apply.ProgressBar)
+
+
 def run_ab(args: Args, request: CheckRequest) -> int:
     """update, update-image, update-apply, update-revert."""
     if args.subcommand == "update-apply":
         with open_os_disk(args.disk) as disk:
+            _rehearse(args, disk)
             apply.update_flags(disk)
         if args.reboot:
             _reboot(args)
@@ -233,8 +263,9 @@ def run_ab(args: Args, request: CheckRequest) -> int:
         apply.cache_for_migrator(client, manifest, host.identity.version, chosen.version,
                                  apply.MigrationCache.under(host.paths.state_dir))
         with open_os_disk(args.disk) as disk:
-            apply.update_image(disk, client, chosen, progress=apply.ProgressBar)
+            apply.update_image(disk, client, chosen, progress=_progress(args))
             if args.subcommand == "update":
+                _rehearse(args, disk)
                 apply.update_flags(disk)
     if args.json:
         _print_json(chosen.to_json())
