@@ -304,7 +304,7 @@ class TufClient:
             # may run one chunk behind, never more (that bounds the memory held).
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 behind: Future[None] | None = None
-                for chunk in self.fetcher.fetch(url):
+                for chunk in self.fetcher.fetch_target(url, info.length):
                     verifier.count(chunk)
                     hashed = hasher.submit(verifier.digest, chunk)
                     sink.write(chunk)
