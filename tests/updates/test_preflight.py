@@ -1,0 +1,107 @@
+"""Nothing flipped that cannot boot: migrations rehearsed on a copy of the store before the flip;
+`signpost explain`; the inactive set re-checked for `RollbackAvailable`; `--help` everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.store import Store
+from tests.updates.simhost import Sim, make_sim
+from tests.updates.test_e2e import RENAME
+from updates import gptprio, signpost, updog
+from updates.gptprio import Flags
+from updates.migrator import DATASTORE_VERSION, datastore_version
+from updates.rollback import RollbackWatch
+
+BROKEN = {"migration": 1, "name": "broken", "version": "1.1.0",
+          "steps": [{"op": "explode", "key": "settings.motd"}]}
+
+
+def store_at(sim: Sim, version: str) -> Path:
+    db = sim.state / "store.db"
+    with Store(db) as store:
+        store.set_meta(DATASTORE_VERSION, version)
+    return db
+
+
+def test_failing_migration_refuses_the_flip_with_the_reason(tmp_path: Path, serve) -> None:
+    sim = make_sim(tmp_path, serve)
+    db = store_at(sim, "1.0.0")
+    sim.publish("1.1.0", migrations={"migrate_v1.1.0_broken.json": BROKEN})
+    done = sim.updog("update", "--store", db, check=False)
+    assert done.returncode == 1
+    assert "refusing to activate 1.1.0: its migrations fail on a copy of the store" in done.stderr
+    assert "'op' must be one of" in done.stderr
+    assert sim.flags()["B"] == Flags(0, 1, False)  # written and checked, never activated
+    assert sim.flags()["next"] == "A"
+    refused = sim.updog("update-apply", "--store", db, check=False)  # the same at activate
+    assert refused.returncode == 1 and "refusing to activate 1.1.0" in refused.stderr
+    assert sim.flags()["next"] == "A"
+    assert datastore_version(db) == "1.0.0"
+
+
+def test_good_migration_rehearsed_on_a_copy_only(tmp_path: Path, serve) -> None:
+    sim = make_sim(tmp_path, serve)
+    db = store_at(sim, "1.0.0")
+    sim.publish("1.1.0", migrations={"migrate_v1.1.0_rename-admin.json": RENAME})
+    sim.updog("update", "--store", db)
+    assert sim.flags()["next"] == "B"
+    assert datastore_version(db) == "1.0.0"  # the real store migrates at the next boot
+    assert not list(db.parent.glob(".rehearse-*"))
+
+
+def test_next_two_boots() -> None:
+    fresh = [Flags(1, 0, True), Flags(0, 0, False)]
+    assert gptprio.next_two_boots(fresh) == (0, 0, 0)
+    upgraded = [Flags(1, 0, True), Flags(2, 1, False)]
+    assert gptprio.next_two_boots(upgraded) == (1, 1, 0)  # B; then B if marked, else A
+    assert gptprio.next_two_boots([Flags(0, 0, False), Flags(0, 0, False)]) == (None,) * 3
+
+
+def test_signpost_explain_and_rollback_watch(tmp_path: Path, serve, capsys) -> None:
+    sim = make_sim(tmp_path, serve)
+    watch = RollbackWatch(str(sim.disk))
+    assert watch.check()["ok"] is False  # set B is empty: nothing to roll back to
+    assert watch.condition()["type"] == "RollbackAvailable"
+    sim.publish("1.1.0")
+    sim.updog("update")
+    assert sim.reboot() == "B"
+    sim.signpost("mark-successful-boot")
+    assert signpost.main(["--disk", str(sim.disk), "explain"]) == 0
+    out = capsys.readouterr().out
+    assert "Set A:  1.0.0" in out and "Set B:  1.1.0" in out and "Active:  Set B" in out
+    assert watch.check()["ok"] is True
+    assert "set A holds 1.0.0 and passed its verity check" in watch.condition()["reason"]
+    with open(sim.disk, "r+b") as raw:  # damage set A's root image (its first data block)
+        from updates.partitions import OsDisk
+
+        with OsDisk(sim.disk, writable=False) as d:
+            offset = d.entry("A", "root").offset
+        raw.seek(offset + 2000)
+        raw.write(b"rot")
+    result = watch.check()
+    assert result["ok"] is False and "verity check failed" in result["reason"]
+
+
+@pytest.mark.parametrize("argv", [["update", "--help"], ["check-update", "-h"],
+                                  ["install-root", "--help"], ["--help"]])
+def test_updog_subcommand_help_exits_0(argv: list[str], capsys) -> None:
+    assert updog.main(argv) == 0
+    assert "USAGE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["create-disk", "--help"], ["boot", "-h"],
+                                  ["explain", "--help"]])
+def test_signpost_subcommand_help_exits_0(argv: list[str], capsys) -> None:
+    assert signpost.main(argv) == 0
+    assert argv[0] in capsys.readouterr().out
+
+
+def test_install_root_refuses_what_is_not_a_root(tmp_path: Path, capsys) -> None:
+    bogus = tmp_path / "root.json"
+    bogus.write_text("{}")
+    assert updog.main(["install-root", str(bogus), "--root", str(tmp_path / "h")]) == 1
+    assert "is not a root.json signed by its own root keys" in capsys.readouterr().err
+    assert not (tmp_path / "h/usr/share/updog/root.json").exists()
