@@ -99,6 +99,8 @@ class UpdatesExecutor:
             if self.clock() < self._retry_at:
                 return None
         confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
+        window = (settings.get("updates") or {}).get("maintenance-window") or {}
+        self.manager.hold = sm.hold_reason(state, in_window, confirmed, window)
         return sm.auto_command(state, in_window, confirmed)
 
     def reconcile(self, settings: Mapping[str, Any], generation: int,

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class UpdateManager:
         self.updog = list(updog)
         self.store_path = store_path  # activate rehearses its migrations on a copy of it
         self.running: str | None = None  # the command in progress
+        self.hold: NoUpdate | None = None  # why automatic updates wait (set by the policy)
         self._progress_file: Path | None = None
         self.disk = disk
         self.version_lock = version_lock
@@ -88,6 +90,8 @@ class UpdateManager:
                 if found is None or found.update_state == sm.IDLE:
                     raise Uninitialized()
                 self._status = found
+            if self.hold is not None and self._status.no_update_reason is None:
+                return replace(self._status, no_update_reason=self.hold)
             return self._status
         finally:
             self._lock.release()

@@ -17,7 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from updates.gptprio import Sets
-from updates.selection import VERSION_LOCK, NoUpdate, pick
+from updates.selection import (
+    MAINTENANCE_WINDOW,
+    UNCONFIRMED_BOOT,
+    VERSION_LOCK,
+    NoUpdate,
+    pick,
+)
 from updates.semver import Version
 from updates.timefmt import format_time
 
@@ -178,12 +184,11 @@ def after_refresh(status: UpdateStatus, command: Command, updates: Sequence[dict
     chosen = choose(updates, running, version_lock)
     if chosen is not None or command.cmd_status != "Success":
         reason = None
-    elif reason is None or (version_lock is not None and reason.kind != VERSION_LOCK
-                            and updates):
+    elif reason is None and version_lock is not None:
         offered = ", ".join(sorted((u["version"] for u in updates), key=Version.parse))
         reason = NoUpdate(VERSION_LOCK, f"version-lock {version_lock} selects none of the "
                           f"applicable updates ({offered or 'none'})",
-                          {"version_lock": str(version_lock)}) if version_lock else reason
+                          {"version_lock": str(version_lock)})
     ordered = sorted((u["version"] for u in updates), key=Version.parse, reverse=True)
     new = replace(status, available_updates=tuple(ordered),
                   chosen_update=_image(chosen) if chosen else None, most_recent_command=command,
@@ -220,6 +225,20 @@ def after_deactivate(status: UpdateStatus, command: Command) -> UpdateStatus:
 
 def _flip(p: Partition | None, next_to_boot: bool) -> Partition | None:
     return replace(p, next_to_boot=next_to_boot) if p else None
+
+
+def hold_reason(state: str, in_window: bool, boot_confirmed: bool, window: Mapping[str, Any]
+                ) -> NoUpdate | None:
+    """Why automatic updates wait (pure): outside the maintenance window, or an update is
+    available but this boot, whose fallback it would overwrite, is not confirmed yet."""
+    if not in_window and state in (IDLE, AVAILABLE, STAGED):
+        return NoUpdate(MAINTENANCE_WINDOW, f"automatic updates wait for the maintenance window "
+                        f"{window.get('start')}-{window.get('end')} UTC",
+                        {"start": window.get("start"), "end": window.get("end")})
+    if state == AVAILABLE and not boot_confirmed:
+        return NoUpdate(UNCONFIRMED_BOOT, "this boot is not marked successful yet: the other "
+                        "set is its fallback and is not overwritten before then")
+    return None
 
 
 def auto_command(state: str, in_window: bool, boot_confirmed: bool = True) -> str | None:
