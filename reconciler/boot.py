@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.documents import load_document, settings_of
+from hostcore.documents import load_document, settings_of
+from hostcore.keys import flatten, unflatten
 from reconciler.generators import generate
-from reconciler.keys import flatten, unflatten
 from reconciler.schema import InvalidSettings, Schema
 from reconciler.store import CommitResult, NothingToCommit, Store
 from reconciler.transaction import DEFAULT_SOURCE, ROOT, apply_changes

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hostcore.keys import is_under
 from reconciler import containers, redact
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
-from reconciler.keys import is_under
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.sources.gitloop import GitLoop

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from reconciler.keys import InvalidKeyError, is_under, normalize_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, is_under, normalize_key, split_key, unflatten
 from reconciler.schema import Schema
 
 Generator = Callable[[random.Random], Any]

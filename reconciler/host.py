@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hostcore.documents import DocumentError
 from reconciler.boot import boot
 from reconciler.containers import HostContainers
-from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
 from reconciler.osinfo import os_info
 from reconciler.reconcile import Reconciler

@@ -34,7 +34,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from reconciler.keys import (
+from hostcore.keys import (
     MAX_KEY_BYTES,
     InvalidKeyError,
     check_segment,

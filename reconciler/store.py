@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import faults
-from reconciler.keys import flatten, unflatten
+from hostcore import faults
+from hostcore.keys import flatten, unflatten
 from reconciler.transaction import (
     ROOT,
     Change,

@@ -18,7 +18,7 @@ from typing import Any
 
 from jinja2 import Template, TemplateError
 
-from reconciler.keys import InvalidKeyError, is_under, join_key, split_key
+from hostcore.keys import InvalidKeyError, is_under, join_key, split_key
 from renderers.render import TEMPLATES_DIR, make_environment
 
 METADATA_PATH = Path(__file__).parent / "metadata.toml"

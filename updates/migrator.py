@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.durable import fsync_directory
+from hostcore.durable import fsync_directory
 from reconciler.store import Store
 from reconciler.transaction import rollback_plan
 from updates.apply import MigrationCache

@@ -19,12 +19,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.generators import setting_generators
 from reconciler.host import Host
-from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reconciler.documents import DocumentError, parse_document, settings_of
+from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.schema import InvalidSettings

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.documents import DocumentError, load_document, settings_of
+from hostcore.documents import DocumentError, load_document, settings_of
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.schema import InvalidSettings
