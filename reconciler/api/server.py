@@ -243,7 +243,7 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     tx = _tx(request)
     owned = owned_keys(body, host.store.sources)
     if owned and not _flag(request, "force"):
-        raise web.HTTPConflict(text=owner_message(host, owned))
+        raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
         request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
                                  tx=tx)
