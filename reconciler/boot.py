@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.documents import DocumentError
+from hostcore.documents import DocumentError
+from hostcore.keys import flatten, unflatten
 from reconciler.generators import generate, needs_platform, setting_generators
-from reconciler.keys import flatten, unflatten
 from reconciler.platform.facts import PlatformFacts
 from reconciler.platform.imds import ImdsUnavailable
 from reconciler.platform.providers import LocalFile, Provider, Unavailable

@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:
-    from reconciler.documents import DocumentError, load_document, settings_of
+    from hostcore.documents import DocumentError, load_document, settings_of
     from reconciler.schema import DEFAULT_VARIANT, Schema
 
     schema = Schema.load(variant or DEFAULT_VARIANT)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hostcore.keys import is_under
 from reconciler import containers, redact
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
-from reconciler.keys import is_under
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.platform.providers import Platform
@@ -83,8 +83,10 @@ async def _serve(
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
-    git_loop = GitLoop(GitSync(host, events), worker, metrics)
-    files = DesiredFiles(host, events, desired) if desired else None
+    git_loop = GitLoop(
+        GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics
+    )
+    files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
     app = make_app(host, worker, events, metrics, git_loop, files, access)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -106,7 +108,7 @@ async def _serve(
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
-    files_loop = DesiredFilesLoop(files, worker) if files else None
+    files_loop = DesiredFilesLoop(files, worker.wake) if files else None
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
     worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())

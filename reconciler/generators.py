@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.keys import InvalidKeyError, is_under, normalize_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, is_under, normalize_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.platform import facts as platform
 from reconciler.platform.facts import PlatformFacts

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hostcore.documents import DocumentError
 from reconciler.boot import BootResult, boot
 from reconciler.containers import HostContainers
-from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
 from reconciler.logs import get_logger
 from reconciler.osinfo import os_info
@@ -22,6 +22,9 @@ from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
 from reconciler.store import Store
 from renderers.catalog import Catalog, CatalogError
+
+if TYPE_CHECKING:
+    from reconciler.migrator import BootInfo
 
 VARIANT_META = "variant"
 _log = get_logger("boot")
@@ -176,7 +179,7 @@ def open_host(
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(variant, renderers)
+        catalog = _catalog(schema, renderers)
     except BaseException:
         store.close()
         raise
@@ -196,8 +199,8 @@ def open_host(
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 
-def _prepare_boot(state_dir: Path, root: Path, disk: str):  # -> updates.health.BootInfo
-    from updates.health import prepare_boot
+def _prepare_boot(state_dir: Path, root: Path, disk: str) -> BootInfo:
+    from reconciler.migrator import prepare_boot  # only a host with an OS disk needs it
 
     try:  # before the store is opened: the migrator switches it atomically
         return prepare_boot(state_dir, root, disk)
@@ -205,13 +208,14 @@ def _prepare_boot(state_dir: Path, root: Path, disk: str):  # -> updates.health.
         raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
-def _catalog(variant: str, renderers: Path | None) -> Catalog:
-    """The built-in renderers, or a directory with metadata.toml and templates/."""
+def _catalog(schema: Schema, renderers: Path | None) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/, checked against
+    the variant's schema (every affected-by prefix must name one of its settings)."""
+    metadata, templates = (None, None) if renderers is None else (
+        renderers / "metadata.toml", renderers / "templates")
     try:
-        if renderers is None:
-            return Catalog.load(variant, known_variants=VARIANTS)
         return Catalog.load(
-            variant, renderers / "metadata.toml", renderers / "templates", known_variants=VARIANTS
+            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines
         )
     except CatalogError as error:
         raise HostError(f"renderer metadata: {error}") from None

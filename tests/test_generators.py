@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
+from hostcore.keys import unflatten
 from reconciler.generators import generate, host_id_from_hostname, setting_generators
-from reconciler.keys import unflatten
 from reconciler.schema import VARIANTS, Schema
 
 SEED = "settings.updates.seed"

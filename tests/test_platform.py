@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from reconciler.documents import DocumentError
+from hostcore.documents import DocumentError
 from reconciler.platform import facts
 from reconciler.platform.imds import ImdsClient, ImdsUnavailable, on_ec2
 from reconciler.platform.providers import decode

@@ -19,12 +19,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
-from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
@@ -243,7 +243,7 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     tx = _tx(request)
     owned = owned_keys(body, host.store.sources)
     if owned and not _flag(request, "force"):
-        raise web.HTTPConflict(text=owner_message(host, owned))
+        raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
         request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
                                  tx=tx)

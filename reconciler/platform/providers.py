@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.documents import DocumentError, load_document, parse_document, settings_of
+from hostcore.documents import DocumentError, load_document, parse_document, settings_of
 from reconciler.platform.imds import (
     DEFAULT_DEADLINE,
     DEFAULT_ENDPOINT,
