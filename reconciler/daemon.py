@@ -18,6 +18,7 @@ from aiohttp import web
 from hostcore.keys import is_under
 from reconciler import containers, redact
 from reconciler.api.server import AccessPolicy, make_app
+from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -87,7 +88,9 @@ async def _serve(
         GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics
     )
     files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
-    app = make_app(host, worker, events, metrics, git_loop, files, access)
+    confirm_watch = ConfirmWatch(host, events, worker.wake)
+    worker.after_pass.append(confirm_watch.after_pass)
+    app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,7 @@ async def _serve(
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
+    confirm_task = asyncio.create_task(confirm_watch.run())
     files_loop = DesiredFilesLoop(files, worker.wake) if files else None
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
@@ -131,6 +135,8 @@ async def _serve(
         watch.stop()
         git_loop.stop()
         await git_task
+        confirm_watch.stop()
+        await confirm_task
         if files_loop and files_task:
             files_loop.stop()
             await files_task
