@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.logs import get_logger
+from reconciler.migrator import rehearse
 from reconciler.store import Store
 from updates import status as sm
+from updates.apply import MigrationCache
+from updates.errors import UpdateError
 from updates.health import BootGate
 from updates.manager import UpdateManager
 from updates.rollback import RollbackWatch
@@ -71,8 +74,20 @@ class UpdatesExecutor:
             except VersionError:
                 return None
 
+        def rehearse_activation(status: sm.UpdateStatus) -> None:
+            staged = status.staging_partition.image if status.staging_partition else None
+            if staged is None or not staged.version:
+                return  # updog reports what is missing
+            trusted = Path(root) / "usr/share/updog/root.json"
+            try:
+                rehearse(store.path, trusted.read_bytes(),
+                         MigrationCache.under(Path(root) / "var/lib/updog"), staged.version)
+            except (OSError, UpdateError) as e:
+                raise UpdateError(f"refusing to activate {staged.version}: its migrations fail "
+                                  f"on a copy of the store: {e}") from None
+
         manager = UpdateManager(updog_command(root), disk=disk, version_lock=version_lock,
-                                on_done=on_done, store_path=getattr(store, "path", None))
+                                on_done=on_done, before={"activate": rehearse_activation})
         executor = cls(store, manager, BootGate(disk, dict(os_env or {})))
         executor.rollback = RollbackWatch(disk)
         return executor

@@ -16,6 +16,8 @@ command -v strace >/dev/null || need+=(strace)
 # OS updates: dm-verity trees (veritysetup) and the lz4 baseline of bench_image_write.
 command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
 command -v lz4 >/dev/null || need+=(lz4)
+# Fleet tests: a real etcd on loopback ports (reboot slots under leases).
+command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from tuf.api.metadata import TargetFile
 
-from reconciler import faults
-from reconciler.durable import replace_file
+from hostcore import faults
+from hostcore.durable import replace_file
 from updates import gptprio, osimage
 from updates.errors import UpdateError
 from updates.imageformat import SNIFF_BYTES, DecodingSink, preflight

@@ -14,7 +14,7 @@ import json
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -54,10 +54,12 @@ class UpdateManager:
         on_done: Callable[[sm.UpdateStatus], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         timeout: float = 3600.0,
-        store_path: Path | None = None,
+        before: Mapping[str, Callable[[sm.UpdateStatus], None]] | None = None,
     ) -> None:
         self.updog = list(updog)
-        self.store_path = store_path  # activate rehearses its migrations on a copy of it
+        # Checks run before a command's updog; one that raises fails the command with its
+        # message (the daemon rehearses activation's migrations on a copy of its store here).
+        self.before = dict(before or {})
         self.running: str | None = None  # the command in progress
         self.hold: NoUpdate | None = None  # why automatic updates wait (set by the policy)
         self._progress_file: Path | None = None
@@ -152,6 +154,8 @@ class UpdateManager:
         assert status is not None
         self.running = command
         try:
+            if command in self.before:
+                self.before[command](status)
             code, stdout, stderr = self._updog(command, status)
             result = sm.Command(command, "Success" if code == 0 else "Failed", self.clock(),
                                 code, stderr)
@@ -172,8 +176,6 @@ class UpdateManager:
             args += ["--image", status.chosen_update.version]
         if self.disk:
             args += ["--disk", self.disk]
-        if command == "activate" and self.store_path:
-            args += ["--store", str(self.store_path)]
         with tempfile.TemporaryDirectory(prefix="updog-progress-") as tmp:
             if command == "prepare":
                 self._progress_file = Path(tmp) / "progress.json"

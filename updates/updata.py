@@ -26,7 +26,7 @@ from pathlib import Path
 import lz4.frame
 from securesystemslib.signer import CryptoSigner
 
-from reconciler.durable import replace_file, replacing
+from hostcore.durable import replace_file, replacing
 from updates import manifest as mf
 from updates import osimage
 from updates.errors import UpdateError

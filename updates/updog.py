@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.durable import replace_file
+from hostcore.durable import replace_file
 from updates import apply, conformance
 from updates.check import (
     CheckRequest,
@@ -37,7 +37,7 @@ from updates.errors import UpdateError
 from updates.gpt import GptError
 from updates.gptprio import SignpostError
 from updates.manifest import ManifestError
-from updates.partitions import DiskError, OsDisk, open_os_disk
+from updates.partitions import DiskError, open_os_disk
 from updates.selection import NoUpdate, choose_update, explain
 from updates.semver import Version, VersionError
 from updates.timefmt import utcnow
@@ -78,8 +78,6 @@ GLOBAL OPTIONS:
     [ --version V ]               Override VERSION_ID
     [ --variant V ]               Override VARIANT_ID
     [ --arch A ]                  Override the architecture (default: this machine)
-    [ --store PATH ]              update/update-apply: the settings store (store.db) whose
-                                  migrations must succeed on a copy before the flip
     [ --disk PATH ]               OS disk or disk image (default: the disk behind /)
 """
 
@@ -88,7 +86,7 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
 _VALUED = {"-i": "image", "--image": "image", "--log-level": "log_level", "--root": "root",
            "--config": "config", "--state-dir": "state_dir", "--trusted-root": "trusted_root",
            "--os-release": "os_release", "--version": "version", "--variant": "variant",
-           "--arch": "arch", "--disk": "disk", "--store": "store",
+           "--arch": "arch", "--disk": "disk",
            "--progress-file": "progress_file"}
 _FLAGS = {"-j": "json", "--json": "json", "-a": "all", "--all": "all", "-n": "ignore_waves",
           "--now": "ignore_waves", "--ignore-waves": "ignore_waves",
@@ -113,7 +111,6 @@ class Args:
     with_reason: bool = False
     help: bool = False
     reboot: bool = False
-    store: str | None = None
     progress_file: str | None = None
     disk: str | None = None
     image: str | None = None
@@ -207,28 +204,6 @@ def _reboot(args: Args) -> None:
     subprocess.run(["shutdown", "-r", "now"], check=True)
 
 
-def _rehearse(args: Args, disk: OsDisk) -> None:
-    """With `--store`: the migrations to the staged version must succeed on a copy of the
-    store before the flip (the next boot would fail on them and fall back)."""
-    if not args.store:
-        return
-    from updates.migrator import rehearse
-
-    target = (disk.identity(disk.state().inactive) or {}).get("VERSION_ID")
-    if not target:
-        raise UpdateError("the inactive set holds no OS image: nothing to activate")
-    paths = _paths(args)
-    try:
-        trusted = paths.trusted_root.read_bytes()
-    except OSError as e:
-        raise UpdateError(f"cannot read the trusted root {paths.trusted_root}: {e}") from e
-    try:
-        rehearse(Path(args.store), trusted, apply.MigrationCache.under(paths.state_dir), target)
-    except UpdateError as e:
-        raise UpdateError(f"refusing to activate {target}: its migrations fail on a copy of "
-                          f"the store {args.store}: {e}") from None
-
-
 def _progress(args: Args):  # -> Callable[[str], Progress]
     """A bar on a terminal; with `--progress-file`, also bytes done/total for the API."""
     if not args.progress_file:
@@ -240,7 +215,6 @@ def run_ab(args: Args, request: CheckRequest) -> int:
     """update, update-image, update-apply, update-revert."""
     if args.subcommand == "update-apply":
         with open_os_disk(args.disk) as disk:
-            _rehearse(args, disk)
             apply.update_flags(disk)
         if args.reboot:
             _reboot(args)
@@ -265,7 +239,6 @@ def run_ab(args: Args, request: CheckRequest) -> int:
         with open_os_disk(args.disk) as disk:
             apply.update_image(disk, client, chosen, progress=_progress(args))
             if args.subcommand == "update":
-                _rehearse(args, disk)
                 apply.update_flags(disk)
     if args.json:
         _print_json(chosen.to_json())

@@ -7,49 +7,61 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.migrator import DATASTORE_VERSION, datastore_version
 from reconciler.store import Store
+from reconciler.updates_executor import UpdatesExecutor
 from tests.updates.simhost import Sim, make_sim
 from tests.updates.test_e2e import RENAME
 from updates import gptprio, signpost, updog
 from updates.gptprio import Flags
-from updates.migrator import DATASTORE_VERSION, datastore_version
 from updates.rollback import RollbackWatch
 
 BROKEN = {"migration": 1, "name": "broken", "version": "1.1.0",
           "steps": [{"op": "explode", "key": "settings.motd"}]}
 
 
-def store_at(sim: Sim, version: str) -> Path:
-    db = sim.state / "store.db"
-    with Store(db) as store:
-        store.set_meta(DATASTORE_VERSION, version)
-    return db
+def manager_for(sim: Sim, version: str = "1.0.0") -> tuple[Store, UpdatesExecutor]:
+    """The daemon's wiring for a host: its store (at `version`) and its updates executor."""
+    store = Store(sim.state / "store.db")
+    store.set_meta(DATASTORE_VERSION, version)
+    return store, UpdatesExecutor.for_host(store, sim.root, str(sim.disk))
 
 
 def test_failing_migration_refuses_the_flip_with_the_reason(tmp_path: Path, serve) -> None:
     sim = make_sim(tmp_path, serve)
-    db = store_at(sim, "1.0.0")
     sim.publish("1.1.0", migrations={"migrate_v1.1.0_broken.json": BROKEN})
-    done = sim.updog("update", "--store", db, check=False)
-    assert done.returncode == 1
-    assert "refusing to activate 1.1.0: its migrations fail on a copy of the store" in done.stderr
-    assert "'op' must be one of" in done.stderr
-    assert sim.flags()["B"] == Flags(0, 1, False)  # written and checked, never activated
-    assert sim.flags()["next"] == "A"
-    refused = sim.updog("update-apply", "--store", db, check=False)  # the same at activate
-    assert refused.returncode == 1 and "refusing to activate 1.1.0" in refused.stderr
-    assert sim.flags()["next"] == "A"
-    assert datastore_version(db) == "1.0.0"
+    store, executor = manager_for(sim)
+    try:
+        manager = executor.manager
+        assert manager.run("refresh").update_state == "Available"
+        assert manager.run("prepare").update_state == "Staged"
+        status = manager.run("activate")
+        recent = status.most_recent_command
+        assert (recent.cmd_type, recent.cmd_status) == ("activate", "Failed")
+        assert "refusing to activate 1.1.0: its migrations fail on a copy of the store" in \
+            recent.stderr
+        assert "'op' must be one of" in recent.stderr
+        assert status.update_state == "Staged"
+        assert sim.flags()["B"] == Flags(0, 1, False)  # written and checked, never activated
+        assert sim.flags()["next"] == "A"
+        assert datastore_version(store.path) == "1.0.0"
+    finally:
+        store.close()
 
 
 def test_good_migration_rehearsed_on_a_copy_only(tmp_path: Path, serve) -> None:
     sim = make_sim(tmp_path, serve)
-    db = store_at(sim, "1.0.0")
     sim.publish("1.1.0", migrations={"migrate_v1.1.0_rename-admin.json": RENAME})
-    sim.updog("update", "--store", db)
-    assert sim.flags()["next"] == "B"
-    assert datastore_version(db) == "1.0.0"  # the real store migrates at the next boot
-    assert not list(db.parent.glob(".rehearse-*"))
+    store, executor = manager_for(sim)
+    try:
+        for command in ("refresh", "prepare", "activate"):
+            executor.manager.run(command)
+        assert executor.manager.peek().update_state == "Ready"
+        assert sim.flags()["next"] == "B"
+        assert datastore_version(store.path) == "1.0.0"  # the store migrates at the next boot
+        assert not list(store.path.parent.glob(".rehearse-*"))
+    finally:
+        store.close()
 
 
 def test_next_two_boots() -> None:

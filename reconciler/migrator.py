@@ -14,7 +14,10 @@ The store (`<state-dir>/store.db`) records the OS version its data is shaped for
 A failure at any step leaves the old store untouched (the copy is discarded); the boot is then
 not marked successful, and the bootloader falls back to the set whose version matches it.
 
-    python -m updates.migrator --state-dir DIR --disk PATH [--root DIR] [--trusted-root PATH]
+`prepare_boot()` is what the daemon runs before opening the store: it reads the booted set's
+identity from the OS disk and runs the migrator to that version.
+
+    python -m reconciler.migrator --state-dir DIR --disk PATH [--root DIR] [--trusted-root PATH]
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.durable import fsync_directory
+from hostcore.durable import fsync_directory
 from reconciler.store import Store
-from reconciler.transaction import rollback_plan
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
 from updates.manifest import ManifestError, find_migrations, parse_manifest
@@ -43,6 +45,7 @@ from updates.migrations import (
     migrate_patch,
     parse_migration,
 )
+from updates.partitions import DiskError, open_os_disk
 from updates.semver import Version, VersionError
 
 DATASTORE_VERSION = "datastore-version"
@@ -135,33 +138,24 @@ def _migrate_copy(copy_path: Path, migrations: list[Migration], *, forward: bool
     """Migrate the store at `copy_path` in place (one transaction); returns the changed keys."""
     copy = Store(copy_path)
     try:
-        live = copy.live()
-        meta = _all_meta(copy)
-        new_live, new_meta = apply_migrations(live, meta, migrations, forward)
+        new_live, new_meta = apply_migrations(copy.live(), copy.meta(), migrations, forward)
         new_meta[DATASTORE_VERSION] = to_version
-        label = f"migration:{from_version}->{to_version}"
-        plan = rollback_plan(live, new_live, label)
-        with copy._write() as conn:  # one transaction: settings, history, metadata
-            copy._apply(conn, f"migration-{to_version}", label, plan)
-            copy._rewrite_pending(  # a change waiting to be committed migrates too
-                conn, lambda body: migrate_patch(body, migrations, forward))
-            for name in set(meta) - set(new_meta):
-                conn.execute("DELETE FROM meta WHERE name = ?", (name,))
-            for name, value in new_meta.items():
-                if meta.get(name, object()) != value:
-                    copy._set_meta(conn, name, value)
+        result = copy.migrate(  # one transaction: settings, history, pending, metadata
+            new_live, new_meta, tx=f"migration-{to_version}",
+            label=f"migration:{from_version}->{to_version}",
+            rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
     finally:
         copy.close()
-    return tuple(sorted(c.key for c in plan.changes))
+    return result.changed
 
 
 def rehearse(db: Path, trusted_root: bytes, cache: MigrationCache, to_version: str) -> Result:
     """Run the migrations to `to_version` on a throw-away copy of the store (pending
     transactions included); raises `MigrationError` with the reason when one fails.
 
-    updog runs this before it flips the partition flags: a store the next boot could not
-    migrate would make that boot fail and fall back, so the flip is refused instead. The store
-    may be in use (the daemon runs): the copy is taken with SQLite's online backup.
+    The update manager runs this before activation flips the partition flags: a store the next
+    boot could not migrate would make that boot fail and fall back, so the flip is refused
+    instead. The store may be in use (the daemon runs): the copy is an online SQLite backup.
     """
     db = Path(db)
     current = datastore_version(db)
@@ -189,12 +183,6 @@ def rehearse(db: Path, trusted_root: bytes, cache: MigrationCache, to_version: s
             raise MigrationError(f"{type(e).__name__}: {e}") from None
     return Result(current, to_version, tuple(n for n, _ in loaded),
                   "forward" if forward else "backward", changed)
-
-
-def _all_meta(store: Store) -> dict[str, object]:
-    with store._lock:
-        rows = store._db.execute("SELECT name, value FROM meta").fetchall()
-    return {name: json.loads(value) for name, value in rows}
 
 
 def load_migrations(trusted_root: bytes, cache: MigrationCache, from_version: Version,
@@ -244,9 +232,27 @@ def migrate_host(state_dir: Path, root: Path, running_version: str, *,
                            trusted.read_bytes() if trusted.exists() else None, cache)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from updates.partitions import DiskError, open_os_disk
+@dataclass(frozen=True)
+class BootInfo:
+    version: str
+    variant: str | None
+    arch: str | None
+    migration: Result
 
+
+def prepare_boot(state_dir: Path, root: Path, disk: str | None,
+                 updog_state: Path | None = None) -> BootInfo:
+    """Identity of the booted set, and the store migrated to its version (raises on failure)."""
+    with open_os_disk(disk, writable=False) as d:
+        fields = d.identity(d.require_active()) or {}
+    version = fields.get("VERSION_ID")
+    if not version:
+        raise DiskError("the booted set's root holds no OS image header (VERSION_ID)")
+    result = migrate_host(state_dir, root, version, updog_state=updog_state)
+    return BootInfo(version, fields.get("VARIANT_ID"), fields.get("ARCH"), result)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="migrator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--disk", help="OS disk (default: the disk behind /)")
