@@ -117,3 +117,57 @@ def test_install_root_refuses_what_is_not_a_root(tmp_path: Path, capsys) -> None
     assert updog.main(["install-root", str(bogus), "--root", str(tmp_path / "h")]) == 1
     assert "is not a root.json signed by its own root keys" in capsys.readouterr().err
     assert not (tmp_path / "h/usr/share/updog/root.json").exists()
+
+
+def test_api_status_names_the_wave_and_when_it_opens(tmp_path: Path, serve) -> None:
+    from datetime import UTC, datetime
+
+    from tests.updates.conftest import ARCH, VARIANT, run_updata, write_host_root
+    from tests.updates.test_reasons import write_policy
+
+    sim = make_sim(tmp_path, serve)
+    sim.publish("1.1.0")
+    policy = write_policy(tmp_path / "waves.toml", datetime.now(UTC).replace(microsecond=0))
+    run_updata("set-waves", sim.manifest, "-f", VARIANT, "-a", ARCH, "-v", "1.1.0",
+               "-w", policy)
+    run_updata("add-targets", sim.repo, sim.manifest)
+    write_host_root(sim.root, sim.trusted_root, sim.server.base_url, seed=1000)
+    store, executor = manager_for(sim)
+    try:
+        status = executor.manager.run("refresh")
+        assert status.update_state == "Idle" and status.chosen_update is None
+        reason = status.to_json()["no_update_reason"]
+        assert reason["kind"] == "wave" and reason["seed"] == 1000
+        assert (reason["wave_start_seed"], reason["wave_end_seed"]) == (512, 1536)
+        assert "for seed 1000 it opens at" in reason["message"]
+    finally:
+        store.close()
+
+
+def test_hold_reasons_of_automatic_updates() -> None:
+    from updates import status as sm
+
+    window = {"start": "02:00", "end": "04:00"}
+    assert sm.hold_reason(sm.IDLE, False, True, window).kind == "maintenance-window"
+    assert sm.hold_reason(sm.AVAILABLE, True, False, window).kind == "unconfirmed-boot"
+    assert sm.hold_reason(sm.AVAILABLE, True, True, window) is None
+
+
+def test_apiclient_progress_bar_on_a_terminal() -> None:
+    import io
+
+    from reconciler.apiclient import _ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    bar = _ProgressBar(stream)
+    bar.show({"command": "prepare", "image": "root image", "done": 3 << 20, "total": 6 << 20})
+    bar.end()
+    assert "root image" in stream.getvalue() and "3/6 MiB" in stream.getvalue()
+    assert " 50%" in stream.getvalue()
+    piped = io.StringIO()
+    _ProgressBar(piped).show({"image": "root image", "done": 1, "total": 2})
+    assert piped.getvalue() == ""  # silent when not a terminal
