@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +102,7 @@ def read_boot_header(fd: int, offset: int, size: int) -> dict[str, str] | None:
     return parse_boot_header(os.pread(fd, min(size, MAX_HEADER), offset))
 
 
-def head_check(kind: str, name: str) -> tuple[int, object]:
+def head_check(kind: str, name: str) -> tuple[int, Callable[[bytes], None]]:
     """(bytes needed, check) that refuses a decoded image of `kind` lacking its header."""
     from updates.imageformat import ImageFormatError
 
