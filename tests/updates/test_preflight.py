@@ -171,3 +171,14 @@ def test_apiclient_progress_bar_on_a_terminal() -> None:
     piped = io.StringIO()
     _ProgressBar(piped).show({"image": "root image", "done": 1, "total": 2})
     assert piped.getvalue() == ""  # silent when not a terminal
+
+
+def test_updog_reports_progress_for_the_api(tmp_path: Path, serve) -> None:
+    import json
+
+    sim = make_sim(tmp_path, serve)
+    sim.publish("1.1.0", lz4=True)
+    progress = tmp_path / "progress.json"
+    sim.updog("update-image", "--progress-file", progress)
+    last = json.loads(progress.read_text())  # the last image written, complete
+    assert last["image"] == "hash image" and last["done"] == last["total"] > 0
