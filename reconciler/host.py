@@ -13,7 +13,7 @@ from reconciler.boot import boot
 from reconciler.containers import HostContainers
 from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
-from reconciler.osinfo import os_info
+from reconciler.osinfo import os_info, os_release_ids
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
@@ -156,7 +156,7 @@ def open_host(
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(variant, renderers)
+        catalog = _catalog(variant, renderers, os_release_ids(root))
     except BaseException:
         store.close()
         raise
@@ -185,13 +185,15 @@ def _prepare_boot(state_dir: Path, root: Path, disk: str):  # -> updates.health.
         raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
-def _catalog(variant: str, renderers: Path | None) -> Catalog:
-    """The built-in renderers, or a directory with metadata.toml and templates/."""
+def _catalog(variant: str, renderers: Path | None, distributions: Sequence[str]) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/ (and its own
+    distributions/), with the facts of the root's distribution applied."""
     try:
         if renderers is None:
-            return Catalog.load(variant, known_variants=VARIANTS)
+            return Catalog.load(variant, known_variants=VARIANTS, distributions=distributions)
         return Catalog.load(
-            variant, renderers / "metadata.toml", renderers / "templates", known_variants=VARIANTS
+            variant, renderers / "metadata.toml", renderers / "templates", known_variants=VARIANTS,
+            distributions=distributions,
         )
     except CatalogError as error:
         raise HostError(f"renderer metadata: {error}") from None
