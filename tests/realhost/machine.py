@@ -8,6 +8,7 @@ from ``host.toml``; podman's own options from ``CONTAINERS_CONF``.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from tests.realhost.build import config, ensure_image, storage
 
 READY_TIMEOUT = 120.0
+OWNER = "host-reconciler-test.pid"  # label: the test process that made the container
 
 
 class Machine:
@@ -30,8 +32,10 @@ class Machine:
         self.engine = PodmanEngine(storage()).command()
         run = config()["run"]
         caps = [f"--cap-add={cap}" for cap in run["capabilities"]]
+        self._remove_orphans()
         self.podman("run", "--detach", "--name", self.name, "--hostname", "realhost",
-                    *caps, *run["options"], image, *run["command"])
+                    f"--label={OWNER}={os.getpid()}", *caps, *run["options"], image,
+                    *run["command"])
         self.wait_booted()
 
     @classmethod
@@ -138,6 +142,16 @@ class Machine:
 
     def inspect(self) -> dict[str, Any]:
         return json.loads(self.podman("inspect", self.name).stdout)[0]
+
+    def _remove_orphans(self) -> None:
+        """Test hosts left by a run that was killed (their restart policy keeps them up)."""
+        listed = self.podman("ps", "--all", "--filter", f"label={OWNER}",
+                             "--format", f'{{{{.Names}}}} {{{{index .Labels "{OWNER}"}}}}',
+                             check=False).stdout.split("\n")
+        for line in listed:
+            name, _, pid = line.partition(" ")
+            if name and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                self.podman("rm", "--force", "--time", "1", name, check=False)
 
     def remove(self) -> None:
         self.podman("rm", "--force", "--time", "5", self.name, check=False)
