@@ -7,7 +7,7 @@ service. A failed pick-up command whose unit is not installed is reported as suc
 
 from __future__ import annotations
 
-from reconciler.effects import CommandRunner
+from hostcore.commands import CommandRunner
 
 # systemd's answer for a unit no unit file defines (``systemctl show -P LoadState``).
 NOT_FOUND = "not-found"

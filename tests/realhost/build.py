@@ -35,8 +35,17 @@ USER_DATA = HERE / "user-data.toml"
 README = REPO / "examples" / "systemd" / "README.md"
 BASE_NAME = "localhost/host-reconciler-testhost-base"
 NAME = "localhost/host-reconciler-testhost"
-# What the wheel is built from, and what the install steps read from the checkout.
-PRODUCT = ("pyproject.toml", "README.md", "reconciler", "renderers", "updates", "schemas")
+
+
+def _product() -> tuple[str, ...]:
+    """What the wheel is built from: pyproject.toml's packages (its find.include patterns)."""
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        patterns = tomllib.load(handle)["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = sorted({pattern.rstrip("*").rstrip(".") for pattern in patterns})
+    return ("pyproject.toml", "README.md", *packages)
+
+
+PRODUCT = _product()
 EXAMPLES = ("examples/systemd", "examples/containers.conf")
 STEPS = re.compile(r"<!-- install-steps:begin -->\s*```sh\n(.*?)```\s*<!-- install-steps:end -->",
                    re.S)
