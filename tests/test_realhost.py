@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from renderers.catalog import Catalog
+from tests.realhost.build import HostImageError, ensure_image
 from tests.realhost.machine import Machine, eventually
 from tests.realhost.probes import PROBES
 
@@ -57,6 +58,13 @@ def installed_units(host: Machine) -> dict[str, str]:
 
 
 # ---- the unit ---------------------------------------------------------------------------------
+
+
+def test_no_podman_or_mmdebstrap_is_a_failure_saying_why(monkeypatch, tmp_path) -> None:
+    """Without the tools the host cannot be made, and the tests fail (never skip) saying so."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HostImageError, match=r"podman, mmdebstrap not installed: run `make test`"):
+        ensure_image()
 
 
 def test_first_boot_applied_user_data_with_root_slash(host: Machine) -> None:
@@ -154,7 +162,7 @@ def test_service_picks_up_its_settings_when_and_only_when_they_change(
     after = {name: host.started(unit) for name, unit in watched.items()}
     for name in watched:
         if name == service:
-            assert after[name] != before[name], f"{watched[name]} was not restarted"
+            assert after[name] != before[name], f"{watched[name]} was not restarted/reloaded"
             assert got["result"] == "restarted", got
         else:
             assert after[name] == before[name], f"{watched[name]} restarted for {service}"

@@ -102,10 +102,13 @@ class Machine:
         output = self.out("systemctl", "show", unit, *(f"--property={p}" for p in properties))
         return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
-    def started(self, unit: str) -> tuple[str, str]:
-        """(main PID, start time): changes whenever the unit's program is started anew."""
+    def started(self, unit: str) -> tuple[str, str, int]:
+        """(main PID, start time, reloads so far): changes whenever the unit's program is started
+        anew or told to reload (systemd logs "Reloaded <unit> - <description>." each time)."""
         props = self.unit(unit, "MainPID", "ExecMainStartTimestampMonotonic")
-        return props["MainPID"], props["ExecMainStartTimestampMonotonic"]
+        journal = self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, check=False)
+        reloads = sum(line.startswith("Reloaded ") for line in journal.stdout.splitlines())
+        return props["MainPID"], props["ExecMainStartTimestampMonotonic"], reloads
 
     def installed(self, unit: str) -> bool:
         return self.unit(unit, "LoadState")["LoadState"] != "not-found"
