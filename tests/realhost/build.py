@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -104,11 +105,13 @@ def host_key(conf: dict[str, Any]) -> str:
 
 
 def _run(argv: list[str], what: str, **kwargs: Any) -> str:
+    started = time.monotonic()
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
                               check=False, **kwargs)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise HostImageError(f"test host image: {what}: {error}") from None
+    print(f"test host image: {what}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip()[-2000:]
         raise HostImageError(f"test host image: {what} failed (exit {done.returncode}): {tail}")
@@ -160,6 +163,24 @@ def _source_copy(work: Path) -> Path:
     return checkout
 
 
+def _dependency_wheels(checkout: Path) -> Path:
+    """Wheels of the project's dependencies, kept by the hash of pyproject's dependency list
+    (resolving and downloading them is most of a host layer's build)."""
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        dependencies = tomllib.load(handle)["project"]["dependencies"]
+    directory = cache_dir() / "wheels" / _digest([repr(sorted(dependencies)).encode()])
+    if not directory.is_dir():
+        partial = Path(tempfile.mkdtemp(dir=cache_dir(), prefix="wheels-"))
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(partial),
+              str(checkout)], "pip wheel of the project's dependencies")
+        for own in partial.glob("host_reconciler-*.whl"):
+            own.unlink()
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(directory.parent / f"{directory.name}.old", ignore_errors=True)
+        partial.rename(directory)
+    return directory
+
+
 def install_steps() -> str:
     """The shell block of examples/systemd/README.md between its install-steps markers."""
     found = STEPS.search(README.read_text())
@@ -171,8 +192,10 @@ def install_steps() -> str:
 def _build_host(base: str, reference: str, work: Path) -> None:
     checkout = _source_copy(work)
     wheels = work / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels),
-          str(checkout)], "pip wheel of the checkout and its dependencies")
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+          str(wheels), str(checkout)], "pip wheel of the checkout")
+    for wheel in _dependency_wheels(checkout).iterdir():
+        os.link(wheel, wheels / wheel.name)
     name = f"host-reconciler-build-{reference.rsplit(':', 1)[1]}"
     _run([*_engine(), "rm", "--force", "--ignore", name], "podman rm of a stale build")
     script = "set -euxo pipefail\n" + install_steps()
