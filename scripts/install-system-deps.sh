@@ -13,6 +13,13 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)
+# Host settings: the real programs read the files we render (containerd config dump, sysctl -p
+# parsing, modprobe/kmod, openssl verify on the CA bundle, the system CA bundle itself).
+command -v containerd >/dev/null || need+=(containerd)
+command -v sysctl >/dev/null || need+=(procps)
+command -v modprobe >/dev/null || need+=(kmod)
+command -v openssl >/dev/null || need+=(openssl)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2
