@@ -17,6 +17,10 @@ Generators kept, because they make sense on any host:
   generated value it is fixed at first boot: renaming the host later does not change it (set or
   delete the key to change it).
 
+* ``hostname`` -> ``settings.network.hostname``: the running host's name, lower-cased (as
+  Bottlerocket's ``netdog generate-hostname`` keeps the name the host got), so ``/etc/hostname``
+  and the localhost lines of ``/etc/hosts`` keep it; skipped when generic or invalid.
+
 The AWS-specific generators of Bottlerocket (``pluto``: max-pods, node-ip, cluster-dns-ip,
 pause image; ``schnauzer`` templates for host-container sources and update URLs) are not kept:
 they need instance metadata, and the settings they filled are user data or defaults here.
@@ -75,6 +79,23 @@ def host_id_from_hostname(hostname: str) -> str | None:
 @register("host-id", "settings.gitops.host-id")
 def _host_id(rng: random.Random) -> str | None:
     return host_id_from_hostname(socket.gethostname())
+
+
+_LINUX_HOSTNAME = re.compile(r"[0-9a-z][0-9a-z-]{0,62}(?:\.[0-9a-z][0-9a-z-]{0,62})*")
+
+
+def linux_hostname(hostname: str) -> str | None:
+    """``settings.network.hostname`` from the running host's name (lower-cased), or None when
+    it is generic or not a valid Linux host name."""
+    name = hostname.strip().lower()
+    if name in _GENERIC_HOSTNAMES or len(name) > 253 or not _LINUX_HOSTNAME.fullmatch(name):
+        return None
+    return name
+
+
+@register("hostname", "settings.network.hostname")
+def _hostname(rng: random.Random) -> str | None:
+    return linux_hostname(socket.gethostname())
 
 
 def setting_generators(variant: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.boot import boot
+from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
 from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
@@ -173,6 +174,8 @@ def open_host(
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
     reconciler.executors.append(HostContainers(state_dir))
+    if "boot" in schema.sections:
+        reconciler.executors.append(BootParameters(root))
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from reconciler import faults
 from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, write_atomic
+from reconciler.hostfacts import HostFacts
 from reconciler.plan import Plan, ServiceAction, plan
 from reconciler.store import Store
 from renderers.catalog import Catalog
@@ -70,6 +71,7 @@ class Reconciler:
         root: Path,
         os_info: Mapping[str, str],
         runner: CommandRunner | None = None,
+        facts: HostFacts | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -78,6 +80,7 @@ class Reconciler:
         self.sandbox = self.root.resolve() != Path("/")
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
+        self.facts = facts or HostFacts()
         self.executors: list[Executor] = []
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
         self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
@@ -98,7 +101,7 @@ class Reconciler:
             return False
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        return {"settings": settings, "os": self.os_info}
+        return {"settings": settings, "os": self.os_info, "host": self.facts.as_model()}
 
     def plan_for(self, settings: Mapping[str, Any], generation: int, changed: set[str]) -> Plan:
         """The pure plan for ``settings`` against the disk as it is now (used by dry runs too)."""

@@ -18,7 +18,9 @@ EXPECTED_HOST_ID = host_id_from_hostname(socket.gethostname())
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_setting_generators(variant):
-    assert setting_generators(variant) == {HOST_ID: "host-id", SEED: "seed"}
+    assert setting_generators(variant) == {
+        HOST_ID: "host-id", "settings.network.hostname": "hostname", SEED: "seed"
+    }
     assert list(setting_generators(variant)) == sorted(setting_generators(variant))
 
 
@@ -34,7 +36,7 @@ def test_generate_on_an_empty_host(variant):
     generated = generate(variant, {}, random.Random(7))
     assert 0 <= generated[SEED] < 2048
     assert generated.get(HOST_ID) == EXPECTED_HOST_ID
-    assert set(generated) <= {SEED, HOST_ID}
+    assert set(generated) <= {SEED, HOST_ID, "settings.network.hostname"}
     assert Schema.load(variant).validate(unflatten(generated, strip=1)) == []
 
 
@@ -54,9 +56,11 @@ def test_default_rng_is_system_random():
 
 
 def test_set_values_are_never_overwritten():
-    live = {SEED: 5, HOST_ID: "node-1", "settings.motd": "hi"}
+    live = {SEED: 5, HOST_ID: "node-1", "settings.network.hostname": "n1", "settings.motd": "hi"}
     assert generate("aws-k8s", live, random.Random(1)) == {}
-    only_seed = generate("aws-k8s", {HOST_ID: "mine"}, random.Random(1))
+    only_seed = generate(
+        "aws-k8s", {HOST_ID: "mine", "settings.network.hostname": "n1"}, random.Random(1)
+    )
     assert set(only_seed) == {SEED}
 
 

@@ -428,6 +428,16 @@ async def plan(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(dry_run))
 
 
+def executor_conditions(host: Host) -> list[dict[str, Any]]:
+    """Conditions that executors report (``RebootRequired`` from the boot parameters)."""
+    found = []
+    for executor in host.reconciler.executors:
+        condition = executor.status().get("condition")
+        if isinstance(condition, dict) and "type" in condition:
+            found.append({k: v for k, v in condition.items() if k in ("type", "status", "reason")})
+    return found
+
+
 def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     live = host.store.generation()
     applied = host.store.applied_generation()
@@ -461,6 +471,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *executor_conditions(host),
         ],
         "variant": host.variant,
         "live_generation": live,
