@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.boot import boot
 from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
+from reconciler.containers.podman import PodmanEngine
 from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
 from reconciler.osinfo import os_info
@@ -173,7 +174,16 @@ def open_host(
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
-    reconciler.executors.append(HostContainers(state_dir))
+    def rendered(name: str) -> Path | None:  # where the catalog renders a registry file
+        spec = catalog.files.get(name)
+        return root / spec.path.lstrip("/") if spec else None
+
+    engine = PodmanEngine(
+        state_dir / "containers",
+        registries_conf=rendered("registries-conf"),
+        auth_file=rendered("containers-auth"),
+    )
+    reconciler.executors.append(HostContainers(state_dir, engine=engine))
     if "boot" in schema.sections:
         reconciler.executors.append(BootParameters(root))
     return Host(state_dir, root, store, schema, catalog, reconciler)

@@ -42,10 +42,22 @@ def runtime_dir(storage: Path) -> Path:
 
 
 class PodmanEngine:
-    def __init__(self, storage: Path, binary: str = "podman", runtime: Path | None = None):
+    def __init__(
+        self,
+        storage: Path,
+        binary: str = "podman",
+        runtime: Path | None = None,
+        registries_conf: Path | None = None,
+        auth_file: Path | None = None,
+    ):
         self.storage = Path(storage)
         self.binary = binary
         self.runtime = Path(runtime) if runtime else runtime_dir(self.storage)
+        # The rendered registries.conf (settings.container-registry.mirrors) and auth file
+        # (credentials): pulls of host-container images go through the mirrors, with the
+        # credentials, like containerd's. Used once the renderer has written them.
+        self.registries_conf = registries_conf
+        self.auth_file = auth_file
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -70,7 +82,10 @@ class PodmanEngine:
     def initialized(self) -> bool:
         return (self.storage / "storage").is_dir()
 
-    def _run(self, args: Sequence[str], timeout: float = TIMEOUT_QUICK) -> str:
+    def _run(
+        self, args: Sequence[str], timeout: float = TIMEOUT_QUICK,
+        env: dict[str, str] | None = None,
+    ) -> str:
         problem = self.available()
         if problem:
             raise EngineUnavailable(problem)
@@ -83,6 +98,7 @@ class PodmanEngine:
                 text=True,
                 timeout=timeout,
                 check=False,
+                env=env,
             )
         except subprocess.TimeoutExpired:
             raise EngineError(f"podman {args[0]} timed out after {timeout:.0f} s") from None
@@ -117,8 +133,23 @@ class PodmanEngine:
             )
         return answer
 
+    def pull_options(self) -> tuple[list[str], dict[str, str] | None]:
+        """``podman pull`` flags and environment for the rendered registry files (if written).
+
+        An operator's own ``CONTAINERS_REGISTRIES_CONF`` wins over ours.
+        """
+        args: list[str] = []
+        env: dict[str, str] | None = None
+        if self.auth_file is not None and self.auth_file.is_file():
+            args += ["--authfile", str(self.auth_file)]
+        if (self.registries_conf is not None and self.registries_conf.is_file()
+                and "CONTAINERS_REGISTRIES_CONF" not in os.environ):
+            env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf)}
+        return args, env
+
     def pull(self, source: str) -> Image:
-        output = self._run(["pull", "--quiet", source], timeout=TIMEOUT_PULL)
+        flags, env = self.pull_options()
+        output = self._run(["pull", "--quiet", *flags, source], timeout=TIMEOUT_PULL, env=env)
         lines = output.split()
         if not lines:
             raise EngineError(f"podman pull {source}: no image id in the answer")
