@@ -25,6 +25,7 @@ from renderers.catalog import Catalog
 from renderers.hostfiles import ca_bundle, certificates
 from renderers.render import Renderer
 from tests.daemon import Daemon, cli, eventually, ok
+from tests.images import require_podman, reset_storage
 
 USER_DATA = """
 [settings.kernel]
@@ -377,3 +378,29 @@ def test_reboot_required_in_status(tmp_path):
         assert (d.root / "etc/bootconfig.conf").read_text().endswith('kernel.quiet = ""\n')
     finally:
         d.stop()
+
+
+def test_host_container_pulls_go_through_the_rendered_mirrors(tmp_path):
+    from reconciler.containers.engine import EngineError
+    from reconciler.containers.podman import PodmanEngine
+
+    require_podman()
+    settings = merged("aws-dev", "[settings]\n")
+    settings["container-registry"] = {
+        "mirrors": [{"registry": "registry.invalid", "endpoint": ["http://127.0.0.1:9"]}],
+        "credentials": [{"registry": "registry.invalid", "username": "u", "password": "p-123"}],
+    }
+    files = render("aws-dev", settings)
+    registries, auth = tmp_path / "registries.conf", tmp_path / "auth.json"
+    registries.write_text(files["registries-conf"])
+    auth.write_text(files["containers-auth"])
+    storage = tmp_path / "settings-host-engine"
+    engine = PodmanEngine(storage, registries_conf=registries, auth_file=auth)
+    flags, _ = engine.pull_options()
+    assert flags == ["--authfile", str(auth)]
+    try:
+        with pytest.raises(EngineError) as failed:
+            engine.pull("registry.invalid/settings-host/none:1")
+    finally:
+        reset_storage(storage)
+    assert "Mirrors also failed" in str(failed.value) and "127.0.0.1:9" in str(failed.value)
