@@ -501,8 +501,8 @@ def _collect(node: Any, pattern: tuple[str, ...], path: tuple[Any, ...], found: 
         else:
             found.add(display_key(path))
         return
-    if pattern[0] == LIST_ITEMS:
-        if isinstance(node, list | tuple):
+    if pattern[0] == LIST_ITEMS:  # a leaf (the list, or a stand-in value) at a list's key
+        if not isinstance(node, Mapping):
             found.add(display_key(path))
         return
     if not isinstance(node, Mapping):

@@ -269,6 +269,16 @@ def _pem(der: bytes) -> str:
     return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
 
+def _check_certificate(der: bytes, where: str) -> None:
+    """Refuse what is not an X.509 certificate (Bottlerocket's PemCertificateString rule)."""
+    from cryptography import x509  # only when a bundle is set: keeps start-up light
+
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError as error:
+        raise HelperError(f"{where} is not an X.509 certificate: {error}") from error
+
+
 def ca_bundle(system: Any, bundles: Any) -> str:
     """The system bundle plus the trusted bundles, minus every certificate of a distrusted one.
 
@@ -290,6 +300,8 @@ def ca_bundle(system: Any, bundles: Any) -> str:
         certs = certificates(text)
         if not certs:
             raise HelperError(f"{key}: holds no PEM certificate")
+        for number, der in enumerate(certs, 1):
+            _check_certificate(der, f"{key}: certificate {number}")
         if bundle.get("trusted") is True:
             trusted.extend(certs)
         else:

@@ -404,3 +404,37 @@ def test_host_container_pulls_go_through_the_rendered_mirrors(tmp_path):
     finally:
         reset_storage(storage)
     assert "Mirrors also failed" in str(failed.value) and "127.0.0.1:9" in str(failed.value)
+
+
+def test_registry_credentials_are_secret_but_registry_names_are_not(tmp_path):
+    user_data = tmp_path / "user-data.toml"
+    user_data.write_text(BASE + '[[settings.container-registry.credentials]]\n'
+                         'registry = "registry.example.com"\nusername = "fleet-user"\n'
+                         'password = "old-password-77"\n')
+    d = Daemon(tmp_path / "state", ["--variant", "aws-k8s", "--user-data", str(user_data)])
+    key = "settings.container-registry.credentials"
+    try:
+        eventually(lambda: d.ok("GET", "/status")["last_receipt"])
+        d.ok("PATCH", "/settings?tx=rotate", {"container-registry": {"credentials": [
+            {"registry": "registry.example.com", "username": "fleet-user",
+             "password": "new-password-88"}]}})
+        the_plan = d.ok("POST", "/tx/plan?tx=rotate")
+        assert {"key": key, "old": "(redacted)", "new": "(redacted)"} in the_plan["settings"]
+        (config,) = [f for f in the_plan["files"] if f["name"] == "containerd-config"]
+        assert "(redacted)" in config["diff"] and "registry.example.com" in config["diff"]
+        d.ok("POST", "/tx/commit_and_apply?tx=rotate&wait=true")
+        shown = json.dumps([the_plan, d.ok("GET", "/generations"), d.ok("GET", "/events"),
+                            d.ok("GET", f"/provenance?keys={key}&history=true")])
+        for secret in ("old-password-77", "new-password-88", "fleet-user"):
+            assert secret not in shown
+        current = d.ok("GET", "/settings?keys=" + key)  # an authorized caller reads it
+        assert current["container-registry"]["credentials"][0]["password"] == "new-password-88"
+        assert 'password = "new-password-88"' in (d.root / "etc/containerd/config.toml").read_text()
+    finally:
+        d.stop()
+
+
+def test_a_bundle_with_a_broken_certificate_is_an_error_naming_it():
+    junk = b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n"
+    with pytest.raises(Exception, match=r"settings\.pki\.junk\.data: certificate 1 is not an"):
+        ca_bundle("", {"junk": {"data": base64.b64encode(junk).decode(), "trusted": True}})
