@@ -182,6 +182,7 @@ def open_host(
         state_dir / "containers",
         registries_conf=rendered("registries-conf"),
         auth_file=rendered("containers-auth"),
+        proxy_env=rendered("proxy-env"),
     )
     reconciler.executors.append(HostContainers(state_dir, engine=engine))
     if "boot" in schema.sections:

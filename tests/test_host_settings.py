@@ -394,10 +394,19 @@ def test_host_container_pulls_go_through_the_rendered_mirrors(tmp_path):
     registries, auth = tmp_path / "registries.conf", tmp_path / "auth.json"
     registries.write_text(files["registries-conf"])
     auth.write_text(files["containers-auth"])
+    settings["network"] = {"https-proxy": "http://proxy.example.com:3128", "no-proxy": ["a b"]}
+    with pytest.raises(AssertionError, match="comma or a space"):
+        render("aws-dev", settings)
+    settings["network"]["no-proxy"] = ["internal.example.com"]
+    proxy = tmp_path / "proxy.env"
+    proxy.write_text(render("aws-dev", settings)["proxy-env"])
     storage = tmp_path / "settings-host-engine"
-    engine = PodmanEngine(storage, registries_conf=registries, auth_file=auth)
-    flags, _ = engine.pull_options()
+    engine = PodmanEngine(storage, registries_conf=registries, auth_file=auth, proxy_env=proxy)
+    flags, env = engine.pull_options()
     assert flags == ["--authfile", str(auth)]
+    assert env["HTTPS_PROXY"] == "http://proxy.example.com:3128"
+    assert env["NO_PROXY"] == "internal.example.com,localhost,127.0.0.1"
+    engine.proxy_env = None  # the pull below must fail at the mirror, not at the proxy
     try:
         with pytest.raises(EngineError) as failed:
             engine.pull("registry.invalid/settings-host/none:1")

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -41,6 +42,27 @@ def runtime_dir(storage: Path) -> Path:
     return Path(base) / "reconciler-podman" / tag
 
 
+def read_env_file(path: Path | None) -> dict[str, str]:
+    """``KEY=value`` lines of a systemd EnvironmentFile (values may be shell-quoted)."""
+    found: dict[str, str] = {}
+    if path is None:
+        return found
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return found
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#") or not key.replace("_", "").isalnum():
+            continue
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            continue
+        found[key] = words[0] if len(words) == 1 else value
+    return found
+
+
 class PodmanEngine:
     def __init__(
         self,
@@ -49,6 +71,7 @@ class PodmanEngine:
         runtime: Path | None = None,
         registries_conf: Path | None = None,
         auth_file: Path | None = None,
+        proxy_env: Path | None = None,
     ):
         self.storage = Path(storage)
         self.binary = binary
@@ -58,6 +81,7 @@ class PodmanEngine:
         # credentials, like containerd's. Used once the renderer has written them.
         self.registries_conf = registries_conf
         self.auth_file = auth_file
+        self.proxy_env = proxy_env  # HTTPS_PROXY / NO_PROXY (settings.network), as containerd's
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -139,13 +163,14 @@ class PodmanEngine:
         An operator's own ``CONTAINERS_REGISTRIES_CONF`` wins over ours.
         """
         args: list[str] = []
-        env: dict[str, str] | None = None
+        extra: dict[str, str] = {}
         if self.auth_file is not None and self.auth_file.is_file():
             args += ["--authfile", str(self.auth_file)]
         if (self.registries_conf is not None and self.registries_conf.is_file()
                 and "CONTAINERS_REGISTRIES_CONF" not in os.environ):
-            env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf)}
-        return args, env
+            extra["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
+        extra.update(read_env_file(self.proxy_env))
+        return args, ({**os.environ, **extra} if extra else None)
 
     def pull(self, source: str) -> Image:
         flags, env = self.pull_options()
