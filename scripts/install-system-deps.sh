@@ -20,6 +20,8 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v modprobe >/dev/null || need+=(kmod)
 command -v openssl >/dev/null || need+=(openssl)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# Fleet tests: a real etcd on loopback ports (reboot slots under leases).
+command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -7,21 +7,27 @@ import socket
 
 import pytest
 
+from hostcore.keys import unflatten
 from reconciler.generators import generate, host_id_from_hostname, setting_generators
-from reconciler.keys import unflatten
 from reconciler.schema import VARIANTS, Schema
 
 SEED = "settings.updates.seed"
 HOST_ID = "settings.gitops.host-id"
+REGION = "settings.aws.region"
 EXPECTED_HOST_ID = host_id_from_hostname(socket.gethostname())
+
+
+PLATFORM_K8S = {f"settings.kubernetes.{name}": name for name in
+                ("node-ip", "cluster-dns-ip", "max-pods", "pod-infra-container-image")}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_setting_generators(variant):
-    assert setting_generators(variant) == {
-        HOST_ID: "host-id", "settings.network.hostname": "hostname", SEED: "seed"
-    }
-    assert list(setting_generators(variant)) == sorted(setting_generators(variant))
+    generators = setting_generators(variant)
+    assert {HOST_ID: "host-id", SEED: "seed", REGION: "aws-region"}.items() <= generators.items()
+    assert (PLATFORM_K8S.items() <= generators.items()) == ("kubernetes" in
+                                                           Schema.load(variant).sections)
+    assert list(generators) == sorted(generators)
 
 
 def test_unknown_variant():
@@ -36,7 +42,7 @@ def test_generate_on_an_empty_host(variant):
     generated = generate(variant, {}, random.Random(7))
     assert 0 <= generated[SEED] < 2048
     assert generated.get(HOST_ID) == EXPECTED_HOST_ID
-    assert set(generated) <= {SEED, HOST_ID, "settings.network.hostname"}
+    assert set(generated) <= {SEED, HOST_ID}
     assert Schema.load(variant).validate(unflatten(generated, strip=1)) == []
 
 
@@ -56,11 +62,9 @@ def test_default_rng_is_system_random():
 
 
 def test_set_values_are_never_overwritten():
-    live = {SEED: 5, HOST_ID: "node-1", "settings.network.hostname": "n1", "settings.motd": "hi"}
+    live = {SEED: 5, HOST_ID: "node-1", "settings.motd": "hi"}
     assert generate("aws-k8s", live, random.Random(1)) == {}
-    only_seed = generate(
-        "aws-k8s", {HOST_ID: "mine", "settings.network.hostname": "n1"}, random.Random(1)
-    )
+    only_seed = generate("aws-k8s", {HOST_ID: "mine"}, random.Random(1))
     assert set(only_seed) == {SEED}
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from hostcore.keys import flatten
 from reconciler.bootparams import reboot_required
 from reconciler.effects import read_observed, write_atomic
 from reconciler.hostfacts import HostFacts
-from reconciler.keys import flatten
 from reconciler.osinfo import os_info
 from reconciler.plan import plan
 from reconciler.schema import Schema
