@@ -447,3 +447,25 @@ def test_a_bundle_with_a_broken_certificate_is_an_error_naming_it():
     junk = b"-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n"
     with pytest.raises(Exception, match=r"settings\.pki\.junk\.data: certificate 1 is not an"):
         ca_bundle("", {"junk": {"data": base64.b64encode(junk).decode(), "trusted": True}})
+
+
+def test_receipts_restart_only_the_services_of_the_changed_setting(tmp_path):
+    user_data = tmp_path / "user-data.toml"
+    user_data.write_text(BASE)
+    d = Daemon(tmp_path / "state", ["--variant", "aws-k8s", "--user-data", str(user_data)])
+    try:
+        eventually(lambda: d.ok("GET", "/status")["last_receipt"])
+        for patch, files, services in [
+            ({"dns": {"name-servers": ["10.0.0.9"]}}, {"resolv-conf"}, {"dns"}),
+            ({"kernel": {"sysctl": {"vm.max_map_count": "262144"}}}, {"sysctl-conf"},
+             {"sysctl"}),
+            ({"network": {"https-proxy": "p.example.com:3128"}}, {"proxy-env"},
+             {"containerd", "kubelet-proxy"}),
+        ]:
+            d.ok("PATCH", "/settings?tx=t", patch)
+            receipt = d.ok("POST", "/tx/commit_and_apply?tx=t&wait=true")["receipt"]
+            steps = receipt["steps"]
+            assert {s["name"] for s in steps if s["kind"] == "file"} == files, steps
+            assert {s["name"] for s in steps if s["kind"] == "service"} == services, steps
+    finally:
+        d.stop()
