@@ -206,6 +206,7 @@ def open_host(
         registries_conf=rendered("registries-conf"),
         auth_file=rendered("containers-auth"),
         proxy_env=rendered("proxy-env"),
+        ca_bundle=rendered("ca-bundle"),
     )
     reconciler.executors.append(HostContainers(state_dir, engine=engine))
     if "boot" in schema.sections:

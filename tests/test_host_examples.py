@@ -187,8 +187,10 @@ def test_container_runtime_and_oci_defaults_are_where_bottlerocket_has_them():
 
 @pytest.mark.parametrize(("text", "key", "words"), [
     ('[settings.kernel]\nlockdown = "strict"\n', "settings.kernel.lockdown", "lockdown mode"),
-    ('[settings.kernel.sysctl]\n"vm.max_map_count" = 262144\n',
-     'settings.kernel.sysctl."vm.max_map_count"', "single line"),
+    ('[settings.kernel.sysctl]\n"vm.max_map_count" = "1\\n2"\n',
+     'settings.kernel.sysctl."vm.max_map_count"', "one line"),
+    ('[settings.kernel.sysctl]\n"vm.max_map_count" = 1.5\n',
+     'settings.kernel.sysctl."vm.max_map_count"', "one line"),
     ('[settings.kernel.modules."bad.name"]\nallowed = false\n',
      'settings.kernel.modules."bad.name"', "kernel module name"),
     ('[settings.network]\nhostname = "Bad_Host"\n', "settings.network.hostname", "host name"),

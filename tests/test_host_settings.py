@@ -401,9 +401,13 @@ def test_host_container_pulls_go_through_the_rendered_mirrors(tmp_path):
     proxy = tmp_path / "proxy.env"
     proxy.write_text(render("aws-dev", settings)["proxy-env"])
     storage = tmp_path / "settings-host-engine"
-    engine = PodmanEngine(storage, registries_conf=registries, auth_file=auth, proxy_env=proxy)
+    bundle = tmp_path / "ca-bundle.crt"
+    bundle.write_text(files["ca-bundle"])
+    engine = PodmanEngine(storage, registries_conf=registries, auth_file=auth, proxy_env=proxy,
+                          ca_bundle=bundle)
     flags, env = engine.pull_options()
     assert flags == ["--authfile", str(auth)]
+    assert env["SSL_CERT_FILE"] == str(bundle)
     assert env["HTTPS_PROXY"] == "http://proxy.example.com:3128"
     assert env["NO_PROXY"] == "internal.example.com,localhost,127.0.0.1"
     engine.proxy_env = None  # the pull below must fail at the mirror, not at the proxy

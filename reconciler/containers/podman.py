@@ -72,6 +72,7 @@ class PodmanEngine:
         registries_conf: Path | None = None,
         auth_file: Path | None = None,
         proxy_env: Path | None = None,
+        ca_bundle: Path | None = None,
     ):
         self.storage = Path(storage)
         self.binary = binary
@@ -82,6 +83,7 @@ class PodmanEngine:
         self.registries_conf = registries_conf
         self.auth_file = auth_file
         self.proxy_env = proxy_env  # HTTPS_PROXY / NO_PROXY (settings.network), as containerd's
+        self.ca_bundle = ca_bundle  # the host's CA bundle (settings.pki), as SSL_CERT_FILE
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -170,6 +172,9 @@ class PodmanEngine:
                 and "CONTAINERS_REGISTRIES_CONF" not in os.environ):
             extra["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
         extra.update(read_env_file(self.proxy_env))
+        with contextlib.suppress(OSError):
+            if self.ca_bundle is not None and self.ca_bundle.stat().st_size > 0:
+                extra["SSL_CERT_FILE"] = str(self.ca_bundle)
         return args, ({**os.environ, **extra} if extra else None)
 
     def pull(self, source: str) -> Image:
