@@ -471,5 +471,9 @@ def test_receipts_restart_only_the_services_of_the_changed_setting(tmp_path):
             steps = receipt["steps"]
             assert {s["name"] for s in steps if s["kind"] == "file"} == files, steps
             assert {s["name"] for s in steps if s["kind"] == "service"} == services, steps
+        # Bottlerocket's apiclient form, the value typed as a number by the keypair guess
+        ok(d.apiclient("set", 'kernel.sysctl."vm.max_map_count"=65530'))
+        sysctl = d.root / "etc/sysctl.d/90-host-reconciler.conf"
+        eventually(lambda: "vm.max_map_count = 65530" in sysctl.read_text())
     finally:
         d.stop()
