@@ -408,6 +408,9 @@ def test_host_container_pulls_go_through_the_rendered_mirrors(tmp_path):
     flags, env = engine.pull_options()
     assert flags == ["--authfile", str(auth)]
     assert env["SSL_CERT_FILE"] == str(bundle)
+    assert env["CONTAINERS_REGISTRIES_CONF"] == str(registries)
+    assert "CONTAINERS_REGISTRIES_CONF" not in (PodmanEngine(
+        storage, registries_conf=tmp_path / "none.conf").pull_options()[1] or {})
     assert env["HTTPS_PROXY"] == "http://proxy.example.com:3128"
     assert env["NO_PROXY"] == "internal.example.com,localhost,127.0.0.1"
     engine.proxy_env = None  # the pull below must fail at the mirror, not at the proxy

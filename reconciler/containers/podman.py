@@ -168,14 +168,27 @@ class PodmanEngine:
         extra: dict[str, str] = {}
         if self.auth_file is not None and self.auth_file.is_file():
             args += ["--authfile", str(self.auth_file)]
-        if (self.registries_conf is not None and self.registries_conf.is_file()
-                and "CONTAINERS_REGISTRIES_CONF" not in os.environ):
+        if self._registries_conf_needed():
             extra["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
         extra.update(read_env_file(self.proxy_env))
         with contextlib.suppress(OSError):
             if self.ca_bundle is not None and self.ca_bundle.stat().st_size > 0:
                 extra["SSL_CERT_FILE"] = str(self.ca_bundle)
         return args, ({**os.environ, **extra} if extra else None)
+
+    def _registries_conf_needed(self) -> bool:
+        """Point podman at our registries file only when it has mirrors and podman would not
+        read it anyway: under ``--root /`` it is a drop-in of /etc/containers/registries.conf.d,
+        and the variable would hide the system's registries.conf (its search registries)."""
+        path = self.registries_conf
+        if path is None or "CONTAINERS_REGISTRIES_CONF" in os.environ:
+            return False
+        if path.parent == Path("/etc/containers/registries.conf.d"):
+            return False
+        try:
+            return "[[registry]]" in path.read_text(encoding="utf-8")
+        except OSError:
+            return False
 
     def pull(self, source: str) -> Image:
         flags, env = self.pull_options()
