@@ -22,7 +22,7 @@ from reconciler.schema import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user-data"
 SCHEMAS = resources.files("schemas")
-COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops",
+COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "coordination",
           "kernel", "network", "dns", "boot", "pki", "container-registry"}
 
 
