@@ -11,6 +11,9 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)  # signed-commit test
 command -v podman >/dev/null || need+=(podman netavark aardvark-dns iptables)
 command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
+# The real-host tests (tests/test_realhost.py) build a Debian host image with mmdebstrap
+# (tests/realhost/build.py; cached after the first run) and boot it with podman.
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)
 # Host settings: the real programs read the files we render (containerd config dump, sysctl -p

@@ -526,6 +526,8 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "applied_generation": applied,
         "last_receipt": receipt,
         "retries": worker.failures,
+        # services whose unit this host lacks (their pick-up command found no unit to act on)
+        "not_installed": dict(sorted(host.reconciler.not_installed.items())),
         **{e.name: e.status() for e in host.reconciler.executors},
         **_boot_view(host),
         "pending_confirmation": (trial.as_dict() if (trial := confirm.pending(host.store))
