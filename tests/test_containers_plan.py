@@ -201,9 +201,6 @@ class FakeEngine:
     def logs(self, name, lines=20):
         return "boom: no config\n"
 
-    def inspect(self, name):
-        return {}
-
     def events(self, stop: threading.Event):
         return iter(())
 

@@ -164,18 +164,6 @@ def entry_problems(name: Any, entry: Any) -> list[str]:
     return [str(p) for p in Schema.load(DEFAULT_VARIANT).validate(settings, sections=(SECTION,))]
 
 
-def check_name(name: Any) -> str | None:
-    """Why ``name`` cannot name a host container (the schema's rule), or None when it can."""
-    if not isinstance(name, str):
-        return f"invalid host container name {name!r}: not a string"
-    prefix = f"settings.{SECTION}."
-    for problem in entry_problems(name, {}):
-        key, _, message = problem.partition(": ")
-        if message.startswith("invalid name") or not key.startswith(prefix):
-            return problem
-    return None
-
-
 def _changes(desired: DesiredContainer, observed: ObservedContainer) -> str:
     labels = observed.labels
     changes = []
