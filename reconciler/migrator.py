@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcore.durable import fsync_directory
+from hostcore.durable import rename_over
 from reconciler.store import Store
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
@@ -123,13 +122,7 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
                 rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
         finally:
             copy.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, db)
-        fsync_directory(db.parent)
+        rename_over(tmp, db)
     except BaseException:
         _remove(tmp)
         raise

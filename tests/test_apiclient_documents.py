@@ -90,3 +90,20 @@ def test_apply_accepts_gzip_and_yaml_like_user_data(tmp_path: Path) -> None:
         assert settings["ntp"]["time-servers"] == ["a.example.com"]
     finally:
         daemon.stop()
+
+
+def test_the_apply_path_imports_the_standard_library_only() -> None:
+    """Fast start: parsing a TOML or JSON document loads nothing outside the standard library
+    but hostcore's own modules (ruamel.yaml waits for a YAML document)."""
+    code = (
+        "import sys; before = set(sys.modules)\n"
+        "import reconciler.apiclient as client\n"
+        "client._parse_settings(b'[settings]\\nmotd = \"x\"\\n', 'a.toml')\n"
+        "client._parse_settings(b'{\"settings\": {}}', 'b.json')\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(' '.join(sorted(new - set(sys.stdlib_module_names))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["hostcore", "reconciler"]
