@@ -22,6 +22,7 @@ from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
+from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
@@ -54,10 +55,12 @@ def serve(
     interval: float = 60.0,
     desired: Sequence[str] = (),
     allowed: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
+    platform: Platform | None = None,
 ) -> int:
-    """``allowed``: the uids and gids of the access policy (None, None: anyone)."""
+    """``allowed``: the uids and gids of the access policy (None, None: anyone); ``platform``:
+    how to reach the instance metadata service."""
     redact.track(host.schema, host.store)  # secrets of user data never reach a log line either
-    if not host.boot(user_data):
+    if not host.boot(user_data, platform):
         return 1
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
     try:

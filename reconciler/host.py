@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hostcore.documents import DocumentError
-from reconciler.boot import boot
+from reconciler.boot import BootResult, boot
 from reconciler.containers import HostContainers
 from reconciler.effects import read_observed
+from reconciler.logs import get_logger
 from reconciler.osinfo import os_info
+from reconciler.platform.facts import read_facts
+from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from reconciler.migrator import BootInfo
 
 VARIANT_META = "variant"
+_log = get_logger("boot")
 
 
 class HostError(Exception):
@@ -38,6 +42,7 @@ class Host:
     schema: Schema
     catalog: Catalog
     reconciler: Reconciler
+    boot_result: BootResult | None = None
 
     def __enter__(self) -> Host:
         return self
@@ -49,18 +54,33 @@ class Host:
     def variant(self) -> str:
         return self.schema.variant
 
-    def boot(self, user_data: Sequence[str]) -> bool:
-        """The boot pipeline; on invalid user data, says which file and key and returns False."""
+    def boot(self, user_data: Sequence[str], platform: Platform | None = None) -> bool:
+        """The boot pipeline; on invalid user data, says which file and key and returns False.
+
+        ``platform`` says how to reach the instance metadata service (default: only on EC2).
+        """
+        platform = platform or Platform()
+        imds = platform.imds(self.variant)
         try:
-            result = boot(self.store, self.schema, user_data)
+            result = boot(
+                self.store,
+                self.schema,
+                user_data,
+                providers=providers_for(self.variant, self.root, user_data, imds),
+                platform_facts=(lambda: read_facts(imds)) if imds else None,
+            )
         except (InvalidSettings, DocumentError) as error:
             print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
             return False
+        self.boot_result = result
         for ignored in result.user_data_ignored:
             print(
                 f"reconciler: {ignored}: user data is applied at first boot only; ignored",
                 file=sys.stderr,
             )
+        for line in result.unavailable:
+            _log.warning("boot source unavailable", detail=line)
+            print(f"reconciler: {line}; booting without it", file=sys.stderr)
         return True
 
     def after_pass(self, receipt: dict[str, Any]) -> None:
@@ -70,9 +90,9 @@ class Host:
             if hook is not None:
                 hook(receipt)
 
-    def serve_once(self, user_data: Sequence[str]) -> int:
+    def serve_once(self, user_data: Sequence[str], platform: Platform | None = None) -> int:
         """Boot pipeline and one pass; the receipt goes to stdout."""
-        if not self.boot(user_data):
+        if not self.boot(user_data, platform):
             return 1
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)

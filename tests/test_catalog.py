@@ -43,13 +43,15 @@ def test_affected_services_covers_prefixes_and_subtrees() -> None:
         'settings.kubernetes.node-labels."a.b/c"',
         "settings",  # a whole-tree deletion concerns everything
         "settings.aws.region",
+        "settings.gitops.host-id",
         "settings.motd",
     ])
     assert result["settings.ntp.time-servers"] == ["chronyd"]
     assert result['settings.kubernetes.node-labels."a.b/c"'] == ["kubernetes"]
     assert result["settings"] == sorted(catalog.services)
     assert result["settings.motd"] == ["motd"]
-    assert "settings.aws.region" not in result
+    assert result["settings.aws.region"] == ["kubernetes"]  # the kubeconfig's --region
+    assert "settings.gitops.host-id" not in result
     assert catalog.affected_services(["settings.motdx"]) == {}
 
 

@@ -23,7 +23,7 @@ from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_ke
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
-from reconciler.generators import setting_generators
+from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
@@ -347,7 +347,7 @@ async def affected_services(request: web.Request) -> web.Response:
 
 @routes.get("/metadata/setting-generators")
 async def generators(request: web.Request) -> web.Response:
-    return _json(setting_generators(request.app[HOST].variant))
+    return _json(setting_generator_commands(request.app[HOST].variant))
 
 
 def services_view(host: Host) -> dict[str, Any]:
@@ -461,6 +461,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *_boot_conditions(host),
         ],
         "variant": host.variant,
         "live_generation": live,
@@ -468,7 +469,32 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "last_receipt": receipt,
         "retries": worker.failures,
         **{e.name: e.status() for e in host.reconciler.executors},
+        **_boot_view(host),
     }
+
+
+def _boot_conditions(host: Host) -> list[dict[str, Any]]:
+    """``PlatformData``: whether every user-data provider and the metadata service answered."""
+    result = host.boot_result
+    if result is None:
+        return []
+    missing = result.unavailable
+    return [{
+        "type": "PlatformData",
+        "status": not missing,
+        "reason": "; ".join(missing) if missing else "every user-data provider answered",
+    }]
+
+
+def _boot_view(host: Host) -> dict[str, Any]:
+    result = host.boot_result
+    if result is None:
+        return {}
+    return {"user_data": {
+        "providers": [r.as_dict() for r in result.providers],
+        "metadata_unavailable": result.platform,
+        "generated": result.generated,
+    }}
 
 
 @routes.post("/actions/sync")

@@ -159,7 +159,8 @@ class GitSync:
             for k in changed
             if k in sources
             and not sources[k].startswith(GIT_SOURCE_PREFIX)
-            and sources[k] not in ("default", "generator")
+            and sources[k] != "default"
+            and not sources[k].startswith("generator")
         ]
         for key in drifted:
             self.events.emit(
