@@ -20,9 +20,11 @@ import structlog
 from aiohttp import web
 
 from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
+from reconciler import confirm
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
+from reconciler.fleet.reboots import RebootSlots, SlotRefused
 from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -49,6 +51,8 @@ METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
 DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 ACCESS = web.AppKey("access", object)  # AccessPolicy | None
+CONFIRM = web.AppKey("confirm", object)  # ConfirmWatch | None
+REBOOTS = web.AppKey("reboots", object)  # RebootSlots | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -285,9 +289,16 @@ async def list_tx(request: web.Request) -> web.Response:
     return _json(request.app[HOST].store.transactions())
 
 
-async def _commit(request: web.Request) -> tuple[int, list[str]]:
+async def _commit(request: web.Request, trial: float | None = None) -> tuple[int, list[str]]:
     host = request.app[HOST]
-    result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    if trial is None:
+        result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    else:
+        result = await asyncio.to_thread(
+            confirm.commit_on_trial, host.store, _tx(request), host.schema, trial
+        )
+        if not result.changed:  # nothing changed: nothing to try
+            await asyncio.to_thread(host.store.set_meta, confirm.META, None)
     request.app[METRICS].commits.inc()
     if result.changed:
         request.app[EVENTS].emit(
@@ -316,8 +327,35 @@ async def apply(request: web.Request) -> web.Response:
 
 @routes.post("/tx/commit_and_apply")
 async def commit_and_apply(request: web.Request) -> web.Response:
-    generation, changed = await _commit(request)
-    return _json(await _apply(request, generation, changed, "commit"))
+    trial = None
+    if "confirm" in request.query:
+        if request.app[CONFIRM] is None:
+            raise web.HTTPConflict(text="this daemon does not watch trial commits")
+        try:
+            trial = confirm.check_seconds(request.query["confirm"])
+        except ValueError as error:
+            raise BadRequest(f"Input 'confirm': {error}") from None
+    generation, changed = await _commit(request, trial)
+    if trial is None or not changed:
+        return _json(await _apply(request, generation, changed, "commit"))
+    request.app[CONFIRM].poke()
+    pending = confirm.pending(request.app[HOST].store)
+    answer = {"changed": changed, "generation": generation,
+              "confirm": pending.as_dict() if pending else None}
+    return _json(await _apply(request, generation, answer, "commit"))
+
+
+@routes.post("/tx/confirm")
+async def confirm_trial(request: web.Request) -> web.Response:
+    try:
+        trial = await asyncio.to_thread(confirm.confirm, request.app[HOST].store)
+    except confirm.NothingToConfirm as error:
+        raise web.HTTPNotFound(text=str(error)) from None
+    if request.app[CONFIRM] is not None:
+        request.app[CONFIRM].poke()
+    request.app[EVENTS].emit("confirm", f"generation {trial.generation} confirmed",
+                             generation=trial.generation)
+    return web.Response(status=204)
 
 
 async def _apply(request: web.Request, generation: int, answer: Any, reason: str) -> Any:
@@ -395,6 +433,15 @@ async def get_files(request: web.Request) -> web.Response:
 async def reboot(request: web.Request) -> web.Response:
     host = request.app[HOST]
     events = request.app[EVENTS]
+    slots = request.app[REBOOTS]
+    if slots is not None:  # coordinated: a reboot slot first (also in a sandbox, to test it)
+        try:
+            lock = await asyncio.to_thread(slots.before_reboot, host.store.live_document())
+        except SlotRefused as error:
+            events.emit("reboot", f"reboot deferred: {error}")
+            raise web.HTTPConflict(text=f"Reboot deferred: {error}") from None
+        if lock is not None:
+            events.emit("reboot", f"reboot slot taken in group {lock.group}")
     if host.reconciler.sandbox:
         events.emit("reboot", "reboot requested; skipped: the root is a sandbox, not the host")
         return web.Response(status=204)
@@ -470,6 +517,8 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "retries": worker.failures,
         **{e.name: e.status() for e in host.reconciler.executors},
         **_boot_view(host),
+        "pending_confirmation": (trial.as_dict() if (trial := confirm.pending(host.store))
+                                 else None),
     }
 
 
@@ -521,6 +570,8 @@ async def status(request: web.Request) -> web.Response:
         view["gitops"] = git.sync.status.as_dict()
     if request.app[DESIRED_FILES] is not None:
         view["desired_files"] = request.app[DESIRED_FILES].status
+    if request.app[REBOOTS] is not None:
+        view["coordination"] = request.app[REBOOTS].status()
     return _json(SCRUBBER.scrub(view))  # receipts quote command output
 
 
@@ -624,6 +675,8 @@ def make_app(
     git: GitLoop | None = None,
     desired_files: DesiredFiles | None = None,
     access: AccessPolicy | None = None,
+    confirm_watch: confirm.ConfirmWatch | None = None,
+    reboot_slots: RebootSlots | None = None,
 ) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
@@ -635,6 +688,8 @@ def make_app(
     app[GIT] = git
     app[DESIRED_FILES] = desired_files
     app[ACCESS] = access
+    app[CONFIRM] = confirm_watch
+    app[REBOOTS] = reboot_slots
     app.add_routes(routes)
     updates_routes.register(app, host)
     return app
