@@ -7,11 +7,13 @@ SIGINT stop it cleanly: the socket is removed and the store closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -20,15 +22,17 @@ from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.keys import is_under
-from reconciler.logs import get_logger
+from reconciler.logs import asyncio_exception_handler, get_logger
 from reconciler.metrics import Metrics
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
+from reconciler.supervise import Loops
 from reconciler.watch import FileWatch
 from reconciler.worker import Worker
 
 log = get_logger("daemon")
+SHUTDOWN_WAIT = 15.0  # seconds a loop gets to stop (the unit's TimeoutStopSec is 30)
 
 
 def sd_notify(message: str) -> None:
@@ -73,16 +77,23 @@ async def _serve(
     desired: Sequence[str],
     access: AccessPolicy | None = None,
 ) -> int:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(asyncio_exception_handler)  # an accept() flood: one line a period
     events = Events()
     metrics = Metrics()
+    loops = Loops()
     worker = Worker(host, events, metrics, interval=interval)
+    worker.health = loops.health("worker")
     worker.after_pass.append(host.after_pass)
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
-    git_loop = GitLoop(GitSync(host, events), worker, metrics)
+    for executor in host.reconciler.executors:
+        if hasattr(executor, "loops"):
+            executor.loops = loops  # background threads (the boot gate) report here
+    git_loop = GitLoop(GitSync(host, events), worker, metrics, loops.health("git"))
     files = DesiredFiles(host, events, desired) if desired else None
-    app = make_app(host, worker, events, metrics, git_loop, files, access)
+    app = make_app(host, worker, events, metrics, git_loop, files, access, loops)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +104,6 @@ async def _serve(
     os.chmod(path, 0o660)
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
@@ -103,13 +113,19 @@ async def _serve(
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
-    files_loop = DesiredFilesLoop(files, worker) if files else None
+    files_loop = DesiredFilesLoop(files, worker, loops.health("desired-files")) if files else None
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
     worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())
 
-    def file_changed(path: str) -> None:
-        if not host.reconciler.in_sync(path):
+    watch_health = loops.health("file-watch")
+
+    def file_changed(path: str) -> None:  # on watchdog's thread: an error must not end it
+        try:
+            if not host.reconciler.in_sync(path):
+                worker.wake_threadsafe(f"file changed: {path}")
+        except Exception as error:  # noqa: BLE001 - wake anyway: the pass reports the cause
+            watch_health.failed(error)
             worker.wake_threadsafe(f"file changed: {path}")
 
     watch = FileWatch(host.root, [f.path for f in host.catalog.files.values()], file_changed)
@@ -122,18 +138,40 @@ async def _serve(
     try:
         await stop.wait()
     finally:
-        sd_notify("STOPPING=1")
-        watch.stop()
-        git_loop.stop()
-        await git_task
+        # Each step on its own: one that fails (or a loop that died) never skips the others,
+        # and the socket we bound is always removed.
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("notify", lambda: sd_notify("STOPPING=1")),
+            ("file watch", watch.stop),
+            ("git loop", git_loop.stop),
+            ("git task", lambda: _join(git_task)),
+        ]
         if files_loop and files_task:
-            files_loop.stop()
-            await files_task
-        worker.stop()
-        await worker_task
-        detach_containers()
-        await runner.cleanup()
-        if path.is_socket():
-            path.unlink()
+            steps += [("desired files", files_loop.stop), ("files task", lambda: _join(files_task))]
+        steps += [
+            ("worker", worker.stop),
+            ("worker task", lambda: _join(worker_task)),
+            ("containers", detach_containers),
+            ("api", runner.cleanup),
+            ("socket", lambda: path.unlink() if path.is_socket() else None),
+        ]
+        for name, step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            except Exception:  # noqa: BLE001
+                log.exception("shutdown step failed", step=name)
         log.info("stopped")
     return 0
+
+
+async def _join(task: asyncio.Task[Any], timeout: float = SHUTDOWN_WAIT) -> None:
+    """Wait for a loop asked to stop; one that does not within ``timeout`` is cancelled."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.error("loop did not stop in time; cancelled", loop=task.get_name())

@@ -130,6 +130,16 @@ def _parse_json(text: str, origin: str) -> Any:
         raise DocumentError(origin, "invalid JSON: nested too deeply") from None
 
 
+def parse_json(data: bytes, origin: str) -> Any:
+    """Any JSON value (an API body), held to the rules of documents: UTF-8, no NaN or
+    Infinity, no duplicate key, at most MAX_DEPTH levels and MAX_VALUES values."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(origin, f"not UTF-8 text (byte {exc.start})") from None
+    return _to_json(_parse_json(text, origin), (), origin)
+
+
 def _parse_yaml(text: str, origin: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -282,5 +292,6 @@ __all__ = [
     "load_document",
     "load_settings",
     "parse_document",
+    "parse_json",
     "settings_of",
 ]

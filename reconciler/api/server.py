@@ -21,6 +21,7 @@ from aiohttp import web
 
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
+from reconciler.documents import DocumentError, parse_json
 from reconciler.events import Events
 from reconciler.generators import setting_generators
 from reconciler.host import Host
@@ -49,6 +50,7 @@ METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
 DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 ACCESS = web.AppKey("access", object)  # AccessPolicy | None
+LOOPS = web.AppKey("loops", object)  # supervise.Loops | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -107,11 +109,13 @@ def peer(request: web.Request) -> dict[str, int]:
 
 
 async def _body(request: web.Request) -> Any:
+    """The JSON body, parsed as documents are: no NaN/Infinity, no duplicate key, bounded
+    nesting; any of those is a 400 naming the problem."""
     raw = await request.read()
     try:
-        return json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequest(f"Request body is not valid JSON: {error}") from None
+        return parse_json(raw or b"null", "request body")
+    except DocumentError as error:
+        raise BadRequest(f"Request body is not valid JSON: {error.detail}") from None
 
 
 @web.middleware
@@ -495,6 +499,8 @@ async def status(request: web.Request) -> web.Response:
         view["gitops"] = git.sync.status.as_dict()
     if request.app[DESIRED_FILES] is not None:
         view["desired_files"] = request.app[DESIRED_FILES].status
+    if request.app[LOOPS] is not None:
+        view["loops"] = request.app[LOOPS].as_dict()
     return _json(SCRUBBER.scrub(view))  # receipts quote command output
 
 
@@ -598,6 +604,7 @@ def make_app(
     git: GitLoop | None = None,
     desired_files: DesiredFiles | None = None,
     access: AccessPolicy | None = None,
+    loops: Any = None,
 ) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
@@ -609,6 +616,7 @@ def make_app(
     app[GIT] = git
     app[DESIRED_FILES] = desired_files
     app[ACCESS] = access
+    app[LOOPS] = loops
     app.add_routes(routes)
     updates_routes.register(app, host)
     return app

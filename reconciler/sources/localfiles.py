@@ -19,6 +19,7 @@ from reconciler.host import Host
 from reconciler.schema import InvalidSettings
 from reconciler.sources.layers import Layer, declaring_layer, merge_layers, sync_patch
 from reconciler.store import NothingToCommit
+from reconciler.supervise import LoopHealth, supervised
 from reconciler.watch import FileWatch
 from reconciler.worker import Worker
 
@@ -48,6 +49,10 @@ class DesiredFiles:
                 self.status.update(condition="Invalid", reason=str(error))
                 self.events.emit("failure", f"desired-state files not applied: {error}")
                 return []
+            except Exception as error:  # a full disk, a locked store: not applied, retried
+                self.status.update(condition="Failed", reason=f"{type(error).__name__}: {error}")
+                self.events.emit("failure", f"desired-state files not applied: {error}")
+                raise
             self.status.update(condition="Applied", reason=f"{len(changed)} key(s) changed")
             return changed
 
@@ -87,8 +92,9 @@ class _Invalid(Exception):
 class DesiredFilesLoop:
     """Re-applies the files when one changes (watchdog), then wakes the reconcile worker."""
 
-    def __init__(self, source: DesiredFiles, worker: Worker):
+    def __init__(self, source: DesiredFiles, worker: Worker, health: LoopHealth | None = None):
         self.source = source
+        self.health = health or LoopHealth("desired-files")
         self.worker = worker
         self._wake = asyncio.Event()
         self._stopping = False
@@ -105,9 +111,15 @@ class DesiredFilesLoop:
         self._watch.stop()
 
     async def run(self) -> None:
+        """Supervised (``reconciler.supervise``): a failed apply is reported and retried with
+        backoff, even when no file changes again (the disk that was full has room now)."""
         self._loop = asyncio.get_running_loop()
         self._watch.start()
         self._wake.set()  # apply once at start
+        await supervised(self.health, self._run)
+
+    async def _run(self) -> None:
+        self._wake.set()  # (re)start: apply what the files say now
         while True:
             await self._wake.wait()
             while not self._stopping:  # let a burst of writes settle: never read a half file
@@ -118,5 +130,7 @@ class DesiredFilesLoop:
                     break
             if self._stopping:
                 return
-            if await asyncio.to_thread(self.source.apply):
+            changed = await asyncio.to_thread(self.source.apply)
+            self.health.ok()
+            if changed:
                 self.worker.wake("desired files changed")
