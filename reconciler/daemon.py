@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from reconciler import containers, redact
+from reconciler.api import limits
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
@@ -94,12 +95,12 @@ async def _serve(
     git_loop = GitLoop(GitSync(host, events), worker, metrics, loops.health("git"))
     files = DesiredFiles(host, events, desired) if desired else None
     app = make_app(host, worker, events, metrics, git_loop, files, access, loops)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.runner_options())
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_socket():
         path.unlink()
-    site = web.UnixSite(runner, str(path))
+    site = limits.CappedUnixSite(runner, str(path))
     await site.start()
     os.chmod(path, 0o660)
 

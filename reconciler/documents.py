@@ -12,6 +12,7 @@ import datetime
 import json
 import math
 import os
+import stat
 import sys
 import tomllib
 import zlib
@@ -261,11 +262,46 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     if os.fspath(path) == STDIN:
         return parse_document(sys.stdin.buffer.read(), STDIN_ORIGIN)
     origin = os.fspath(path)
+    return parse_document(read_bounded(path, origin), origin)
+
+
+def read_bounded(path: str | os.PathLike[str], origin: str) -> bytes:
+    """A regular file's bytes, at most MAX_DOCUMENT_BYTES of them.
+
+    Opened without blocking and checked to be a regular file first: a FIFO (or a device such as
+    ``/dev/zero``) given as a document would block the reader forever or grow it without end."""
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise DocumentError(origin, exc.strerror or str(exc)) from None
-    return parse_document(data, origin)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DocumentError(origin, f"not a regular file (a {_file_kind(mode)})")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= MAX_DOCUMENT_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_DOCUMENT_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise DocumentError(origin, exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if size > MAX_DOCUMENT_BYTES:
+        raise DocumentError(origin, f"larger than {MAX_DOCUMENT_BYTES} bytes")
+    return b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "directory")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def settings_of(document: Mapping[str, Any], origin: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from reconciler import faults
 from reconciler.keys import flatten, unflatten
 from reconciler.transaction import (
+    DEFAULT_SOURCE,
     ROOT,
     Change,
     CommitPlan,
@@ -73,6 +74,10 @@ class UnknownGeneration(LookupError):
     pass
 
 
+class RollbackRefused(ValueError):
+    """A rollback that would take the host below its first boot (the API answers 400)."""
+
+
 @dataclass(frozen=True)
 class Provenance:
     key: str
@@ -103,6 +108,9 @@ class Owed:
     generation: int
     reason: str
     keys: tuple[str, ...]
+
+
+GENERATOR_SOURCE = "generator"
 
 
 def _dump(value: Any) -> str:
@@ -354,11 +362,30 @@ class Store:
         faults.point("after-commit")
         return result
 
-    def rollback(self, generation: int, schema: SchemaLike) -> CommitResult:
-        """A new commit whose values are those of ``generation``."""
+    def rollback(self, generation: int, schema: SchemaLike, floor_tx: str = "boot") -> CommitResult:
+        """A new commit whose values are those of ``generation``.
+
+        Never below the first commit of ``floor_tx`` (the first boot: before it there were no
+        defaults and no generated values), and defaults and generated values live now but
+        absent from ``generation`` (added by a later boot) are kept: a rollback restores what
+        people set, never a host without its seed."""
         with self._write() as db:
+            row = db.execute(
+                "SELECT min(number) FROM generations WHERE tx = ?", (floor_tx,)
+            ).fetchone()
+            floor = row[0] or 0
+            if generation < floor:
+                raise RollbackRefused(
+                    f"generation {generation} is older than the first boot (generation "
+                    f"{floor}): its settings lack the defaults and generated values; roll back "
+                    f"to generation {floor} or later"
+                )
             target = self.values_at(generation)
-            live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
+            rows = self._live_under(db, ROOT)
+            live = {k: _load(v) for k, v, _ in rows}
+            for key, _, source in rows:
+                if key not in target and source in (DEFAULT_SOURCE, GENERATOR_SOURCE):
+                    target[key] = live[key]
             plan = rollback_plan(live, target, f"rollback:{generation}")
             schema.check(
                 plan.to_validate, sections=plan.sections, origin=f"generation {generation}"

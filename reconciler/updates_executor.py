@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.store import Store
+from reconciler.supervise import Loops, supervised_thread
 from updates import status as sm
 from updates.health import BootGate
 from updates.manager import UpdateManager
@@ -53,6 +54,7 @@ class UpdatesExecutor:
         self._failure: datetime | None = None  # timestamp of the failed step being waited out
         self._retry_at = datetime.min.replace(tzinfo=UTC)
         self._gate_thread: threading.Thread | None = None
+        self.loops = Loops()  # the daemon's, once attached: the boot gate reports there
 
     @classmethod
     def for_host(cls, store: Store, root: Path, disk: str | None, *,
@@ -132,7 +134,12 @@ class UpdatesExecutor:
         if self.gate is None or self._gate_thread is not None:
             return
         updates = self.store.live_document().get("updates")
-        self._gate_thread = threading.Thread(
-            target=self.gate.after_first_pass, args=(bool(receipt.get("ok")), updates),
-            name="boot-gate", daemon=True)
-        self._gate_thread.start()
+        gate = self.gate
+
+        def failed(error: BaseException) -> None:  # the boot does not count, and status says why
+            gate.outcome = {"marked_successful": False, "health_checks": [],
+                            "reason": f"boot gate failed: {type(error).__name__}: {error}"}
+
+        self._gate_thread = supervised_thread(
+            self.loops.health("boot-gate"),
+            lambda: gate.after_first_pass(bool(receipt.get("ok")), updates), failed)

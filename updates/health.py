@@ -14,6 +14,7 @@ identity and runs the migrator (`updates.migrator`).
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -51,8 +52,11 @@ def parse_checks(updates_settings: Mapping[str, Any] | None) -> list[HealthCheck
         command = entry.get("command")
         if not isinstance(command, list) or not command:
             command = ["false"]
-        checks.append(HealthCheck(name, tuple(str(c) for c in command),
-                                  float(entry.get("timeout", DEFAULT_TIMEOUT))))
+        timeout = entry.get("timeout", DEFAULT_TIMEOUT)
+        if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+            command = ["false"]  # the schema refuses it; a store from before that fails the check
+            timeout = DEFAULT_TIMEOUT
+        checks.append(HealthCheck(name, tuple(str(c) for c in command), float(timeout)))
     return checks
 
 
@@ -66,7 +70,7 @@ def run_checks(checks: Sequence[HealthCheck], env: Mapping[str, str]) -> list[Ch
             ok = done.returncode == 0
             detail = "" if ok else \
                 f"exited {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
-        except (OSError, subprocess.TimeoutExpired) as e:
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:  # ValueError: a NUL
             ok, detail = False, str(e)
         results.append(CheckResult(check.name, ok, detail))
     return results

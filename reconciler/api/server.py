@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from reconciler.api import updates_routes
+from reconciler.api import limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.documents import DocumentError, parse_json
 from reconciler.events import Events
@@ -34,7 +35,7 @@ from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
-from reconciler.store import NothingToCommit, UnknownGeneration
+from reconciler.store import NothingToCommit, RollbackRefused, UnknownGeneration
 from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
 
@@ -59,6 +60,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     InvalidKeyError: 400,
     NothingToCommit: 422,
     UnknownGeneration: 404,
+    RollbackRefused: 400,
 }
 
 
@@ -111,7 +113,7 @@ def peer(request: web.Request) -> dict[str, int]:
 async def _body(request: web.Request) -> Any:
     """The JSON body, parsed as documents are: no NaN/Infinity, no duplicate key, bounded
     nesting; any of those is a 400 naming the problem."""
-    raw = await request.read()
+    raw = await limits.read_body(request)
     try:
         return parse_json(raw or b"null", "request body")
     except DocumentError as error:
@@ -137,6 +139,12 @@ async def errors_and_audit(
     except tuple(ERROR_STATUS) as error:
         status = next(code for kind, code in ERROR_STATUS.items() if isinstance(error, kind))
         return web.Response(status=status, text=str(error))
+    except sqlite3.OperationalError as error:  # the store's file system, not the request
+        answer = _store_trouble(error)
+        if answer is None:
+            raise
+        status = answer.status
+        return answer
     finally:
         request.app[METRICS].requests.labels(request.method, str(status)).inc()
         if request.method not in ("GET", "HEAD"):
@@ -147,6 +155,19 @@ async def errors_and_audit(
                 status=status,
                 **peer(request),
             )
+
+
+def _store_trouble(error: sqlite3.OperationalError) -> web.Response | None:
+    """A full disk is 507 and a store another process holds is 503, each saying so (not a
+    bare 500); nothing was changed either way."""
+    text = str(error)
+    if "full" in text:
+        return web.Response(status=507, text=f"The store's file system is full ({text}); "
+                            "nothing was changed. Free space in the state dir and retry.")
+    if "locked" in text or "busy" in text:
+        return web.Response(status=503, text=f"The store is busy ({text}); nothing was "
+                            "changed. Retry.")
+    return None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import git
 
+from reconciler.documents import MAX_DOCUMENT_BYTES, DocumentError
 from reconciler.effects import CommandResult, SubprocessRunner
 
 FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -39,6 +40,7 @@ STALE_LOCKS = ("*.lock", "refs/**/*.lock", "logs/**/*.lock")
 TEMP_OBJECTS = ("objects/??/tmp_obj_*", "objects/tmp_obj_*", "objects/pack/tmp_*",
                 "objects/pack/.tmp-*", "objects/incoming-*")
 STDERR_LINES = 3  # git's last lines: the one naming the file comes before "fatal: ..."
+SYMLINK_MODE = 0o120000
 REWIND_TAG = "reconciler-rewind/"  # + a full commit id: a signed tag allowing a rollback to it
 
 
@@ -143,6 +145,10 @@ class GitRepo:
             return None
         if blob.type != "blob":
             raise GitSourceError(f"{path} at {commit[:12]} is a {blob.type}, not a file")
+        if blob.mode == SYMLINK_MODE:  # never followed; say so rather than parse the target name
+            raise DocumentError(path, "is a symbolic link; layers must be regular files")
+        if blob.size > MAX_DOCUMENT_BYTES:  # checked before the blob is read into memory
+            raise DocumentError(path, f"larger than {MAX_DOCUMENT_BYTES} bytes ({blob.size})")
         return blob.data_stream.read()
 
     def verify(

@@ -266,7 +266,10 @@ class GitSync:
         )
         for names in candidates:
             for name in names:
-                data = repo.read(commit, name)
+                try:
+                    data = repo.read(commit, name)
+                except DocumentError as error:
+                    raise _InvalidRevision(f"commit {commit[:12]}: {error}") from None
                 if data is None:
                     continue
                 try:
