@@ -29,6 +29,7 @@ from reconciler.transaction import (
     SchemaLike,
     plan_commit,
     rollback_plan,
+    touched_sections,
 )
 
 _SCHEMA = """
@@ -74,6 +75,10 @@ class UnknownGeneration(LookupError):
     pass
 
 
+class PendingLimit(Exception):
+    """Pending patches would pass their bounds (the API answers 429); nothing was added."""
+
+
 class RollbackRefused(ValueError):
     """A rollback that would take the host below its first boot (the API answers 400)."""
 
@@ -111,6 +116,11 @@ class Owed:
 
 
 GENERATOR_SOURCE = "generator"
+# Pending patches (of all transactions) until the next commit or reboot: any socket user could
+# otherwise fill the state disk with them.
+MAX_PENDING_PATCHES = 2000
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+ADD_PATCH_ATTEMPTS = 3
 
 
 def _dump(value: Any) -> str:
@@ -305,17 +315,61 @@ class Store:
     def add_patch(
         self, tx: str, body: Mapping[str, Any], source: str, schema: SchemaLike | None = None
     ) -> CommitPlan | None:
-        """Append a merge patch to ``tx``; with a schema, the merged result must validate first."""
+        """Append a merge patch to ``tx``; with a schema, the merged result must validate first.
+
+        The validation (the expensive part: a big patch takes seconds) runs outside the store
+        lock on a snapshot, and only for the sections the new patch touches; the insert then
+        checks nothing moved meanwhile (else it validates again). With a schema (a caller's
+        patch), the pending patches of all transactions are bounded (``PendingLimit``)."""
         patch = Patch(source, dict(body))
-        with self._write() as db:
-            plan = None
-            if schema is not None:
-                plan = self._plan(db, tx, self._pending(db, tx) + [patch], schema)
-            db.execute(
-                "INSERT INTO pending (tx, source, body, time) VALUES (?, ?, ?, ?)",
-                (tx, source, _dump(patch.body), time.time()),
-            )
+        text = _dump(patch.body)
+        if schema is None:
+            with self._write() as db:
+                self._insert_pending(db, tx, source, text)
+            return None
+        sections = touched_sections([patch])
+        for _ in range(ADD_PATCH_ATTEMPTS):
+            with self._read() as db:
+                seen = self._pending_mark(db, tx)
+                plan = plan_commit(
+                    _SqliteView(db), self._pending(db, tx) + [patch], schema.defaults()
+                )
+            schema.check(plan.to_validate, sections=sections, origin=f"transaction {tx!r}")
+            with self._write() as db:
+                if self._pending_mark(db, tx) != seen:
+                    continue  # a commit or another patch came in between: validate again
+                self._check_pending_limits(db, len(text))
+                self._insert_pending(db, tx, source, text)
+                return plan
+        with self._write() as db:  # busy: do it all under the lock once
+            plan = plan_commit(_SqliteView(db), self._pending(db, tx) + [patch], schema.defaults())
+            schema.check(plan.to_validate, sections=sections, origin=f"transaction {tx!r}")
+            self._check_pending_limits(db, len(text))
+            self._insert_pending(db, tx, source, text)
             return plan
+
+    def _pending_mark(self, db: sqlite3.Connection, tx: str) -> tuple[Any, ...]:
+        """What a snapshot's validation depended on: the tx's last patch and the generation."""
+        return (
+            db.execute("SELECT max(seq), count(*) FROM pending WHERE tx = ?", (tx,)).fetchone(),
+            db.execute("SELECT max(number) FROM generations").fetchone(),
+        )
+
+    def _check_pending_limits(self, db: sqlite3.Connection, adding: int) -> None:
+        count, size = db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM pending"
+                                 ).fetchone()
+        if count + 1 > MAX_PENDING_PATCHES or size + adding > MAX_PENDING_BYTES:
+            raise PendingLimit(
+                f"too much pending: {count} patches, {size} bytes in all transactions (limits "
+                f"{MAX_PENDING_PATCHES} patches, {MAX_PENDING_BYTES} bytes); commit or discard "
+                "a transaction first"
+            )
+
+    def _insert_pending(self, db: sqlite3.Connection, tx: str, source: str, text: str) -> None:
+        db.execute(
+            "INSERT INTO pending (tx, source, body, time) VALUES (?, ?, ?, ?)",
+            (tx, source, text, time.time()),
+        )
 
     def _rewrite_pending(
         self, db: sqlite3.Connection, rewrite: Callable[[Mapping[str, Any]], Mapping[str, Any]]

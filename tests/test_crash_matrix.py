@@ -14,7 +14,8 @@ The services' restart commands append a line (service name and the configuration
 log file, so restarts are counted exactly. Host-container recreation points belong to the
 container work and are not in this matrix. Updates: image write and GPT table writes are killed
 through the same seam at the end of this module (random mid-write kills and kills between
-update steps are in ``tests/updates/test_apply.py``).
+update steps are in ``tests/updates/test_apply.py``). A git fetch is killed mid-pack (a remote
+that stalls) at the very end.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from reconciler.effects import CommandResult
 from reconciler.host import open_host
 from reconciler.store import Store
 from tests.daemon import Daemon, eventually
+from tests.faultutil import StallingGitRemote
+from tests.test_gitops import Fleet, pointer
 from tests.updates import conftest as updates_conftest
 from tests.updates.simhost import make_sim
 from tests.updates.test_gpt import assert_sgdisk_agrees
@@ -432,3 +435,51 @@ def test_sigkill_during_update(tmp_path: Path, serve, point: str) -> None:
     assert booted == "A" and sim.running_version() == "1.0.0"
     sim.updog("update")  # a retry starts over and succeeds
     assert sim.reboot() == "B" and sim.running_version() == "1.1.0"
+
+
+# --------------------------------------------------------------------------------- git fetch
+
+
+def _git_processes_in(directory: Path) -> list[int]:
+    """Pids of processes working in ``directory`` (a git fetch and its index-pack)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(entry / "cwd") == str(directory):
+                found.append(int(entry.name))
+    return found
+
+
+def test_sigkill_during_a_git_fetch_then_the_source_recovers_by_itself(tmp_path):
+    """systemd's SIGKILL (or any kill) mid-fetch: the fetch child dies with the daemon, the
+    stale ``shallow.lock`` it leaves is cleared by the restarted daemon, which converges."""
+    fleet = Fleet(tmp_path)
+    (fleet.work / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))  # a pack worth stalling
+    fleet.commit("a big blob")
+    remote = StallingGitRemote(tmp_path)
+    user_data = tmp_path / "ud.toml"
+    user_data.write_text(pointer(fleet).replace(fleet.url, remote.url("fleet.git")))
+    state = tmp_path / "host"
+    try:
+        d = Daemon(state, ["--user-data", str(user_data)])
+        lock = eventually(lambda: next((state / "git").glob("*/shallow.lock"), None), timeout=30)
+        assert d.ok("GET", "/status")["gitops"]["condition"] == "Fetching"
+        d.process.kill()  # SIGKILL, the daemon alone: its children must not outlive it
+        d.stop()
+        eventually(lambda: not _git_processes_in(lock.parent), timeout=10)
+        assert lock.exists()  # what the kill left behind
+        remote.release()
+        again = Daemon(state, ["--user-data", str(user_data)])
+        try:
+            eventually(lambda: again.ok("GET", "/status")["gitops"]["condition"] == "Synced",
+                       timeout=60)
+            eventually(lambda: (state / "root/etc/motd").exists()
+                       and (state / "root/etc/motd").read_text().startswith("web-1: serving"))
+            assert not lock.exists()
+            assert any("shallow.lock" in e["message"] for e in again.ok("GET", "/events"))
+        finally:
+            assert again.stop() == 0
+    finally:
+        remote.close()

@@ -10,12 +10,15 @@ import os
 import resource
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from reconciler import store as store_module
 from reconciler.documents import DocumentError, load_document
 from reconciler.schema import Schema
+from reconciler.store import PendingLimit, Store
 from reconciler.supervise import LoopHealth, supervised_thread
 from tests.daemon import Daemon, UnixHTTPConnection, cli, eventually
 from tests.faultutil import Blackhole, fill, free_bytes, small_fs, store_locked
@@ -398,3 +401,56 @@ def test_full_disk_gives_clear_errors_and_start_up_on_it_no_traceback(tmp_path):
         finally:
             stopped_cleanly(again)
 
+
+
+# ---- 11./2. the store lock is not held while validating; pending patches are bounded ----------
+
+
+class _PausingSchema:
+    """The real schema, whose ``check`` waits until released: a validation that takes long."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def defaults(self):
+        return self.schema.defaults()
+
+    def check(self, settings, sections=None, origin=None):
+        self.entered.set()
+        assert self.release.wait(30)
+        self.schema.check(settings, sections, origin)
+
+
+def test_validating_a_patch_does_not_hold_the_store_lock(tmp_path):
+    schema = Schema.load("aws-dev")
+    with Store(tmp_path / "store.db") as store:
+        slow = _PausingSchema(schema)
+        worker = threading.Thread(
+            target=store.add_patch, args=("big", {"motd": "big"}, "api:big", slow))
+        worker.start()
+        assert slow.entered.wait(30)
+        # while that validation runs, others read and write
+        reader = threading.Thread(target=lambda: store.get(["settings.motd"]))
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "a read waited for another caller's validation"
+        store.add_patch("other", {"motd": "other"}, "api:other", schema)
+        slow.release.set()
+        worker.join(30)
+        assert [p.body for p in store.pending("big")] == [{"motd": "big"}]
+        assert store.commit("other", schema).changed == ("settings.motd",)
+
+
+def test_pending_patches_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "MAX_PENDING_PATCHES", 5)
+    schema = Schema.load("aws-dev")
+    with Store(tmp_path / "store.db") as store:
+        for n in range(5):
+            store.add_patch("t", {"motd": f"m{n}"}, "api:t", schema)
+        with pytest.raises(PendingLimit, match="too much pending"):
+            store.add_patch("u", {"motd": "one more"}, "api:u", schema)
+        assert store.transactions() == ["t"]
+        store.commit("t", schema)
+        store.add_patch("u", {"motd": "room again"}, "api:u", schema)

@@ -35,7 +35,7 @@ from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
-from reconciler.store import NothingToCommit, RollbackRefused, UnknownGeneration
+from reconciler.store import NothingToCommit, PendingLimit, RollbackRefused, UnknownGeneration
 from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
 
@@ -61,6 +61,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     NothingToCommit: 422,
     UnknownGeneration: 404,
     RollbackRefused: 400,
+    PendingLimit: 429,
 }
 
 

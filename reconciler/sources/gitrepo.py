@@ -52,7 +52,7 @@ class GitRepo:
         self.runner = runner or SubprocessRunner()
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.directory = base / digest
-        self.cleared: list[str] = []  # what the last clear_stale() removed
+        self.cleared: list[str] = []  # what clear_stale() removed, not yet reported
         if not (self.directory / "HEAD").exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             self.repo = git.Repo.init(self.directory, bare=True)
@@ -77,7 +77,7 @@ class GitRepo:
                     else:
                         found.unlink()
                     removed.append(str(found.relative_to(self.directory)))
-        self.cleared = removed
+        self.cleared += removed  # until the sync reports them
         return removed
 
     def cancel(self) -> None:

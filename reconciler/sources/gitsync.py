@@ -171,7 +171,8 @@ class GitSync:
         status.fetching_since = None
         if repo.cleared:
             self.events.emit("git", "removed what an interrupted git left in the checkout: "
-                             + ", ".join(repo.cleared[:10]))
+                             + ", ".join(dict.fromkeys(repo.cleared[:10])))
+            repo.cleared = []
         status.fetched_commit = revision.commit
         if verifying:
             trust = (verify["mode"], verify.get("allowed-signers"), verify.get("keyring"),
