@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,17 @@ class UpdatesExecutor:
 
     def __init__(self, store: Store, manager: UpdateManager, gate: BootGate | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 retry_after: timedelta = RETRY_AFTER) -> None:
+                 retry_after: timedelta = RETRY_AFTER,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.manager = manager
         self.gate = gate
         self.clock = clock
         self.retry_after = retry_after
+        self.monotonic = monotonic  # delays: a wall clock corrected by a day must not move them
         self.last_auto: str | None = None
         self._failure: datetime | None = None  # timestamp of the failed step being waited out
-        self._retry_at = datetime.min.replace(tzinfo=UTC)
+        self._retry_at = float("-inf")  # monotonic seconds
         self._gate_thread: threading.Thread | None = None
         self.loops = Loops()  # the daemon's, once attached: the boot gate reports there
 
@@ -90,8 +93,9 @@ class UpdatesExecutor:
         if last and last.cmd_status == "Failed" and last.cmd_type != "refresh" and self.last_auto:
             # A failed automatic step is retried after `retry_after`, not at every pass.
             if self._failure != last.timestamp:
-                self._failure, self._retry_at = last.timestamp, self.clock() + self.retry_after
-            if self.clock() < self._retry_at:
+                self._failure = last.timestamp
+                self._retry_at = self.monotonic() + self.retry_after.total_seconds()
+            if self.monotonic() < self._retry_at:
                 return None
         confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
         return sm.auto_command(state, in_window, confirmed)
