@@ -17,14 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
+from hostcore.keys import is_under
 from reconciler import containers, redact
 from reconciler.api import limits
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
-from reconciler.keys import is_under
 from reconciler.logs import asyncio_exception_handler, get_logger
 from reconciler.metrics import Metrics
+from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
@@ -59,10 +60,12 @@ def serve(
     interval: float = 60.0,
     desired: Sequence[str] = (),
     allowed: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
+    platform: Platform | None = None,
 ) -> int:
-    """``allowed``: the uids and gids of the access policy (None, None: anyone)."""
+    """``allowed``: the uids and gids of the access policy (None, None: anyone); ``platform``:
+    how to reach the instance metadata service."""
     redact.track(host.schema, host.store)  # secrets of user data never reach a log line either
-    if not host.boot(user_data):
+    if not host.boot(user_data, platform):
         return 1
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
     try:
@@ -92,8 +95,11 @@ async def _serve(
     for executor in host.reconciler.executors:
         if hasattr(executor, "loops"):
             executor.loops = loops  # background threads (the boot gate) report here
-    git_loop = GitLoop(GitSync(host, events), worker, metrics, loops.health("git"))
-    files = DesiredFiles(host, events, desired) if desired else None
+    git_loop = GitLoop(
+        GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics,
+        loops.health("git"),
+    )
+    files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
     app = make_app(host, worker, events, metrics, git_loop, files, access, loops)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.runner_options())
     await runner.setup()
@@ -114,7 +120,9 @@ async def _serve(
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
-    files_loop = DesiredFilesLoop(files, worker, loops.health("desired-files")) if files else None
+    files_loop = (
+        DesiredFilesLoop(files, worker.wake, loops.health("desired-files")) if files else None
+    )
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
     worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())

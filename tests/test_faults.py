@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hostcore.documents import DocumentError, load_document
 from reconciler import store as store_module
-from reconciler.documents import DocumentError, load_document
 from reconciler.schema import Schema
 from reconciler.store import PendingLimit, Store
 from reconciler.supervise import LoopHealth, supervised_thread

@@ -20,13 +20,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from hostcore.documents import DocumentError, parse_json
+from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.api import limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
-from reconciler.documents import DocumentError, parse_json
 from reconciler.events import Events
-from reconciler.generators import setting_generators
+from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
-from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
@@ -269,7 +269,7 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     tx = _tx(request)
     owned = owned_keys(body, host.store.sources)
     if owned and not _flag(request, "force"):
-        raise web.HTTPConflict(text=owner_message(host, owned))
+        raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
         request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
                                  tx=tx)
@@ -373,7 +373,7 @@ async def affected_services(request: web.Request) -> web.Response:
 
 @routes.get("/metadata/setting-generators")
 async def generators(request: web.Request) -> web.Response:
-    return _json(setting_generators(request.app[HOST].variant))
+    return _json(setting_generator_commands(request.app[HOST].variant))
 
 
 def services_view(host: Host) -> dict[str, Any]:
@@ -487,6 +487,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *_boot_conditions(host),
         ],
         "variant": host.variant,
         "live_generation": live,
@@ -494,7 +495,32 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "last_receipt": receipt,
         "retries": worker.failures,
         **{e.name: e.status() for e in host.reconciler.executors},
+        **_boot_view(host),
     }
+
+
+def _boot_conditions(host: Host) -> list[dict[str, Any]]:
+    """``PlatformData``: whether every user-data provider and the metadata service answered."""
+    result = host.boot_result
+    if result is None:
+        return []
+    missing = result.unavailable
+    return [{
+        "type": "PlatformData",
+        "status": not missing,
+        "reason": "; ".join(missing) if missing else "every user-data provider answered",
+    }]
+
+
+def _boot_view(host: Host) -> dict[str, Any]:
+    result = host.boot_result
+    if result is None:
+        return {}
+    return {"user_data": {
+        "providers": [r.as_dict() for r in result.providers],
+        "metadata_unavailable": result.platform,
+        "generated": result.generated,
+    }}
 
 
 @routes.post("/actions/sync")

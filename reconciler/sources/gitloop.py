@@ -11,22 +11,24 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.metrics import Metrics
 from reconciler.sources.gitsync import GitSync
 from reconciler.supervise import LoopHealth, guarded, supervised
-from reconciler.worker import Worker
 
 JITTER = 0.1
 
 
 class GitLoop:
-    def __init__(self, sync: GitSync, worker: Worker, metrics: Metrics,
+    """Runs ``sync`` when due; ``wake(reason)`` is called when a sync changed settings."""
+
+    def __init__(self, sync: GitSync, wake: Callable[[str], None], metrics: Metrics,
                  health: LoopHealth | None = None):
         self.sync = sync
+        self.wake_reconcile = wake
         self.health = health or LoopHealth("git")
-        self.worker = worker
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future[dict[str, Any]]] = []
@@ -88,5 +90,5 @@ class GitLoop:
         if status.condition in ("Failed", "Invalid", "Unverified", "Refused"):
             self.metrics.git_sync_failures.labels(status.condition).inc()
         if status.changed:
-            self.worker.wake("git")
+            self.wake_reconcile("git")
         return status.as_dict()

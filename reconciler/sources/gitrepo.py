@@ -17,8 +17,8 @@ from pathlib import Path
 
 import git
 
-from reconciler.documents import MAX_DOCUMENT_BYTES, DocumentError
-from reconciler.effects import CommandResult, SubprocessRunner
+from hostcore.commands import CommandResult, SubprocessRunner
+from hostcore.documents import MAX_DOCUMENT_BYTES, DocumentError
 
 FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 

@@ -11,12 +11,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from reconciler.documents import DocumentError, parse_document, settings_of
+from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
-from reconciler.host import Host
-from reconciler.schema import InvalidSettings
+from reconciler.schema import InvalidSettings, Schema
 from reconciler.sources.gitrepo import REWIND_TAG, GitRepo, GitSourceError
 from reconciler.sources.layers import (
     GIT_SOURCE_PREFIX,
@@ -26,7 +26,7 @@ from reconciler.sources.layers import (
     merge_layers,
     sync_patch,
 )
-from reconciler.store import NothingToCommit
+from reconciler.store import NothingToCommit, Store
 
 GIT_TX = "gitops"
 APPLIED_META = "gitops-applied"
@@ -56,14 +56,19 @@ class GitStatus:
 
 
 class GitSync:
-    """One host's git source; ``sync`` is blocking and serialised (run it off the event loop)."""
+    """One host's git source; ``sync`` is blocking and serialised (run it off the event loop).
 
-    def __init__(self, host: Host, events: Events):
-        self.host = host
+    It needs only the store it commits to, the schema a revision must satisfy, where to keep its
+    clones (``work_dir``) and the events it reports to: never the composition root (``Host``).
+    """
+
+    def __init__(self, store: Store, schema: Schema, events: Events, work_dir: Path):
+        self.store = store
+        self.schema = schema
         self.events = events
-        self.base = host.state_dir / "git"
+        self.base = Path(work_dir)
         self.status = GitStatus()
-        applied = host.store.get_meta(APPLIED_META) or {}
+        applied = store.get_meta(APPLIED_META) or {}
         self.status.applied_commit = applied.get("commit")
         # to notice a ref moved backwards: commits applied before, and the newest one's time
         self._history: list[str] = applied.get("history", [])
@@ -75,7 +80,7 @@ class GitSync:
         self._stale_reported = False
 
     def pointer(self) -> dict[str, Any]:
-        return self.host.store.live_document().get("gitops", {})
+        return self.store.live_document().get("gitops", {})
 
     def interval(self) -> float:
         return float(self.pointer().get("interval", 300))
@@ -193,7 +198,7 @@ class GitSync:
         layers = self._layers(repo, revision.commit, pointer)
         desired = merge_layers(layers)
         self._check(desired, layers, revision.commit)
-        store, schema = self.host.store, self.host.schema
+        store, schema = self.store, self.schema
         sources = store.sources()
         patch = sync_patch(desired, sources)
         source = f"{GIT_SOURCE_PREFIX}{revision.commit}"
@@ -227,7 +232,8 @@ class GitSync:
             for k in changed
             if k in sources
             and not sources[k].startswith(GIT_SOURCE_PREFIX)
-            and sources[k] not in ("default", "generator")
+            and sources[k] != "default"
+            and not sources[k].startswith("generator")
         ]
         for key in drifted:
             self.events.emit(
@@ -286,7 +292,7 @@ class GitSync:
         return layers
 
     def _check(self, desired: dict[str, Any], layers: list[Layer], commit: str) -> None:
-        problems = self.host.schema.validate(desired)
+        problems = self.schema.validate(desired)
         if problems:
             raise _InvalidRevision(self._describe(InvalidSettings(problems), layers, commit))
 
@@ -311,8 +317,9 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def owner_message(host: Host, keys: list[str]) -> str:
-    applied = host.store.get_meta(APPLIED_META) or {}
+def owner_message(store: Store, keys: list[str]) -> str:
+    """Why a PATCH of git-owned ``keys`` is refused, naming the repository that owns them."""
+    applied = store.get_meta(APPLIED_META) or {}
     where = f"{applied.get('url', 'the fleet repository')}"
     if applied.get("path"):
         where += f" (path {applied['path']})"
