@@ -26,8 +26,11 @@ from reconciler.transaction import (
     Change,
     CommitPlan,
     Patch,
+    Replay,
     SchemaLike,
     plan_commit,
+    plan_replay,
+    replay,
     rollback_plan,
     touched_sections,
 )
@@ -143,6 +146,9 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
+        # tx -> (what it was replayed at, its pending patches replayed): the next PATCH of a
+        # transaction builds on it instead of replaying every earlier patch again
+        self._replays: dict[str, tuple[Any, Replay]] = {}
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -329,25 +335,45 @@ class Store:
                 self._insert_pending(db, tx, source, text)
             return None
         sections = touched_sections([patch])
+        defaults = schema.defaults()
+        origin = f"transaction {tx!r}"
         for _ in range(ADD_PATCH_ATTEMPTS):
             with self._read() as db:
-                seen = self._pending_mark(db, tx)
-                plan = plan_commit(
-                    _SqliteView(db), self._pending(db, tx) + [patch], schema.defaults()
-                )
-            schema.check(plan.to_validate, sections=sections, origin=f"transaction {tx!r}")
+                seen, plan, kept = self._replay_patch(db, tx, patch, defaults)
+            schema.check(plan.to_validate, sections=sections, origin=origin)
             with self._write() as db:
                 if self._pending_mark(db, tx) != seen:
                     continue  # a commit or another patch came in between: validate again
-                self._check_pending_limits(db, len(text))
-                self._insert_pending(db, tx, source, text)
+                self._add_pending(db, tx, source, text, kept)
                 return plan
         with self._write() as db:  # busy: do it all under the lock once
-            plan = plan_commit(_SqliteView(db), self._pending(db, tx) + [patch], schema.defaults())
-            schema.check(plan.to_validate, sections=sections, origin=f"transaction {tx!r}")
-            self._check_pending_limits(db, len(text))
-            self._insert_pending(db, tx, source, text)
+            _, plan, kept = self._replay_patch(db, tx, patch, defaults)
+            schema.check(plan.to_validate, sections=sections, origin=origin)
+            self._add_pending(db, tx, source, text, kept)
             return plan
+
+    def _replay_patch(
+        self, db: sqlite3.Connection, tx: str, patch: Patch, defaults: Mapping[str, Any]
+    ) -> tuple[Any, CommitPlan, Replay]:
+        """(snapshot mark, plan of ``patch`` alone over the transaction, the transaction with
+        it replayed). The transaction so far comes from the cache when it is still current."""
+        seen = self._pending_mark(db, tx)
+        view = _SqliteView(db)
+        cached = self._replays.get(tx)
+        if cached is not None and cached[0] == seen:
+            state = cached[1].copy(view)
+        else:
+            state = replay(view, self._pending(db, tx))
+        state = replay(view, [patch], state)
+        kept = state.copy(view)
+        return seen, plan_replay(view, state, defaults, only_last=True), kept
+
+    def _add_pending(
+        self, db: sqlite3.Connection, tx: str, source: str, text: str, kept: Replay
+    ) -> None:
+        self._check_pending_limits(db, len(text))
+        self._insert_pending(db, tx, source, text)
+        self._replays[tx] = (self._pending_mark(db, tx), kept)
 
     def _pending_mark(self, db: sqlite3.Connection, tx: str) -> tuple[Any, ...]:
         """What a snapshot's validation depended on: the tx's last patch and the generation."""
@@ -377,11 +403,13 @@ class Store:
         with self._write() as db:
             patches = self._pending(db, tx)
             db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
+            self._replays.pop(tx, None)
         return sorted({k for p in patches for k in _patch_keys(p)})
 
     def discard_all(self) -> None:
         with self._write() as db:
             db.execute("DELETE FROM pending")
+            self._replays.clear()
 
     def commit(
         self,
@@ -399,6 +427,7 @@ class Store:
             label = source_label or ",".join(dict.fromkeys(p.source for p in patches))
             result = self._apply(db, tx, label, plan)
             db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
+            self._replays.pop(tx, None)
             for name, value in (meta or {}).items():
                 self._set_meta(db, name, value)
             faults.point("before-commit")
@@ -459,6 +488,7 @@ class Store:
                 rewritten = _dump(rewrite_pending(json.loads(body)))
                 if rewritten != body:
                     db.execute("UPDATE pending SET body = ? WHERE seq = ?", (rewritten, seq))
+            self._replays.clear()
             old_meta = self._meta(db)
             gone = [(name,) for name in old_meta.keys() - meta.keys()]
             db.executemany("DELETE FROM meta WHERE name = ?", gone)

@@ -25,8 +25,10 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
+        # A blocking connect waits for room in the listen backlog (with a timeout set, a Unix
+        # socket fails at once with EAGAIN when a burst of clients filled it).
         self.sock.connect(self.socket_path)
+        self.sock.settimeout(self.timeout)
 
 
 class Daemon:

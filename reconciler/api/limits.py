@@ -26,6 +26,8 @@ from reconciler.logs import get_logger, rate_limited
 IDLE_TIMEOUT = 30.0  # seconds
 BODY_TIMEOUT = 30.0  # seconds for a whole request body
 MAX_CONNECTIONS = 512
+NEW_FOR = 1.0  # seconds a handler made by the factory counts before it shows in connections
+BACKLOG = 1024  # connections the kernel queues before we accept them (a burst of clients)
 log = get_logger("api")
 
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
@@ -66,10 +68,17 @@ class CappedFactory:
         self.server = server
         self.cap = cap
         self._opened: dict[int, float] = {}  # id(handler) -> monotonic time opened
+        self._new: list[Any] = []
 
     def __call__(self) -> asyncio.Protocol:
         connections = self.server.connections
-        if len(connections) >= self.cap:
+        # handlers made but not connected yet (a burst of accepts comes before any of them)
+        known = set(map(id, connections))
+        now = time.monotonic()
+        self._new = [
+            h for h in self._new if id(h) not in known and now - self._opened[id(h)] < NEW_FOR
+        ]
+        if len(connections) + len(self._new) >= self.cap:
             idle = [h for h in connections if _idle(h)]
             if not idle:
                 rate_limited(log, "api:cap", "API connection refused: at the cap, none idle",
@@ -80,9 +89,10 @@ class CappedFactory:
             rate_limited(log, "api:evict", "API at its connection cap: closed the oldest idle",
                          cap=self.cap)
         handler = self.server()
-        live = {id(h) for h in connections}
+        live = known | set(map(id, self._new))
         self._opened = {k: v for k, v in self._opened.items() if k in live}
-        self._opened[id(handler)] = time.monotonic()
+        self._opened[id(handler)] = now
+        self._new.append(handler)
         return handler
 
 
@@ -95,5 +105,5 @@ class CappedUnixSite(web.UnixSite):
         server = self._runner.server
         assert server is not None
         self._server = await loop.create_unix_server(
-            CappedFactory(server), self._path, backlog=self._backlog
+            CappedFactory(server), self._path, backlog=max(self._backlog, BACKLOG)
         )
