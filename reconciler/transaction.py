@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hostcore.keys import flatten, join_key, split_key, unflatten
@@ -141,6 +141,7 @@ class Replay:
     setters: dict[str, str]
     sections: set[str]
     last: set[str]
+    last_sections: set[str] = field(default_factory=set)
 
     def copy(self, live: LiveView) -> Replay:
         """An independent copy reading ``live`` (the store's current snapshot)."""
@@ -157,6 +158,7 @@ def replay(live: LiveView, patches: Sequence[Patch], start: Replay | None = None
     for patch in patches:
         overlay.log = state.last = set()
         state.sections.update(patch.body)
+        state.last_sections = set(patch.body)
         for table in _tables(patch.body, (ROOT,)):  # a table in a patch replaces a leaf there
             if overlay.value(table) is not None:
                 overlay.write(table, None)
@@ -186,7 +188,7 @@ def plan_replay(
     wanted: set[str] | None = None
     if only_last:
         wanted = set(state.last)
-        sections = sorted({split_key(k)[1] for k in wanted if len(split_key(k)) > 1})
+        sections = sorted(state.last_sections)
     for key, default in flatten(
         {ROOT: {s: defaults[s] for s in sections if s in defaults}}
     ).items():

@@ -483,3 +483,60 @@ def test_sigkill_during_a_git_fetch_then_the_source_recovers_by_itself(tmp_path)
             assert again.stop() == 0
     finally:
         remote.close()
+
+
+# --------------------------------------------------------------------------- update download
+
+
+def _processes(needle: str) -> list[int]:
+    """Pids whose command line holds ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace"):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_sigkill_during_an_update_download_leaves_no_updog_behind(tmp_path: Path, serve) -> None:
+    """An ``updog`` hanging on a silent update server dies with the daemon (SIGKILL), so the
+    restarted daemon's refresh is not refused by an orphan holding the update cache's lock."""
+    from tests.faultutil import Blackhole
+    from tests.updates.test_daemon_updates import start as start_updates
+    from tests.updates.test_daemon_updates import user_data as updates_user_data
+
+    sim = make_sim(tmp_path, serve)
+    hole = Blackhole()
+    silent = updates_user_data(sim)
+    silent.write_text(silent.read_text().replace(sim.server.base_url,
+                                                 f"http://127.0.0.1:{hole.port}"))
+    assert sim.reboot() == "A"
+    try:
+        d = start_updates(sim, silent)
+        eventually(lambda: d.ok("GET", "/status")["updates"]["boot"], timeout=30)
+        assert d.request("POST", "/actions/refresh-updates")[0] in (202, 204)
+        eventually(lambda: hole.held, timeout=30)  # updog is connected and waiting
+        updog = _processes(f"updates.updog --root {sim.root}")
+        assert updog
+        d.process.kill()
+        d.stop()
+        eventually(lambda: not any(p in _processes("updates.updog") for p in updog), timeout=10)
+    finally:
+        hole.close()
+    again = start_updates(sim)
+    try:
+        base = sim.server.base_url  # the real server again (user data applies at first boot)
+        again.ok("PATCH", "/settings", {"updates": {"metadata-base-url": f"{base}/metadata/",
+                                                    "targets-base-url": f"{base}/targets/"}})
+        assert again.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]["ok"]
+        assert again.request("POST", "/actions/refresh-updates")[0] in (202, 204)
+        status = eventually(lambda: (s := again.request("GET", "/updates/status"))[0] == 200
+                            and s[1], timeout=60)
+        last = status["most_recent_command"]
+        # it reached the real repository (which lists no update yet), no orphan's lock in the way
+        assert last["cmd_type"] == "refresh" and "locked" not in last["stderr"], last
+        assert "manifest.json" in last["stderr"], last
+    finally:
+        assert again.stop() == 0

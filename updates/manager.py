@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from hostcore.commands import die_with_parent
 from updates import status as sm
 from updates.gpt import GptError
 from updates.partitions import DiskError, open_os_disk
@@ -149,7 +150,8 @@ class UpdateManager:
             args += ["--disk", self.disk]
         try:
             done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
-                                  errors="replace", timeout=self.timeout, check=False)
+                                  errors="replace", timeout=self.timeout, check=False,
+                                  preexec_fn=die_with_parent)  # no orphan holds the cache lock
         except subprocess.TimeoutExpired as e:
             return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
         code = done.returncode if done.returncode >= 0 else -done.returncode  # signal number
