@@ -111,6 +111,10 @@ class SubprocessRunner:
             )
         with self._running_lock:
             self._running.add(process)
+            cancelled = self.cancelled  # cancel() may have run while it was being started
+        if cancelled:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
         try:
             return self._wait(process, args, start, timeout)
         finally:

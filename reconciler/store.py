@@ -146,6 +146,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
+        self._plan_db: sqlite3.Connection | None = None  # opened by the first PATCH planned
+        self._plan_lock = threading.Lock()
         # tx -> (what it was replayed at, its pending patches replayed): the next PATCH of a
         # transaction builds on it instead of replaying every earlier patch again
         self._replays: dict[str, tuple[Any, Replay]] = {}
@@ -160,6 +162,28 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._plan_lock:
+            if self._plan_db is not None:
+                self._plan_db.close()
+                self._plan_db = None
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read on a connection of its own (WAL: readers never wait for the
+        writer), for the long planning of a PATCH: the main connection and its lock stay free
+        for everyone else meanwhile."""
+        with self._plan_lock:
+            if self._plan_db is None:
+                self._plan_db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                self._plan_db.execute("PRAGMA query_only=ON")
+            db = self._plan_db
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
 
     def __enter__(self) -> Store:
         return self
@@ -338,7 +362,7 @@ class Store:
         defaults = schema.defaults()
         origin = f"transaction {tx!r}"
         for _ in range(ADD_PATCH_ATTEMPTS):
-            with self._read() as db:
+            with self._snapshot() as db:
                 seen, plan, kept = self._replay_patch(db, tx, patch, defaults)
             schema.check(plan.to_validate, sections=sections, origin=origin)
             with self._write() as db:
