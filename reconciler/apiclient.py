@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~2 ms at startup; annotations are not evaluated
@@ -36,6 +37,7 @@ SUBCOMMANDS = (
     "status",
     "history",
     "rollback",
+    "confirm",
     "explain",
     "reboot",
     "update",
@@ -269,6 +271,12 @@ def _parser() -> Any:
     set_ = sub("set", "change settings in their own transaction, commit and apply")
     set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     set_.add_argument("-j", "--json", help="settings as a JSON object (inside 'settings')")
+    set_.add_argument(
+        "--confirm",
+        metavar="SECONDS",
+        help="try the change: unless 'apiclient confirm' is run within SECONDS (or the pass "
+        "fails), the host returns to the settings before it by itself",
+    )
 
     apply = sub("apply", "apply settings documents (TOML, YAML, JSON) all or nothing")
     apply.add_argument(
@@ -294,6 +302,8 @@ def _parser() -> Any:
     rollback.add_argument(
         "--no-wait", action="store_true", help="do not wait for the reconcile pass"
     )
+
+    sub("confirm", "keep the change made with 'set --confirm' (stops its automatic rollback)")
 
     explain = sub("explain", "where a setting's value comes from, and its history")
     explain.add_argument("key", help="e.g. motd or settings.motd")
@@ -403,10 +413,11 @@ def cmd_get(client: Client, args: Any) -> int:
 # ---- set and apply -----------------------------------------------------------------------------
 
 
-def _commit_and_apply(client: Client, tx: str) -> int:
+def _commit_and_apply(client: Client, tx: str, confirm: str | None = None) -> int:
     """Commit ``tx``, wait for the reconcile pass, report it; 1 when the pass failed."""
+    query = {"tx": tx, "wait": "true"} | ({"confirm": confirm} if confirm else {})
     try:
-        answer = client.call("POST", _query("/tx/commit_and_apply", tx=tx, wait="true"))
+        answer = client.call("POST", _query("/tx/commit_and_apply", **query))
     except ClientError:
         _discard(client, tx)
         raise
@@ -422,6 +433,11 @@ def _commit_and_apply(client: Client, tx: str) -> int:
             print(f"  {key}")
     else:
         print(f"No setting changed (generation {generation})")
+    trial = answer.get("confirm")
+    if isinstance(trial, dict):
+        when = time.strftime("%H:%M:%S", time.localtime(trial["deadline"]))
+        print(f"On trial: run 'apiclient confirm' before {when}, or the settings of "
+              f"generation {trial['previous']} come back by themselves")
     return _report_receipt(answer.get("receipt"))
 
 
@@ -486,7 +502,13 @@ def cmd_set(client: Client, args: Any) -> int:
     except ClientError:
         _discard(client, tx)
         raise
-    return _commit_and_apply(client, tx)
+    return _commit_and_apply(client, tx, args.confirm)
+
+
+def cmd_confirm(client: Client, args: Any) -> int:
+    client.call("POST", "/tx/confirm")
+    print("Confirmed: the change stays")
+    return 0
 
 
 def _read_input(name: str) -> tuple[str, str]:
@@ -832,7 +854,11 @@ def _update_status(client: Client) -> dict[str, Any] | None:
         return client.call("GET", "/updates/status")
     except ResponseError as error:
         if error.status == 423:  # an update command is running: keep polling
-            return {}
+            try:
+                progress = json.loads(error.body).get("progress")
+            except (ValueError, AttributeError):
+                progress = None
+            return {"progress": progress} if progress else {}
         if error.status == 404 and error.body.strip() != "404: Not Found":
             return None
         raise
@@ -846,8 +872,10 @@ def _update_action(client: Client, action: str, command: str, timeout: float) ->
     before_stamp = ((before or {}).get("most_recent_command") or {}).get("timestamp")
     client.call("POST", f"/actions/{action}")
     deadline = time.monotonic() + timeout
+    bar = _ProgressBar(sys.stderr)
     while True:
         status = _update_status(client)
+        bar.show((status or {}).get("progress"))
         recent = (status or {}).get("most_recent_command") or {}
         if recent.get("timestamp") != before_stamp and recent.get("cmd_type") == command:
             if recent.get("cmd_status") == "Failed":
@@ -856,16 +884,50 @@ def _update_action(client: Client, action: str, command: str, timeout: float) ->
                     f"{(recent.get('stderr') or '').strip()}"
                 )
             if recent.get("cmd_status") == "Success":
+                bar.end()
                 return status or {}
         if time.monotonic() > deadline:
             raise ClientError(f"timed out waiting for update {command} to finish")
         time.sleep(0.25)
 
 
+class _ProgressBar:
+    """`update apply` on a terminal: the image being written, bytes done / total."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.drawn = stream, False
+        self.enabled = stream.isatty()
+
+    def show(self, progress: dict[str, Any] | None) -> None:
+        if not self.enabled or not progress or not progress.get("total"):
+            return
+        done, total = int(progress.get("done", 0)), int(progress["total"])
+        width = 30
+        filled = width * done // total
+        self.stream.write(f"\r{progress.get('image', 'image'):<12} [{'#' * filled:<{width}}] "
+                          f"{done >> 20}/{total >> 20} MiB {100 * done // total:3d}%")
+        self.stream.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.drawn = False
+
+
+def _no_update_message(status: dict[str, Any]) -> str:
+    reason = status.get("no_update_reason") or {}
+    return f"No update available: {reason['message']}" if reason.get("message") \
+        else "No update available"
+
+
 def cmd_update(client: Client, args: Any) -> int:
     timeout = args.timeout
     if args.update_command == "check":
-        _print_json(_update_action(client, "refresh-updates", "refresh", timeout))
+        status = _update_action(client, "refresh-updates", "refresh", timeout)
+        _print_json(status)
+        if not status.get("chosen_update"):
+            print(_no_update_message(status), file=sys.stderr)
         return 0
     if args.update_command == "cancel":
         _update_action(client, "deactivate-update", "deactivate", timeout)
@@ -874,7 +936,7 @@ def cmd_update(client: Client, args: Any) -> int:
     if args.check:
         status = _update_action(client, "refresh-updates", "refresh", timeout)
         if not status.get("chosen_update"):
-            print("No update available")
+            print(_no_update_message(status))
             return 0
     _update_action(client, "prepare-update", "prepare", timeout)
     _update_action(client, "activate-update", "activate", timeout)

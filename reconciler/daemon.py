@@ -21,7 +21,9 @@ from hostcore.keys import is_under
 from reconciler import containers, redact
 from reconciler.api import limits
 from reconciler.api.server import AccessPolicy, make_app
+from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
+from reconciler.fleet.reboots import RebootSlots
 from reconciler.host import Host
 from reconciler.logs import asyncio_exception_handler, get_logger
 from reconciler.metrics import Metrics
@@ -29,7 +31,7 @@ from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
-from reconciler.supervise import Loops
+from reconciler.supervise import Loops, supervised
 from reconciler.watch import FileWatch
 from reconciler.worker import Worker
 
@@ -92,6 +94,7 @@ async def _serve(
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
+            executor.events = events  # boot-health outcomes go to /events
     for executor in host.reconciler.executors:
         if hasattr(executor, "loops"):
             executor.loops = loops  # background threads (the boot gate) report here
@@ -100,7 +103,12 @@ async def _serve(
         loops.health("git"),
     )
     files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
-    app = make_app(host, worker, events, metrics, git_loop, files, access, loops)
+    confirm_watch = ConfirmWatch(host, events, worker.wake)
+    worker.after_pass.append(confirm_watch.after_pass)
+    reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker))
+    worker.after_pass.append(lambda _receipt: reboot_slots.poke())
+    app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch,
+                   reboot_slots, loops=loops)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.runner_options())
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +128,9 @@ async def _serve(
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
+    # loops that catch their own errors are supervised all the same: nothing ends one but stop()
+    confirm_task = asyncio.create_task(supervised(loops.health("confirm"), confirm_watch.run))
+    slots_task = asyncio.create_task(supervised(loops.health("reboot-slots"), reboot_slots.run))
     files_loop = (
         DesiredFilesLoop(files, worker.wake, loops.health("desired-files")) if files else None
     )
@@ -154,6 +165,10 @@ async def _serve(
             ("file watch", watch.stop),
             ("git loop", git_loop.stop),
             ("git task", lambda: _join(git_task)),
+            ("confirm watch", confirm_watch.stop),
+            ("confirm task", lambda: _join(confirm_task)),
+            ("reboot slots", reboot_slots.stop),
+            ("slots task", lambda: _join(slots_task)),
         ]
         if files_loop and files_task:
             steps += [("desired files", files_loop.stop), ("files task", lambda: _join(files_task))]
@@ -184,3 +199,16 @@ async def _join(task: asyncio.Task[Any], timeout: float = SHUTDOWN_WAIT) -> None
         with contextlib.suppress(asyncio.CancelledError):
             await task
         log.error("loop did not stop in time; cancelled", loop=task.get_name())
+
+
+def _boot_confirmed(host: Host, worker: Worker) -> bool:
+    """This boot counts: its last pass succeeded and, with A/B updates, the health gate marked
+    the boot successful (a reboot slot is given back only then)."""
+    receipt = worker.last_receipt
+    if not receipt or not receipt.get("ok"):
+        return False
+    for executor in host.reconciler.executors:
+        gate = getattr(executor, "gate", None)
+        if gate is not None:
+            return bool(gate.outcome and gate.outcome.get("marked_successful"))
+    return True

@@ -22,9 +22,11 @@ from aiohttp import web
 
 from hostcore.documents import DocumentError, parse_json
 from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
+from reconciler import confirm
 from reconciler.api import limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
+from reconciler.fleet.reboots import RebootSlots, SlotRefused
 from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -51,6 +53,8 @@ METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
 DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 ACCESS = web.AppKey("access", object)  # AccessPolicy | None
+CONFIRM = web.AppKey("confirm", object)  # ConfirmWatch | None
+REBOOTS = web.AppKey("reboots", object)  # RebootSlots | None
 LOOPS = web.AppKey("loops", object)  # supervise.Loops | None
 
 routes = web.RouteTableDef()
@@ -311,9 +315,16 @@ async def list_tx(request: web.Request) -> web.Response:
     return _json(request.app[HOST].store.transactions())
 
 
-async def _commit(request: web.Request) -> tuple[int, list[str]]:
+async def _commit(request: web.Request, trial: float | None = None) -> tuple[int, list[str]]:
     host = request.app[HOST]
-    result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    if trial is None:
+        result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    else:
+        result = await asyncio.to_thread(
+            confirm.commit_on_trial, host.store, _tx(request), host.schema, trial
+        )
+        if not result.changed:  # nothing changed: nothing to try
+            await asyncio.to_thread(host.store.set_meta, confirm.META, None)
     request.app[METRICS].commits.inc()
     if result.changed:
         request.app[EVENTS].emit(
@@ -342,8 +353,35 @@ async def apply(request: web.Request) -> web.Response:
 
 @routes.post("/tx/commit_and_apply")
 async def commit_and_apply(request: web.Request) -> web.Response:
-    generation, changed = await _commit(request)
-    return _json(await _apply(request, generation, changed, "commit"))
+    trial = None
+    if "confirm" in request.query:
+        if request.app[CONFIRM] is None:
+            raise web.HTTPConflict(text="this daemon does not watch trial commits")
+        try:
+            trial = confirm.check_seconds(request.query["confirm"])
+        except ValueError as error:
+            raise BadRequest(f"Input 'confirm': {error}") from None
+    generation, changed = await _commit(request, trial)
+    if trial is None or not changed:
+        return _json(await _apply(request, generation, changed, "commit"))
+    request.app[CONFIRM].poke()
+    pending = confirm.pending(request.app[HOST].store)
+    answer = {"changed": changed, "generation": generation,
+              "confirm": pending.as_dict() if pending else None}
+    return _json(await _apply(request, generation, answer, "commit"))
+
+
+@routes.post("/tx/confirm")
+async def confirm_trial(request: web.Request) -> web.Response:
+    try:
+        trial = await asyncio.to_thread(confirm.confirm, request.app[HOST].store)
+    except confirm.NothingToConfirm as error:
+        raise web.HTTPNotFound(text=str(error)) from None
+    if request.app[CONFIRM] is not None:
+        request.app[CONFIRM].poke()
+    request.app[EVENTS].emit("confirm", f"generation {trial.generation} confirmed",
+                             generation=trial.generation)
+    return web.Response(status=204)
 
 
 async def _apply(request: web.Request, generation: int, answer: Any, reason: str) -> Any:
@@ -421,6 +459,15 @@ async def get_files(request: web.Request) -> web.Response:
 async def reboot(request: web.Request) -> web.Response:
     host = request.app[HOST]
     events = request.app[EVENTS]
+    slots = request.app[REBOOTS]
+    if slots is not None:  # coordinated: a reboot slot first (also in a sandbox, to test it)
+        try:
+            lock = await asyncio.to_thread(slots.before_reboot, host.store.live_document())
+        except SlotRefused as error:
+            events.emit("reboot", f"reboot deferred: {error}")
+            raise web.HTTPConflict(text=f"Reboot deferred: {error}") from None
+        if lock is not None:
+            events.emit("reboot", f"reboot slot taken in group {lock.group}")
     if host.reconciler.sandbox:
         events.emit("reboot", "reboot requested; skipped: the root is a sandbox, not the host")
         return web.Response(status=204)
@@ -454,6 +501,12 @@ async def plan(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(dry_run))
 
 
+def _call(executor: Any, method: str, default: Any) -> Any:
+    """An executor's optional status hook (`degraded_reasons`, `conditions`)."""
+    hook = getattr(executor, method, None)
+    return hook() if hook else default
+
+
 def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     live = host.store.generation()
     applied = host.store.applied_generation()
@@ -465,7 +518,9 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     ]
     if receipt and receipt.get("error"):
         failures.append(receipt["error"])
-    degraded = bool(receipt) and not receipt["ok"]
+    extra = [r for e in host.reconciler.executors for r in _call(e, "degraded_reasons", [])]
+    failures += extra  # e.g. a boot that failed its health checks
+    degraded = (bool(receipt) and not receipt["ok"]) or bool(extra)
     reconciling = worker.busy or applied < live
     if degraded:
         state = "Degraded"
@@ -487,6 +542,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *(c for e in host.reconciler.executors for c in _call(e, "conditions", [])),
             *_boot_conditions(host),
         ],
         "variant": host.variant,
@@ -494,8 +550,12 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "applied_generation": applied,
         "last_receipt": receipt,
         "retries": worker.failures,
+        # services whose unit this host lacks (their pick-up command found no unit to act on)
+        "not_installed": dict(sorted(host.reconciler.not_installed.items())),
         **{e.name: e.status() for e in host.reconciler.executors},
         **_boot_view(host),
+        "pending_confirmation": (trial.as_dict() if (trial := confirm.pending(host.store))
+                                 else None),
     }
 
 
@@ -547,6 +607,8 @@ async def status(request: web.Request) -> web.Response:
         view["gitops"] = git.sync.status.as_dict()
     if request.app[DESIRED_FILES] is not None:
         view["desired_files"] = request.app[DESIRED_FILES].status
+    if request.app[REBOOTS] is not None:
+        view["coordination"] = request.app[REBOOTS].status()
     if request.app[LOOPS] is not None:
         view["loops"] = request.app[LOOPS].as_dict()
     return _json(SCRUBBER.scrub(view))  # receipts quote command output
@@ -652,6 +714,8 @@ def make_app(
     git: GitLoop | None = None,
     desired_files: DesiredFiles | None = None,
     access: AccessPolicy | None = None,
+    confirm_watch: confirm.ConfirmWatch | None = None,
+    reboot_slots: RebootSlots | None = None,
     loops: Any = None,
 ) -> web.Application:
     app = web.Application(
@@ -664,6 +728,8 @@ def make_app(
     app[GIT] = git
     app[DESIRED_FILES] = desired_files
     app[ACCESS] = access
+    app[CONFIRM] = confirm_watch
+    app[REBOOTS] = reboot_slots
     app[LOOPS] = loops
     app.add_routes(routes)
     updates_routes.register(app, host)

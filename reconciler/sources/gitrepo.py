@@ -14,8 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
+from types import ModuleType
 
 from hostcore.commands import CommandResult, SubprocessRunner
 from hostcore.documents import MAX_DOCUMENT_BYTES, DocumentError
@@ -25,6 +24,17 @@ FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 class GitSourceError(Exception):
     """Fetching, resolving, reading or verifying failed; the message says what and where."""
+
+
+def _git() -> ModuleType:
+    """GitPython, imported on first use: it needs a ``git`` binary at import, and a host that
+    does not use gitops must start without one (issues 14, 18)."""
+    try:
+        import git
+    except ImportError as error:  # GitPython raises ImportError when it finds no git binary
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GitSourceError(f"settings.gitops needs the git program: {first}") from None
+    return git
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class GitRepo:
         self.url = url
         self.timeout = timeout
         self.runner = runner or SubprocessRunner()
+        git = _git()
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.directory = base / digest
         self.cleared: list[str] = []  # what clear_stale() removed, not yet reported
@@ -89,6 +100,7 @@ class GitRepo:
 
         The fetch has a deadline (``timeout``) and dies with the daemon; a failed one leaves no
         temporary object behind."""
+        git = _git()
         target = ref or "HEAD"
         self.clear_stale()
         result = self._git("fetch", f"--depth={depth}", "--no-tags", "origin", target)
