@@ -104,6 +104,10 @@ class SubprocessRunner:
                 close_fds=True,
                 preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, async-signal-safe
             )
+        except ValueError as exc:  # a NUL byte in an argument or the environment
+            return CommandResult(
+                args, None, "", time.monotonic() - start, f"cannot run {args[0]!r}: {exc}"
+            )
         except OSError as exc:
             reason = "not found" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
             return CommandResult(

@@ -454,3 +454,14 @@ def test_pending_patches_are_bounded(tmp_path, monkeypatch):
         assert store.transactions() == ["t"]
         store.commit("t", schema)
         store.add_patch("u", {"motd": "room again"}, "api:u", schema)
+
+
+def test_a_nul_or_nan_health_check_from_an_older_store_fails_the_check_not_the_gate():
+    """The schema refuses both now; a store from before that must still not kill the gate."""
+    from updates.health import parse_checks, run_checks
+
+    checks = parse_checks({"health-checks": {
+        "nul": {"command": ["true\x00"]}, "nan": {"command": ["true"], "timeout": float("nan")}}})
+    results = {r.name: r for r in run_checks(checks, {})}
+    assert not results["nul"].ok and "embedded null byte" in results["nul"].detail
+    assert not results["nan"].ok
