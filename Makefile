@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-STATE := .state
 VARIANT ?= aws-dev
+STATE := .state/$(VARIANT)
 USER_DATA ?= examples/user-data/$(VARIANT).toml
 
 .PHONY: run test lint bench system-deps clean

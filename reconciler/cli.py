@@ -163,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(args.log_level)
     try:
+        serving = args.command == "serve"
         host = open_host(args.state_dir, args.root, args.variant, args.renderers,
-                         getattr(args, "disk", None))
+                         getattr(args, "disk", None), exclusive=serving, create=serving)
     except HostError as error:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2
