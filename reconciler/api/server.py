@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from reconciler.api import updates_routes
+from reconciler.api import diagnostics, exec_route, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.generators import setting_generators
@@ -611,4 +611,6 @@ def make_app(
     app[ACCESS] = access
     app.add_routes(routes)
     updates_routes.register(app, host)
+    exec_route.register(app)
+    diagnostics.register(app)
     return app
