@@ -12,28 +12,23 @@ host without podman only fails where a host container is asked for, with a clear
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import tempfile
 import threading
 import time
-import zipapp
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler import faults
+from reconciler import faults, toolbox
 from reconciler.containers.engine import (
     ContainerEngine,
     EngineError,
-    EngineUnavailable,
     Image,
     Mount,
     RunSpec,
 )
 from reconciler.containers.planner import (
-    ARCHIVE_TRANSPORTS,
     CONFLICT,
     CREATE,
     INVALID,
@@ -48,6 +43,7 @@ from reconciler.containers.planner import (
     plan_containers,
 )
 from reconciler.containers.podman import PodmanEngine
+from reconciler.containers.pulls import PullPending, Pulls
 from reconciler.durable import replace_file
 from reconciler.logs import get_logger
 
@@ -61,7 +57,6 @@ SOCKET_TARGET = "/run/api.sock"
 # renewed when the daemon starts, and the bundled apiclient is pointed at it.
 API_DIR_TARGET = "/run/reconciler"
 APICLIENT_TARGET = "/usr/local/bin/apiclient"
-APICLIENT_SOURCE = Path(__file__).resolve().parent.parent / "apiclient.py"
 WAKE_EVENTS = {"died", "remove", "oom", "kill"}
 EVENT_SETTLE = 0.3  # seconds to let a burst of engine events settle before one wake-up
 
@@ -107,8 +102,8 @@ class HostContainers:
         window: float = 600.0,
         backoff_start: float = 1.0,
         backoff_max: float = 60.0,
-        pull_attempts: int = 3,
         pull_backoff: float = 2.0,
+        pull_grace: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -122,8 +117,8 @@ class HostContainers:
         self.window = window
         self.backoff_start = backoff_start
         self.backoff_max = backoff_max
-        self.pull_attempts = pull_attempts
-        self.pull_backoff = pull_backoff
+        self.pulls = Pulls(self.engine, backoff_start=pull_backoff, grace=pull_grace,
+                           clock=clock, on_done=self._pulled)
         self.clock = clock
         self.sleep = sleep
         self.socket: Path | None = None
@@ -137,7 +132,6 @@ class HostContainers:
         self._stop = threading.Event()
         self._acting: set[str] = set()
         self._event_timer: threading.Timer | None = None
-        self._archives: dict[str, tuple[tuple[int, int, int], Image]] = {}
 
     # ---- daemon wiring -------------------------------------------------------------------------
 
@@ -224,6 +218,10 @@ class HostContainers:
             )
             self._event_timer.daemon = True
             self._event_timer.start()
+
+    def _pulled(self, reason: str) -> None:
+        if self.wake is not None and not self._stop.is_set():
+            self.wake(reason)
 
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         if self.events is not None:
@@ -345,6 +343,7 @@ class HostContainers:
             return record
 
     def _forget(self, keep: set[str]) -> None:
+        self.pulls.keep_only(keep)
         with self._lock:
             for name in list(self._records):
                 if name not in keep:
@@ -488,8 +487,14 @@ class HostContainers:
         with self._lock:
             record.state = "pending"
         storage = self._prepare_storage(want)
-        image, cached = self._pull(want.source)  # before removing the old one: a bad source
-        if replace:  # keeps the old one running
+        try:  # before removing the old one: a bad or slow source keeps the old one running
+            image, cached = self.pulls.image(name, want.source)
+        except PullPending as pending:
+            with self._lock:
+                record.state = "pulling"
+                record.last_error = ""
+            return self._step(name, "pending", f"{reason}; {pending}", want)
+        if replace:
             self.engine.remove(name)
             faults.point(f"container-removed:{name}")
         try:
@@ -500,9 +505,8 @@ class HostContainers:
                 self.engine.remove(name)  # no half-made container left behind
             if not cached:
                 raise
-            with self._lock:  # the image went away behind our back: pull it again
-                self._archives.pop(want.source, None)
-            image, _ = self._pull(want.source)
+            self.pulls.forget(want.source)  # the image went away behind our back: again
+            image, _ = self.pulls.image(name, want.source)
             self.engine.run(self._spec(want, image, storage, generation))
         with self._lock:
             record.state = "running"
@@ -515,41 +519,6 @@ class HostContainers:
         if drifted:
             extra["drifted"] = True
         return self._step(name, result, reason, want, **extra)
-
-    def _pull(self, source: str) -> tuple[Image, bool]:
-        """The image of ``source`` and whether it came from the archive cache.
-
-        A registry reference is pulled every time (a tag may move), with retries and backoff. A
-        local archive is loaded once per content: its (inode, size, mtime) is remembered.
-        """
-        local = source.startswith(ARCHIVE_TRANSPORTS)
-        stamp = None
-        if local:
-            try:
-                info = os.stat(source.split(":", 1)[1])
-                stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
-            except OSError:
-                stamp = None  # let the engine say what is wrong with it
-            with self._lock:
-                known = self._archives.get(source)
-            if stamp is not None and known is not None and known[0] == stamp:
-                return known[1], True
-        attempts = 1 if local else max(1, self.pull_attempts)  # a registry may come back
-        for attempt in range(1, attempts + 1):
-            try:
-                image = self.engine.pull(source)
-            except EngineUnavailable:
-                raise
-            except EngineError as error:
-                if attempt == attempts:
-                    raise EngineError(f"source {source}: {error}") from None
-                self.sleep(min(30.0, self.pull_backoff * 2 ** (attempt - 1)))
-                continue
-            if stamp is not None:
-                with self._lock:
-                    self._archives[source] = (stamp, image)
-            return image, False
-        raise AssertionError("unreachable")
 
     def _spec(
         self, want: DesiredContainer, image: Image, storage: Path, generation: int
@@ -602,22 +571,5 @@ class HostContainers:
         return path
 
     def _apiclient(self) -> Path:
-        """``reconciler/apiclient.py`` as a one-file zipapp (rebuilt when its source changes)."""
-        source = APICLIENT_SOURCE.read_bytes()
-        stamp = self.apiclient_path.with_suffix(".source")
-        if self.apiclient_path.is_file() and stamp.is_file() and stamp.read_bytes() == source:
-            return self.apiclient_path
-        self.apiclient_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.apiclient_path.parent) as tmp:
-            package = Path(tmp) / "app"
-            package.mkdir()
-            (package / "apiclient.py").write_bytes(source)
-            (package / "__main__.py").write_text(
-                "import sys\n\nimport apiclient\n\nsys.exit(apiclient.main())\n"
-            )
-            built = io.BytesIO()
-            zipapp.create_archive(package, built, interpreter="/usr/bin/env python3")
-        replace_file(self.apiclient_path, built.getvalue(), 0o755)
-        replace_file(stamp, source, 0o644)
-        return self.apiclient_path
-
+        """The tools zipapp (``reconciler.toolbox``), rebuilt when a bundled module changes."""
+        return toolbox.ensure_zipapp(self.apiclient_path)

@@ -117,8 +117,25 @@ class PodmanEngine:
             )
         return answer
 
-    def pull(self, source: str) -> Image:
-        output = self._run(["pull", "--quiet", source], timeout=TIMEOUT_PULL)
+    def local_image(self, reference: str) -> Image | None:
+        """The image ``reference`` (a tag or a digest) names in our store, if it is there."""
+        if not self.initialized():
+            return None
+        try:
+            found = self._run(["image", "inspect", "--format", "{{.Id}} {{.Digest}}", reference])
+        except EngineError as error:
+            if "unknown" in str(error).lower() or "no such" in str(error).lower():
+                return None
+            raise
+        parts = found.split()
+        return Image(parts[0], parts[1] if len(parts) > 1 else "") if parts else None
+
+    def load(self, archive: Path) -> None:
+        """Load an image archive (its names come with it) into our store."""
+        self._run(["load", "--quiet", "--input", str(archive)], timeout=TIMEOUT_PULL)
+
+    def pull(self, source: str, timeout: float = TIMEOUT_PULL) -> Image:
+        output = self._run(["pull", "--quiet", source], timeout=timeout)
         lines = output.split()
         if not lines:
             raise EngineError(f"podman pull {source}: no image id in the answer")
