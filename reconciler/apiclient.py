@@ -312,7 +312,7 @@ def _parser() -> Any:
     terminal.add_argument("-T", "--no-tty", dest="tty", action="store_false",
                           help="never allocate a terminal")
     exec_.add_argument("target", metavar="NAME", help="host container, e.g. admin")
-    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+    exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
 
     update = sub("update", "check for, apply or cancel OS updates")
     actions = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
@@ -370,7 +370,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_exec(client: Client, args: Any) -> int:
-    if not args.command:
+    if not args.argv:
         raise ClientError("apiclient exec: a command to run is required: exec NAME CMD [ARGS...]")
     from reconciler import wsclient
 
@@ -384,7 +384,7 @@ def cmd_exec(client: Client, args: Any) -> int:
         raise ClientError(
             f"Failed to connect to API socket {client.socket_path}: {error.strerror or error}"
         ) from None
-    init = {"target": args.target, "command": args.command, "tty": tty, "rows": rows,
+    init = {"target": args.target, "command": args.argv, "tty": tty, "rows": rows,
             "cols": cols}
     ws.send_text(json.dumps(init))
     restore = _raw_terminal() if tty else None

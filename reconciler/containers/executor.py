@@ -160,6 +160,8 @@ class HostContainers:
                 tmp.unlink()
             os.link(self.socket, tmp)
             os.replace(tmp, link)
+            # sheltie's fallback where PID 1 cannot be entered: the daemon's namespaces
+            replace_file(self.api_dir / "host-pid", f"{os.getpid()}\n".encode(), 0o644)
             return True
         except OSError as error:  # another file system: the file mount alone has to do
             log.warning("cannot link the API socket for host containers", error=str(error))
