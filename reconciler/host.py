@@ -11,6 +11,7 @@ from typing import Any
 
 from reconciler.boot import boot
 from reconciler.containers import HostContainers
+from reconciler.containers.bootstrap import BootstrapContainers
 from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
 from reconciler.osinfo import os_info
@@ -60,6 +61,14 @@ class Host:
             )
         return True
 
+    def run_bootstrap(self) -> bool:
+        """The bootstrap containers of this boot, to completion; False when an essential one
+        failed (the passes of this boot then say so, and the boot is not marked)."""
+        for executor in self.reconciler.executors:
+            if isinstance(executor, BootstrapContainers):
+                return executor.run_at_boot(self.store.live_document())
+        return True
+
     def after_pass(self, receipt: dict[str, Any]) -> None:
         """Executors that act on a pass's outcome (the updates boot gate) see its receipt."""
         for executor in self.reconciler.executors:
@@ -71,6 +80,7 @@ class Host:
         """Boot pipeline and one pass; the receipt goes to stdout."""
         if not self.boot(user_data):
             return 1
+        self.run_bootstrap()
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)
         print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
@@ -172,7 +182,11 @@ def open_host(
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
-    reconciler.executors.append(HostContainers(state_dir))
+    host_containers = HostContainers(state_dir)
+    reconciler.executors.append(host_containers)
+    # Bootstrap containers run at boot, before the first pass; then they only report.
+    reconciler.executors.insert(0, BootstrapContainers(
+        state_dir, host_containers.engine, store, schema, tools=host_containers))
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 

@@ -526,13 +526,8 @@ class HostContainers:
         self, want: DesiredContainer, image: Image, storage: Path, generation: int
     ) -> RunSpec:
         mounts = [Mount(storage, f"{PERSISTENT_TARGET}/{want.name}")]
-        env = {}
-        if self.socket is not None and self.socket.exists():
-            mounts.append(Mount(self.socket, SOCKET_TARGET))
-            if self._link_socket():
-                mounts.append(Mount(self.api_dir, API_DIR_TARGET, read_only=True))
-                env["APICLIENT_SOCKET"] = f"{API_DIR_TARGET}/api.sock"
-        mounts.append(Mount(self._apiclient(), APICLIENT_TARGET, read_only=True))
+        api, env = self.api_mounts()
+        mounts += api
         if want.superpowered:
             mounts.append(Mount(Path("/"), ROOTFS_TARGET, read_only=True))
         return RunSpec(
@@ -545,6 +540,18 @@ class HostContainers:
             host_network=want.superpowered,
             env=env,
         )
+
+    def api_mounts(self) -> tuple[list[Mount], dict[str, str]]:
+        """The API socket (and its directory, which outlives a daemon restart) and the tools
+        zipapp as apiclient, for any container of ours; the environment that goes with them."""
+        mounts, env = [], {}
+        if self.socket is not None and self.socket.exists():
+            mounts.append(Mount(self.socket, SOCKET_TARGET))
+            if self._link_socket():
+                mounts.append(Mount(self.api_dir, API_DIR_TARGET, read_only=True))
+                env["APICLIENT_SOCKET"] = f"{API_DIR_TARGET}/api.sock"
+        mounts.append(Mount(self._apiclient(), APICLIENT_TARGET, read_only=True))
+        return mounts, env
 
     # ---- files ---------------------------------------------------------------------------------
 

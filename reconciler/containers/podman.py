@@ -146,7 +146,27 @@ class PodmanEngine:
         return Image(image_id, digest)
 
     def run(self, spec: RunSpec) -> str:
-        args = ["run", "--detach", "--name", spec.name, "--hostname", spec.name]
+        return self._run(self._run_args(spec, "--detach"), timeout=TIMEOUT_PULL).strip()
+
+    def run_to_completion(self, spec: RunSpec, timeout: float) -> tuple[int, str]:
+        """Run a container in the foreground until it exits (``--rm``); its status and output.
+
+        Past ``timeout`` it is removed and that is an ``EngineError``."""
+        self.remove(spec.name)  # a leftover of a boot that died while it ran
+        argv = self.command(*self._run_args(spec, "--rm"))
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                    text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(EngineError):
+                self.remove(spec.name)
+            raise EngineError(f"{spec.name} still running after {timeout:.0f} s; removed") from None
+        except OSError as error:
+            raise EngineUnavailable(f"cannot run {self.binary}: {error}") from None
+        return result.returncode, (result.stdout + result.stderr)
+
+    def _run_args(self, spec: RunSpec, mode: str) -> list[str]:
+        args = ["run", mode, "--name", spec.name, "--hostname", spec.name.replace(".", "-")]
         for key, value in sorted(spec.labels.items()):
             args += ["--label", f"{key}={value}"]
         for key, value in sorted(spec.env.items()):
@@ -161,7 +181,7 @@ class PodmanEngine:
         if spec.host_network:
             args += ["--network", "host"]
         args.append(spec.image)
-        return self._run(args, timeout=TIMEOUT_PULL).strip()
+        return args
 
     def start(self, name: str) -> None:
         self._run(["start", name])
