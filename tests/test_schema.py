@@ -22,7 +22,7 @@ from reconciler.schema import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user-data"
 SCHEMAS = resources.files("schemas")
-COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops"}
+COMMON = {"motd", "updates", "ntp", "host-containers", "bootstrap-containers", "aws", "gitops"}
 
 
 def problems_of(variant: str, settings: dict) -> list[Problem]:
