@@ -57,3 +57,36 @@ def ssh(key: Path, port: int, *command: str, known_hosts: Path | None = None,
             *checking, f"{user}@127.0.0.1", *command]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                           stdin=subprocess.DEVNULL)
+
+
+class BlackHoleRegistry:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: a registry whose
+    pulls hang (until the client's own timeouts), the worst case for a reconcile pass."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def source(self) -> str:
+        return f"127.0.0.1:{self.port}/never/answers:1"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.accepted:
+            connection.close()

@@ -124,7 +124,7 @@ class PodmanEngine:
         try:
             found = self._run(["image", "inspect", "--format", "{{.Id}} {{.Digest}}", reference])
         except EngineError as error:
-            if "unknown" in str(error).lower() or "no such" in str(error).lower():
+            if any(m in str(error).lower() for m in ("not known", "unknown", "no such")):
                 return None
             raise
         parts = found.split()

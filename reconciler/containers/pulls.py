@@ -81,6 +81,10 @@ class Pulls:
         """
         if source.startswith(ARCHIVE_TRANSPORTS):
             return self._archive(source)
+        with self._lock:
+            pulling = (name, source) in self._jobs
+        if pulling:  # under way or backing off: no engine call at all until it ends
+            return self._registry(name, source), False
         local = self._local(source)
         if local is not None:
             return local, True
