@@ -29,11 +29,13 @@ run: $(STAMP) images
 
 test: system-deps $(STAMP) images
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
 	$(BIN)/python -m pytest -q $(PYTEST_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: system-deps $(STAMP)
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \

@@ -14,7 +14,7 @@ import tempfile
 import zipapp
 from pathlib import Path
 
-from reconciler.durable import replace_file
+from hostcore.durable import replace_file
 
 PACKAGE = Path(__file__).resolve().parent
 # Each module is standard library only and imports nothing of ours outside this list.

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hostcore.durable import replace_file
 from reconciler.containers.engine import EngineError, Mount, RunSpec
 from reconciler.containers.planner import NAME
 from reconciler.containers.pulls import PULL_DEADLINE, Pulls
-from reconciler.durable import replace_file
 from reconciler.logs import get_logger
 
 log = get_logger("bootstrap")

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler import faults, toolbox
+from hostcore import faults
+from hostcore.durable import replace_file
+from reconciler import toolbox
 from reconciler.containers.engine import (
     ContainerEngine,
     EngineError,
@@ -44,7 +46,6 @@ from reconciler.containers.planner import (
 )
 from reconciler.containers.podman import PodmanEngine
 from reconciler.containers.pulls import PullPending, Pulls
-from reconciler.durable import replace_file
 from reconciler.logs import get_logger
 
 log = get_logger("containers")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostcore.durable import replace_file
 from reconciler import toolbox
-from reconciler.durable import replace_file
 from reconciler.osinfo import package_version
 
 FILES = Path(__file__).resolve().parent / "files"
