@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import REPO, Daemon, eventually
+from reconciler.hostimages.build import reference
+from tests.daemon import REPO, Daemon, cli, eventually
 from tests.hostaccess import admin_entry, admin_user_data, free_port, require_images, ssh, ssh_key
 from tests.images import podman, reset_storage
 
@@ -174,3 +175,48 @@ def test_enable_admin_container_turns_a_disabled_admin_on(tmp_path):
     finally:
         d.stop()
         reset_storage(d.state_dir / "containers")
+
+
+def test_control_is_not_superpowered_and_enables_admin_from_inside(tmp_path):
+    require_images()
+    key, public = ssh_key(tmp_path)
+    port = free_port()
+    d = Daemon(tmp_path / "state", ["--variant", "aws-dev"], env=ENV)
+    try:
+        d.ok("PATCH", "/settings", {"host-containers": {
+            "control": {"source": reference("control"), "enabled": True, "superpowered": False,
+                        "user-data": admin_user_data(public, 22)},
+            "admin": admin_entry(admin_user_data(public, port), enabled=False)}})
+        d.ok("POST", "/tx/commit_and_apply?wait=true")
+        eventually(lambda: d.ok("GET", "/status")["containers"]["host-containers"]
+                   .get("control", {}).get("state") == "running", timeout=300, interval=0.5)
+        confined = d.apiclient("exec", "control", "sh", "-c",
+                               "test ! -e /.bottlerocket/rootfs && ! command -v sheltie"
+                               " && test \"$(cat /proc/1/comm)\" = sshd")
+        assert confined.returncode == 0, (confined.stdout, confined.stderr)
+        motd = d.apiclient("exec", "control", "apiclient", "get", "settings.motd")
+        assert json.loads(motd.stdout) == {"settings": {"motd": "Welcome to the reconciler!"}}
+        enabled = d.apiclient("exec", "control", "enable-admin-container")
+        assert enabled.returncode == 0, enabled.stderr
+        assert admin_state(d)["state"] == "running"
+        wait_for_ssh(key, port)
+    finally:
+        d.stop()
+        reset_storage(d.state_dir / "containers")
+
+
+def test_images_build_is_cached_by_its_inputs():
+    require_images()
+    from reconciler.hostimages.build import archive_for, image_dir
+
+    archives = [archive_for(reference(role)) for role in ("admin", "control")]
+    before = [a.stat().st_mtime_ns for a in archives]
+    again = cli("images", "build")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"{reference(role)}: up to date ({image_dir() / f'{role}.docker-archive.tar'})"
+        for role in ("admin", "control")]
+    assert [a.stat().st_mtime_ns for a in archives] == before
+    unknown = cli("images", "build", "nosuch")
+    assert unknown.returncode == 1
+    assert "unknown image 'nosuch'; known: admin, control" in unknown.stderr
