@@ -221,3 +221,34 @@ def test_images_build_is_cached_by_its_inputs():
     unknown = cli("images", "build", "nosuch")
     assert unknown.returncode == 1
     assert "unknown image 'nosuch'; known: admin, control" in unknown.stderr
+
+
+# Prints the size, waits for a line, then the size once it changed (the resize travels through
+# podman and conmon on their own time; up to 10 s).
+RESIZED = ('stty size; read line; i=0; while [ "$(stty size)" = "24 80" ] && [ $i -lt 100 ];'
+           ' do sleep 0.1; i=$((i+1)); done; stty size')
+
+
+def test_exec_with_a_tty_passes_the_window_size_on(admin):
+    from reconciler import wsclient
+
+    d = admin[0]
+    ws = wsclient.connect(str(d.socket), "/exec")
+    try:
+        ws.send_text(json.dumps({"target": "admin", "tty": True, "rows": 24, "cols": 80,
+                                 "command": ["sh", "-c", RESIZED]}))
+        output = b""
+        while b"24 80" not in output:
+            kind, payload = ws.receive()
+            output += payload[1:] if kind == wsclient.BINARY else b""
+        ws.send_text(json.dumps({"type": "resize", "rows": 40, "cols": 100}))
+        ws.send_binary(b"\n")
+        while True:
+            kind, payload = ws.receive()
+            if kind == wsclient.TEXT:
+                assert json.loads(payload) == {"type": "exit", "code": 0}
+                break
+            output += payload[1:]
+        assert b"40 100" in output, output
+    finally:
+        ws.close()
