@@ -153,57 +153,56 @@ def test_logdog_holds_settings_status_and_logs_and_no_secret(admin, tmp_path):
     assert inside.stdout == "logs are at: /tmp/bottlerocket-logs.tar.gz\n"
 
 
-def test_enable_admin_container_turns_a_disabled_admin_on(tmp_path):
+@pytest.fixture
+def fresh(tmp_path):
+    """A daemon on a fresh state dir, an SSH key pair and a free port for admin's sshd."""
     require_images()
     key, public = ssh_key(tmp_path)
-    port = free_port()
     d = Daemon(tmp_path / "state", ["--variant", "aws-dev"], env=ENV)
     try:
-        d.ok("PATCH", "/settings", {"host-containers": {
-            "admin": admin_entry(admin_user_data(public, port), enabled=False)}})
-        receipt = d.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]
-        assert receipt["ok"] and admin_state(d) == {}
-        result = subprocess.run(
-            [sys.executable, "-m", "reconciler.enable_admin"], cwd=REPO,
-            env={**os.environ, "APICLIENT_SOCKET": str(d.socket)}, capture_output=True,
-            text=True, timeout=400, check=False)
-        assert result.returncode == 0, result.stderr
-        assert "apiclient exec admin bash" in result.stdout
-        assert admin_state(d)["state"] == "running"
-        wait_for_ssh(key, port)
-        assert d.ok("GET", "/settings")["host-containers"]["admin"]["enabled"]
+        yield d, key, public, free_port()
     finally:
         d.stop()
         reset_storage(d.state_dir / "containers")
 
 
-def test_control_is_not_superpowered_and_enables_admin_from_inside(tmp_path):
-    require_images()
-    key, public = ssh_key(tmp_path)
-    port = free_port()
-    d = Daemon(tmp_path / "state", ["--variant", "aws-dev"], env=ENV)
-    try:
-        d.ok("PATCH", "/settings", {"host-containers": {
-            "control": {"source": reference("control"), "enabled": True, "superpowered": False,
-                        "user-data": admin_user_data(public, 22)},
-            "admin": admin_entry(admin_user_data(public, port), enabled=False)}})
-        d.ok("POST", "/tx/commit_and_apply?wait=true")
-        eventually(lambda: d.ok("GET", "/status")["containers"]["host-containers"]
-                   .get("control", {}).get("state") == "running", timeout=300, interval=0.5)
-        # No host root, no sheltie, its own PID namespace (PID 1 is its sshd, once started).
-        def confined():
-            return d.apiclient("exec", "control", "sh", "-c",
-                               "ls /.bottlerocket; command -v sheltie; cat /proc/1/comm").stdout
-        eventually(lambda: confined() == "host-containers\nsshd\n", timeout=60, interval=0.5)
-        motd = d.apiclient("exec", "control", "apiclient", "get", "settings.motd")
-        assert json.loads(motd.stdout) == {"settings": {"motd": "Welcome to the reconciler!"}}
-        enabled = d.apiclient("exec", "control", "enable-admin-container")
-        assert enabled.returncode == 0, enabled.stderr
-        assert admin_state(d)["state"] == "running"
-        wait_for_ssh(key, port)
-    finally:
-        d.stop()
-        reset_storage(d.state_dir / "containers")
+def test_enable_admin_container_turns_a_disabled_admin_on(fresh):
+    d, key, public, port = fresh
+    d.ok("PATCH", "/settings", {"host-containers": {
+        "admin": admin_entry(admin_user_data(public, port), enabled=False)}})
+    receipt = d.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]
+    assert receipt["ok"] and admin_state(d) == {}
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler.enable_admin"], cwd=REPO,
+        env={**os.environ, "APICLIENT_SOCKET": str(d.socket)}, capture_output=True,
+        text=True, timeout=400, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "apiclient exec admin bash" in result.stdout
+    assert admin_state(d)["state"] == "running"
+    wait_for_ssh(key, port)
+    assert d.ok("GET", "/settings")["host-containers"]["admin"]["enabled"]
+
+
+def test_control_is_not_superpowered_and_enables_admin_from_inside(fresh):
+    d, key, public, port = fresh
+    d.ok("PATCH", "/settings", {"host-containers": {
+        "control": {"source": reference("control"), "enabled": True, "superpowered": False,
+                    "user-data": admin_user_data(public, 22)},
+        "admin": admin_entry(admin_user_data(public, port), enabled=False)}})
+    d.ok("POST", "/tx/commit_and_apply?wait=true")
+    eventually(lambda: d.ok("GET", "/status")["containers"]["host-containers"]
+               .get("control", {}).get("state") == "running", timeout=300, interval=0.5)
+    # No host root, no sheltie, its own PID namespace (PID 1 is its sshd, once started).
+    def confined():
+        return d.apiclient("exec", "control", "sh", "-c",
+                           "ls /.bottlerocket; command -v sheltie; cat /proc/1/comm").stdout
+    eventually(lambda: confined() == "host-containers\nsshd\n", timeout=60, interval=0.5)
+    motd = d.apiclient("exec", "control", "apiclient", "get", "settings.motd")
+    assert json.loads(motd.stdout) == {"settings": {"motd": "Welcome to the reconciler!"}}
+    enabled = d.apiclient("exec", "control", "enable-admin-container")
+    assert enabled.returncode == 0, enabled.stderr
+    assert admin_state(d)["state"] == "running"
+    wait_for_ssh(key, port)
 
 
 def test_images_build_is_cached_by_its_inputs():
