@@ -136,7 +136,7 @@ def build_base(directory: Path, log: Callable[[str], None]) -> tuple[Path, str, 
         "debian base (mmdebstrap)", TIMEOUT_BOOTSTRAP, log,
     )
     os.replace(partial, tarball)
-    replace_file(stamp, inputs.encode())
+    replace_file(stamp, inputs.encode(), 0o644)
     return tarball, inputs, False
 
 
@@ -177,7 +177,9 @@ def build_role(directory: Path, role: str, base_tar: Path, base: str,
     _run(_podman(storage, "save", "--format", "docker-archive", "--output", str(partial), tag),
          f"save {role}", TIMEOUT_PODMAN, log)
     os.replace(partial, archive)
-    replace_file(stamp, inputs.encode())
+    replace_file(stamp, inputs.encode(), 0o644)
+    # the image this one replaced (now untagged) would pile up in the builder storage
+    _run(_podman(storage, "image", "prune", "--force"), f"prune after {role}", TIMEOUT_PODMAN, log)
     return Built(role, tag, archive, False)
 
 
