@@ -15,7 +15,7 @@ from reconciler.containers import HostContainers
 from reconciler.containers.bootstrap import BootstrapContainers
 from reconciler.effects import read_observed
 from reconciler.logs import get_logger
-from reconciler.osinfo import os_info
+from reconciler.osinfo import os_info, os_release_ids
 from reconciler.platform.facts import read_facts
 from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
@@ -189,7 +189,7 @@ def open_host(
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(schema, renderers)
+        catalog = _catalog(schema, renderers, os_release_ids(root))
     except BaseException:
         store.close()
         raise
@@ -222,14 +222,16 @@ def _prepare_boot(state_dir: Path, root: Path, disk: str) -> BootInfo:
         raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
-def _catalog(schema: Schema, renderers: Path | None) -> Catalog:
-    """The built-in renderers, or a directory with metadata.toml and templates/, checked against
-    the variant's schema (every affected-by prefix must name one of its settings)."""
+def _catalog(schema: Schema, renderers: Path | None, distributions: Sequence[str]) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/ (and its own
+    distributions/), checked against the variant's schema (every affected-by prefix must name
+    one of its settings), with the facts of the root's distribution applied."""
     metadata, templates = (None, None) if renderers is None else (
         renderers / "metadata.toml", renderers / "templates")
     try:
         return Catalog.load(
-            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines
+            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
+            distributions=distributions,
         )
     except CatalogError as error:
         raise HostError(f"renderer metadata: {error}") from None

@@ -11,7 +11,9 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)  # signed-commit test
 command -v podman >/dev/null || need+=(podman netavark aardvark-dns iptables)
 command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
-# The admin and control images: a Debian rootfs by mmdebstrap (`reconciler images build`).
+# The real-host tests (tests/test_realhost.py) build a Debian host image with mmdebstrap
+# (tests/realhost/build.py; cached after the first run) and boot it with podman.
+# The admin and control images too (`reconciler images build`).
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)

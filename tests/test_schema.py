@@ -22,7 +22,8 @@ from reconciler.schema import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user-data"
 SCHEMAS = resources.files("schemas")
-COMMON = {"motd", "updates", "ntp", "host-containers", "bootstrap-containers", "aws", "gitops"}
+COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "coordination",
+          "bootstrap-containers"}
 
 
 def problems_of(variant: str, settings: dict) -> list[Problem]:
