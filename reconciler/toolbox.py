@@ -16,9 +16,12 @@ from pathlib import Path
 
 from hostcore.durable import replace_file
 
-PACKAGE = Path(__file__).resolve().parent
-# Each module is standard library only and imports nothing of ours outside this list.
-MODULES = ("apiclient.py", "wsclient.py", "logdog.py", "enable_admin.py")
+ROOT = Path(__file__).resolve().parent.parent
+# Standard library only, importing nothing of ours outside this list (apiclient's ``apply``
+# shares hostcore's document parser with user data).
+MODULES = tuple(f"reconciler/{name}" for name in (
+    "apiclient.py", "wsclient.py", "logdog.py", "enable_admin.py")) + tuple(
+    f"hostcore/{name}" for name in ("__init__.py", "keys.py", "documents.py"))
 TOOLS = {
     "apiclient": "reconciler.apiclient",
     "logdog": "reconciler.logdog",
@@ -37,7 +40,7 @@ sys.exit(__import__(module, fromlist=["main"]).main())
 
 
 def sources() -> dict[str, bytes]:
-    return {name: (PACKAGE / name).read_bytes() for name in MODULES}
+    return {name: (ROOT / name).read_bytes() for name in MODULES}
 
 
 def fingerprint() -> str:
@@ -52,10 +55,11 @@ def fingerprint() -> str:
 def zipapp_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "app"
-        (package / "reconciler").mkdir(parents=True)
+        for folder in ("reconciler", "hostcore"):
+            (package / folder).mkdir(parents=True)
         (package / "reconciler" / "__init__.py").write_text("")
         for name, data in sources().items():
-            (package / "reconciler" / name).write_bytes(data)
+            (package / name).write_bytes(data)
         (package / "__main__.py").write_text(MAIN.format(tools=TOOLS))
         built = io.BytesIO()
         zipapp.create_archive(package, built, interpreter="/usr/bin/env python3")
