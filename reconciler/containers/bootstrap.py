@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from typing import Any
 
 from hostcore.durable import replace_file
 from reconciler.containers.engine import EngineError, Mount, RunSpec
-from reconciler.containers.planner import NAME
 from reconciler.containers.pulls import PULL_DEADLINE, Pulls
 from reconciler.logs import get_logger
 
@@ -42,6 +42,9 @@ ONCE_META = "bootstrap-once"
 RUN_DEADLINE = 900.0
 LOG_LINES = 20
 BOOTSTRAP_TX = "bootstrap-containers"
+# The schema's container-name (types.json), checked again here because the name becomes a
+# container and a directory name: a store filled another way (a migration) is not validated.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
 
 
 @dataclass(frozen=True)
