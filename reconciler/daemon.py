@@ -125,6 +125,9 @@ async def _serve(
     detach_containers = containers.attach(
         host.reconciler.executors, path, worker.wake_threadsafe, events
     )
+    # Bootstrap containers, to completion, before host containers and services (the first
+    # pass); the API answers meanwhile (they may use it), commits wait for that pass.
+    await asyncio.to_thread(host.run_bootstrap)
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())

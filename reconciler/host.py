@@ -15,6 +15,7 @@ from hostcore.documents import DocumentError
 from reconciler.boot import BootResult, boot
 from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
+from reconciler.containers.bootstrap import BootstrapContainers
 from reconciler.containers.podman import PodmanEngine
 from reconciler.effects import read_observed
 from reconciler.logs import get_logger
@@ -95,6 +96,14 @@ class Host:
             print(f"reconciler: {line}; booting without it", file=sys.stderr)
         return True
 
+    def run_bootstrap(self) -> bool:
+        """The bootstrap containers of this boot, to completion; False when an essential one
+        failed (the passes of this boot then say so, and the boot is not marked)."""
+        for executor in self.reconciler.executors:
+            if isinstance(executor, BootstrapContainers):
+                return executor.run_at_boot(self.store.live_document())
+        return True
+
     def after_pass(self, receipt: dict[str, Any]) -> None:
         """Executors that act on a pass's outcome (the updates boot gate) see its receipt."""
         for executor in self.reconciler.executors:
@@ -106,6 +115,7 @@ class Host:
         """Boot pipeline and one pass; the receipt goes to stdout."""
         if not self.boot(user_data, platform):
             return 1
+        self.run_bootstrap()
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)
         print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
@@ -240,7 +250,11 @@ def open_host(
         proxy_env=rendered("proxy-env"),
         ca_bundle=rendered("ca-bundle"),
     )
-    reconciler.executors.append(HostContainers(state_dir, engine=engine))
+    host_containers = HostContainers(state_dir, engine=engine)
+    reconciler.executors.append(host_containers)
+    # Bootstrap containers run at boot, before the first pass; then they only report.
+    reconciler.executors.insert(0, BootstrapContainers(
+        state_dir, engine, store, schema, tools=host_containers))
     if "boot" in schema.sections:
         reconciler.executors.append(BootParameters(root))
     return Host(state_dir, root, store, schema, catalog, reconciler, lock=lock)

@@ -6,10 +6,36 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 
 import structlog
 
 from reconciler.redact import SCRUBBER
+
+
+class _Tee:
+    """stderr, plus the last lines kept in memory for ``GET /diagnostics`` (logdog)."""
+
+    def __init__(self, capacity: int = 2000):
+        self.lines: deque[str] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self.lines.extend(line for line in text.splitlines() if line)
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+TAIL = _Tee()
+
+
+def recent_lines() -> list[str]:
+    """The daemon's last log lines (already scrubbed of secrets), oldest first."""
+    with TAIL._lock:
+        return list(TAIL.lines)
 
 
 def configure(level: str = "info") -> None:
@@ -28,7 +54,7 @@ def configure(level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(TAIL),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from hostcore.documents import DocumentError, parse_json
 from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler import confirm
-from reconciler.api import limits, updates_routes
+from reconciler.api import diagnostics, exec_route, limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.fleet.reboots import RebootSlots, SlotRefused
@@ -733,4 +733,6 @@ def make_app(
     app[LOOPS] = loops
     app.add_routes(routes)
     updates_routes.register(app, host)
+    exec_route.register(app)
+    diagnostics.register(app)
     return app
