@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from reconciler import containers, redact
+from reconciler import redact
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.events import Events
 from reconciler.host import Host
@@ -77,9 +77,8 @@ async def _serve(
     metrics = Metrics()
     worker = Worker(host, events, metrics, interval=interval)
     worker.after_pass.append(host.after_pass)
-    for executor in host.reconciler.executors:
-        if executor.name == "updates":
-            executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
+    if host.updates is not None:
+        host.updates.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
     git_loop = GitLoop(GitSync(host, events), worker, metrics)
     files = DesiredFiles(host, events, desired) if desired else None
     app = make_app(host, worker, events, metrics, git_loop, files, access)
@@ -97,9 +96,8 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    detach_containers = containers.attach(
-        host.reconciler.executors, path, worker.wake_threadsafe, events
-    )
+    if host.containers is not None:  # it stops its event watch in the finally below
+        host.containers.attach(path, worker.wake_threadsafe, events)
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
@@ -131,7 +129,8 @@ async def _serve(
             await files_task
         worker.stop()
         await worker_task
-        detach_containers()
+        if host.containers is not None:
+            host.containers.close()
         await runner.cleanup()
         if path.is_socket():
             path.unlink()

@@ -7,18 +7,22 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.boot import boot
 from reconciler.containers import HostContainers
 from reconciler.documents import DocumentError
-from reconciler.effects import read_observed
+from reconciler.keys import unflatten
 from reconciler.osinfo import os_info
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
 from reconciler.store import Store
+from reconciler.transaction import apply_changes
 from renderers.catalog import Catalog, CatalogError
+
+if TYPE_CHECKING:
+    from reconciler.updates_executor import UpdatesExecutor
 
 VARIANT_META = "variant"
 
@@ -60,12 +64,18 @@ class Host:
             )
         return True
 
+    @property
+    def containers(self) -> HostContainers | None:
+        return self.reconciler.containers
+
+    @property
+    def updates(self) -> UpdatesExecutor | None:
+        return self.reconciler.updates
+
     def after_pass(self, receipt: dict[str, Any]) -> None:
-        """Executors that act on a pass's outcome (the updates boot gate) see its receipt."""
-        for executor in self.reconciler.executors:
-            hook = getattr(executor, "after_pass", None)
-            if hook is not None:
-                hook(receipt)
+        """The updates boot gate acts on the first pass's outcome."""
+        if self.updates is not None:
+            self.updates.after_pass(receipt)
 
     def serve_once(self, user_data: Sequence[str]) -> int:
         """Boot pipeline and one pass; the receipt goes to stdout."""
@@ -76,32 +86,24 @@ class Host:
         print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
         return 0 if receipt["ok"] else 1
 
-    def dry_run(
-        self, settings: dict[str, Any] | None = None, changed: set[str] | None = None
-    ) -> dict[str, Any]:
-        """What a pass would do for ``settings`` (default: live), counting ``changed`` keys on
-        top of those not applied yet; touches nothing."""
-        generation = self.store.generation()
-        if settings is None:
-            settings = self.store.live_document()
-        changed = self.store.changed_since(self.store.applied_generation()) | (changed or set())
-        plan = self.reconciler.plan_for(settings, generation, changed)
-        # Read as the pass reads: confined to the root, never through a symlink or a FIFO.
-        observed = read_observed(self.root, [action.path for action in plan.files])
-        files = []
-        for action in plan.files:
-            old = observed[action.path]
-            files.append(
-                {
-                    "name": action.name,
-                    "path": action.path,
-                    "reason": action.reason,
-                    "diff": action.diff(old.content if old else None),
-                }
-            )
-        result = {
-            "generation": generation,
-            "files": files,
+    def dry_run(self, tx: str | None = None) -> dict[str, Any]:
+        """What a pass would do now, or once ``tx`` is committed: the same snapshot and the
+        same decision (``Reconciler.decide``) as the pass; touches nothing. With ``tx``, its
+        settings changes are in the answer too (secrets redacted)."""
+        snapshot = self.store.snapshot(tx, self.schema)
+        settings, pending = None, ()
+        if snapshot.preview is not None:
+            changes = snapshot.preview.changes
+            settings = unflatten(apply_changes(dict(snapshot.live), changes), strip=1)
+            pending = [c.key for c in changes]
+        the_plan, _ = self.reconciler.decide(snapshot, settings, pending)
+        files = the_plan.files
+        result: dict[str, Any] = {
+            "generation": the_plan.generation,
+            "files": [
+                {"name": a.name, "path": a.path, "reason": a.reason, "diff": a.diff()}
+                for a in files.files
+            ],
             "services": [
                 {
                     "name": s.service,
@@ -109,12 +111,28 @@ class Host:
                     "skipped": s.skipped,
                     "changed_settings": list(s.changed_settings),
                 }
-                for s in plan.services
+                for s in files.services
             ],
-            "errors": dict(plan.errors),
-            **{e.name: e.plan(settings) for e in self.reconciler.executors},
+            "errors": dict(files.errors),
         }
-        return redact_plan(self.schema, result, self.secret_values(settings))
+        if self.updates is not None:
+            result["updates"] = (
+                self.updates.dry_run(the_plan.update) if the_plan.update is not None else []
+            )
+        if self.containers is not None:
+            result["containers"] = (
+                self.containers.dry_run(the_plan.containers)
+                if the_plan.containers is not None else []
+            )
+        for name, error in the_plan.broken.items():
+            result[name] = [{"name": "", "action": "unknown", "reason": error}]
+        if snapshot.preview is not None:
+            result["settings"] = [
+                {"key": c.key, "old": c.old, "new": c.new} for c in snapshot.preview.changes
+            ]
+            result["tx"] = tx
+        shown = settings if settings is not None else snapshot.settings
+        return redact_plan(self.schema, result, self.secret_values(shown))
 
     def secret_values(self, settings: dict[str, Any] | None = None) -> set[str]:
         """Secret values a plan may show: of ``settings``, the live settings and those applied
@@ -165,14 +183,12 @@ def open_host(
     if disk and version:
         from reconciler.updates_executor import UpdatesExecutor
 
-        reconciler.executors.append(
-            UpdatesExecutor.for_host(
-                store, root, disk, os_env={"OS_VERSION_ID": version, "OS_VARIANT_ID": variant}
-            )
+        reconciler.updates = UpdatesExecutor.for_host(
+            store, root, disk, os_env={"OS_VERSION_ID": version, "OS_VARIANT_ID": variant}
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
-    reconciler.executors.append(HostContainers(state_dir))
+    reconciler.containers = HostContainers(state_dir)
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 

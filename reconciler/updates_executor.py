@@ -23,14 +23,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from reconciler.steps import Step
 from reconciler.store import Store
+from reconciler.update_policy import (
+    RETRY_AFTER,
+    UpdateDecision,
+    UpdateObservation,
+    decide_update,
+)
 from updates import status as sm
 from updates.health import BootGate
 from updates.manager import UpdateManager
 from updates.semver import Version, VersionError, parse_version_lock
 from updates.timefmt import utcnow
-
-RETRY_AFTER = timedelta(hours=1)
 
 
 def updog_command(root: Path) -> list[str]:
@@ -70,48 +75,58 @@ class UpdatesExecutor:
                                 on_done=on_done)
         return cls(store, manager, BootGate(disk, dict(os_env or {})))
 
-    # -- the Executor protocol
+    # -- the Executor protocol: observe, decide (pure), execute
 
-    def _policy(self, settings: Mapping[str, Any]) -> tuple[bool, bool]:
-        updates = settings.get("updates") or {}
-        window = updates.get("maintenance-window") or {}
-        return bool(updates.get("automatic", False)), sm.in_window(
-            self.clock(), window.get("start"), window.get("end"))
-
-    def _next(self, settings: Mapping[str, Any]) -> str | None:
-        automatic, in_window = self._policy(settings)
-        if not automatic or self.manager.busy:
-            return None
+    def observe(self) -> UpdateObservation:
+        """The manager's state, the boot gate's verdict and the retry memory, now."""
         current = self.manager.peek()
-        state = current.update_state if current else sm.IDLE
         last = current.most_recent_command if current else None
-        if last and last.cmd_status == "Failed" and last.cmd_type != "refresh" and self.last_auto:
-            # A failed automatic step is retried after `retry_after`, not at every pass.
-            if self._failure != last.timestamp:
-                self._failure, self._retry_at = last.timestamp, self.clock() + self.retry_after
-            if self.clock() < self._retry_at:
-                return None
-        confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
-        return sm.auto_command(state, in_window, confirmed)
+        return UpdateObservation(
+            now=self.clock(),
+            busy=self.manager.busy,
+            state=current.update_state if current else sm.IDLE,
+            last_failed=(
+                (last.cmd_type, last.timestamp) if last and last.cmd_status == "Failed" else None
+            ),
+            last_auto=self.last_auto,
+            confirmed=self.gate is None or bool((self.gate.outcome or {}).get("marked_successful")),
+            failure_seen=self._failure,
+            retry_at=self._retry_at,
+            retry_after=self.retry_after,
+        )
 
-    def reconcile(self, settings: Mapping[str, Any], generation: int,
-                  changed: set[str]) -> list[dict[str, Any]]:
-        command = self._next(settings)
+    @staticmethod
+    def decide(settings: Mapping[str, Any], observation: UpdateObservation) -> UpdateDecision:
+        return decide_update(settings, observation)
+
+    @staticmethod
+    def dry_run(decision: UpdateDecision) -> list[dict[str, Any]]:
+        return [] if decision.command is None else [
+            {"kind": "update", "name": decision.command, "result": "would start",
+             "detail": "automatic update policy"}]
+
+    def execute(self, decision: UpdateDecision) -> list[Step]:
+        """Remember the retry clock the decision started, then start its command, if any."""
+        self._failure, self._retry_at = decision.failure_seen, decision.retry_at
+        command = decision.command
         if command is None:
             return []
         try:
             self.manager.start(command)
         except sm.CommandRefused as e:
-            return [{"kind": "update", "name": command, "result": "skipped", "detail": str(e)}]
+            return [Step("update", command, "skipped", str(e))]
         self.last_auto = command
-        return [{"kind": "update", "name": command, "result": "started",
-                 "detail": "automatic update policy"}]
+        return [Step("update", command, "started", "automatic update policy")]
+
+    def reconcile(self, settings: Mapping[str, Any], generation: int = 0,
+                  changed: set[str] | None = None) -> list[dict[str, Any]]:
+        """Observe, decide and execute in one call (tests and tools; a pass does the three)."""
+        decision = self.decide(settings, self.observe())
+        return [step.as_dict() for step in self.execute(decision)]
 
     def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
-        command = self._next(settings)
-        return [] if command is None else [
-            {"kind": "update", "name": command, "result": "would start",
-             "detail": "automatic update policy"}]
+        """What a pass would start now (changes nothing, not even the retry clock)."""
+        return self.dry_run(self.decide(settings, self.observe()))
 
     def status(self) -> dict[str, Any]:
         current = self.manager.peek()
