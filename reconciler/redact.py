@@ -191,7 +191,9 @@ def _holds_short(diff: str, short: set[str]) -> bool:
 
 
 class StoreLike(Protocol):
-    def generation(self) -> int: ...
+    # The newest generation this process committed or read (``Store.last_generation``): a
+    # scrub asks it, not the database, so a log line costs no store round trip.
+    last_generation: int
 
     def live(self, prefix: str = ...) -> dict[str, Any]: ...
 
@@ -224,7 +226,7 @@ class Scrubber:
         """
 
         def read() -> tuple[int, set[str]]:
-            generation = store.generation()
+            generation = store.last_generation
             if generation == self._generation:
                 return generation, set()
             flat: dict[str, Any] = {}
