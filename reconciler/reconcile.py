@@ -65,6 +65,10 @@ class Reconciler:
         self.containers: HostContainers | None = None
         self.updates: UpdatesExecutor | None = None
         self._paths = tuple(f.path for f in catalog.files.values())
+        # file name -> its absolute path under the root, for ``in_sync`` (computed once)
+        self._absolute = {
+            name: os.path.join(self.root, f.path.lstrip("/")) for name, f in catalog.files.items()
+        }
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
         self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
 
@@ -177,8 +181,7 @@ class Reconciler:
 
         self._last_rendered = {name: r.content for name, r in rendered.files.items()}
         self._expected = {
-            str(self.root / r.path.lstrip("/")): (r.content, r.mode)
-            for r in rendered.files.values()
+            self._absolute[name]: (r.content, r.mode) for name, r in rendered.files.items()
         }
         step_dicts = [step.as_dict() for step in steps]
         ok = not any(step.failed for step in steps)
