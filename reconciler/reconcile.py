@@ -153,6 +153,12 @@ class Reconciler:
             self.store.owe(debts, generation, reason)
             faults.point("after-owe")
 
+        # What this pass leaves on disk, known before the first write: the file watch sees our
+        # own writes as they happen and must not take them for hand edits (a needless pass).
+        self._last_rendered = {name: r.content for name, r in rendered.files.items()}
+        self._expected = {
+            self._absolute[name]: (r.content, r.mode) for name, r in rendered.files.items()
+        }
         failed_files: set[str] = set()
         for action in files.files:
             try:
@@ -179,10 +185,6 @@ class Reconciler:
         for name, message in sorted(files.errors.items()):
             steps.append(Step("file", name, "failed", message, path=self.catalog.files[name].path))
 
-        self._last_rendered = {name: r.content for name, r in rendered.files.items()}
-        self._expected = {
-            self._absolute[name]: (r.content, r.mode) for name, r in rendered.files.items()
-        }
         step_dicts = [step.as_dict() for step in steps]
         ok = not any(step.failed for step in steps)
         receipt = {
