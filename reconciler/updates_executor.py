@@ -1,8 +1,9 @@
 """The updates executor: automatic-update policy, the update dispatcher and the boot gate.
 
-Wiring (daemon): one `UpdatesExecutor` per host with an OS disk, appended to
-`host.reconciler.executors`; its `after_pass` goes into `worker.after_pass`; the API finds it
-by name (`reconciler.api.updates_routes.register`).
+Wiring (daemon): one `UpdatesExecutor` per host with an OS disk, `host.updates` (typed; None
+without a disk); `host.after_pass` calls its `after_pass`; the API takes its manager
+(`reconciler.api.updates_routes.register`). A pass calls `observe`, decides with the pure
+`reconciler.update_policy.decide_update` (the dry run too), then `execute`s the decision.
 
 * Policy (`settings.updates.automatic`, `settings.updates.maintenance-window.{start,end}` in
   UTC, off by default): each pass inside the window starts the next command of

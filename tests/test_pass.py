@@ -36,6 +36,7 @@ from reconciler.host import Host, open_host
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 from reconciler.worker import Worker
+from tests.daemon import Daemon, eventually
 from tests.test_containers_plan import Clock, FakeEngine
 
 RESTART = """
@@ -341,3 +342,31 @@ def test_the_pass_carries_out_exactly_the_dry_run(first, second, apply_second, d
         made = [c for c in engine.calls[len(calls_before):] if c.split()[0] in
                 ("run", "start", "remove")]
         assert len(made) == sum(ENGINE_CALLS.get(c["action"], 0) for c in dry["containers"])
+
+
+# ---- the daemon: a change is one pass --------------------------------------------------------
+
+
+def passes(daemon: Daemon) -> int:
+    text = daemon.ok("GET", "/metrics")
+    return int(sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("reconciler_passes_total")))
+
+
+def test_a_change_is_one_pass_not_a_second_one_woken_by_its_own_write(tmp_path: Path) -> None:
+    """The file watch sees the pass's own writes; it must not take them for hand edits."""
+    daemon = Daemon(tmp_path / "state", ["--variant", "aws-dev"])
+    try:
+        eventually(lambda: daemon.ok("GET", "/status")["state"] == "Ready")
+        counts = []
+        for n in range(6):
+            before = passes(daemon)
+            daemon.ok("PATCH", "/settings", {"motd": f"change {n}"})
+            receipt = daemon.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]
+            assert receipt["ok"] and [s["name"] for s in receipt["steps"]][:1] == ["motd"]
+            counts.append(passes(daemon) - before)
+        # Each change: its pass, plus none woken by the file it wrote (the next change's count
+        # would show one, at the latest the one after).
+        assert counts == [1] * 6, counts
+    finally:
+        assert daemon.stop() == 0
