@@ -16,8 +16,9 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reconciler import faults
-from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, write_atomic
+from hostcore import faults
+from hostcore.commands import CommandRunner, SubprocessRunner
+from reconciler.effects import read_observed, write_atomic
 from reconciler.passplan import Desired, Observed, PassPlan, plan_pass
 from reconciler.plan import ServiceAction
 from reconciler.steps import Step

@@ -22,22 +22,26 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostcore.commands import CommandResult, SubprocessRunner
 from reconciler import redact
 from reconciler.containers import HostContainers
-from reconciler.effects import CommandResult, SubprocessRunner
 from reconciler.events import Events
 from reconciler.host import Host, open_host
 from reconciler.metrics import Metrics
 from reconciler.store import Store
+from reconciler.updates_executor import UpdatesExecutor
 from reconciler.worker import Worker
 from tests.daemon import Daemon, eventually
 from tests.test_containers_plan import Clock, FakeEngine
+from tests.updates.test_update_api import manager  # noqa: F401 - the fake updog fixture
+from updates.manager import UpdateManager
 
 RESTART = """
 import sys
@@ -370,3 +374,33 @@ def test_a_change_is_one_pass_not_a_second_one_woken_by_its_own_write(tmp_path: 
         assert counts == [1] * 6, counts
     finally:
         assert daemon.stop() == 0
+
+
+# ---- the update policy: a dry run never starts the retry clock ---------------------------------
+
+
+def test_a_dry_run_does_not_start_the_update_retry_clock(manager: UpdateManager,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    """A failed automatic step is retried an hour after the first *pass* that saw it fail;
+    dry runs in between (``plan``) see the same and change nothing."""
+    (tmp_path / "gate").touch()
+    (tmp_path / "fail").touch()  # the fake updog's update-image fails
+    now = [datetime(2024, 1, 1, 3, 0, tzinfo=UTC)]
+    executor = UpdatesExecutor(store=None, manager=manager,  # type: ignore[arg-type]
+                               clock=lambda: now[0])
+    policy = {"updates": {"automatic": True}}
+    for expected in ("refresh", "prepare"):
+        assert [s["name"] for s in executor.reconcile(policy)] == [expected]
+        manager.wait()
+    assert manager.status().most_recent_command.cmd_status == "Failed"
+    (tmp_path / "fail").unlink()
+    assert executor.plan(policy) == []  # the dry run waits too...
+    now[0] += timedelta(minutes=59)
+    assert executor.plan(policy) == []
+    assert executor.reconcile(policy) == []  # ...but only this pass starts the hour
+    now[0] += timedelta(minutes=2)
+    assert executor.plan(policy) == [] and executor.reconcile(policy) == []
+    now[0] += timedelta(minutes=58)
+    assert [s["name"] for s in executor.plan(policy)] == ["prepare"]
+    assert [s["name"] for s in executor.reconcile(policy)] == ["prepare"]
+    manager.wait()

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.keys import InvalidKeyError, join_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, join_key, split_key, unflatten
 
 
 def guess_value(text: str) -> Any:
