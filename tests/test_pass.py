@@ -7,7 +7,9 @@
   owed and settled restarts, host containers crashed or removed, restart budgets), what the
   pass carries out is exactly what the dry run said, and the dry run changes nothing;
 * the store round trips of a pass (transactions and statements outside one), counted on the
-  real SQLite connection.
+  real SQLite connection;
+* in a daemon, a change is one pass (the file watch does not take the pass's own write for a
+  hand edit); a dry run never starts the automatic-update retry clock.
 
 Files, the store and the services' commands are real (a restart appends a line to a log, as in
 the crash matrix); host containers run on the fake engine of ``tests/test_containers_plan.py``
