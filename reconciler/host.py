@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from hostcore.documents import DocumentError
 from hostcore.keys import unflatten
 from reconciler.boot import BootResult, boot
+from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
+from reconciler.containers.podman import PodmanEngine
 from reconciler.logs import get_logger
-from reconciler.osinfo import os_info
+from reconciler.osinfo import os_info, os_release_ids
 from reconciler.platform.facts import read_facts
 from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
@@ -145,6 +147,8 @@ class Host:
                 self.containers.dry_run(the_plan.containers)
                 if the_plan.containers is not None else []
             )
+        if self.reconciler.boot is not None:
+            result["boot"] = self.reconciler.boot.plan(shown_settings(settings, snapshot))
         for name, error in the_plan.broken.items():
             result[name] = [{"name": "", "action": "unknown", "reason": error}]
         if snapshot.preview is not None:
@@ -152,7 +156,7 @@ class Host:
                 {"key": c.key, "old": c.old, "new": c.new} for c in snapshot.preview.changes
             ]
             result["tx"] = tx
-        shown = settings if settings is not None else snapshot.settings
+        shown = shown_settings(settings, snapshot)
         return redact_plan(self.schema, result, self.secret_values(shown))
 
     def secret_values(self, settings: dict[str, Any] | None = None) -> set[str]:
@@ -165,6 +169,11 @@ class Host:
         if 0 < applied <= self.store.generation():
             values |= flat_secret_values(self.schema, self.store.values_at(applied))
         return values
+
+
+def shown_settings(settings: dict[str, Any] | None, snapshot: Any) -> dict[str, Any]:
+    """The settings a dry run shows: those it previews, else the snapshot's live ones."""
+    return settings if settings is not None else snapshot.settings
 
 
 def open_host(
@@ -195,7 +204,7 @@ def open_host(
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(schema, renderers)
+        catalog = _catalog(schema, renderers, os_release_ids(root))
     except BaseException:
         store.close()
         raise
@@ -209,7 +218,20 @@ def open_host(
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
-    reconciler.containers = HostContainers(state_dir)
+    def rendered(name: str) -> Path | None:  # where the catalog renders a registry file
+        spec = catalog.files.get(name)
+        return root / spec.path.lstrip("/") if spec else None
+
+    engine = PodmanEngine(
+        state_dir / "containers",
+        registries_conf=rendered("registries-conf"),
+        auth_file=rendered("containers-auth"),
+        proxy_env=rendered("proxy-env"),
+        ca_bundle=rendered("ca-bundle"),
+    )
+    reconciler.containers = HostContainers(state_dir, engine=engine)
+    if "boot" in schema.sections:
+        reconciler.boot = BootParameters(root)
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 
@@ -222,14 +244,16 @@ def _prepare_boot(state_dir: Path, root: Path, disk: str) -> BootInfo:
         raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
-def _catalog(schema: Schema, renderers: Path | None) -> Catalog:
-    """The built-in renderers, or a directory with metadata.toml and templates/, checked against
-    the variant's schema (every affected-by prefix must name one of its settings)."""
+def _catalog(schema: Schema, renderers: Path | None, distributions: Sequence[str]) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/ (and its own
+    distributions/), checked against the variant's schema (every affected-by prefix must name
+    one of its settings), with the facts of the root's distribution applied."""
     metadata, templates = (None, None) if renderers is None else (
         renderers / "metadata.toml", renderers / "templates")
     try:
         return Catalog.load(
-            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines
+            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
+            distributions=distributions,
         )
     except CatalogError as error:
         raise HostError(f"renderer metadata: {error}") from None

@@ -19,14 +19,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hostcore import faults
 from hostcore.commands import CommandRunner, SubprocessRunner
 from reconciler.effects import read_observed, write_atomic
+from reconciler.hostfacts import HostFacts
 from reconciler.passplan import Desired, Observed, PassPlan, plan_pass
 from reconciler.plan import ServiceAction
 from reconciler.steps import Step
 from reconciler.store import Snapshot, Store
+from reconciler.units import SystemdUnits
 from renderers.catalog import Catalog
 from renderers.render import Renderer, RenderResult
 
 if TYPE_CHECKING:
+    from reconciler.bootparams import BootParameters
     from reconciler.containers.executor import HostContainers
     from reconciler.updates_executor import UpdatesExecutor
 
@@ -55,6 +58,7 @@ class Reconciler:
         root: Path,
         os_info: Mapping[str, str],
         runner: CommandRunner | None = None,
+        facts: HostFacts | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -63,8 +67,13 @@ class Reconciler:
         self.sandbox = self.root.resolve() != Path("/")
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
+        self.facts = facts or HostFacts()
+        self.units = SystemdUnits(self.runner)
+        # service -> its unit, for services whose unit this host does not have (GET /status)
+        self.not_installed: dict[str, str] = {}
         self.containers: HostContainers | None = None
         self.updates: UpdatesExecutor | None = None
+        self.boot: BootParameters | None = None  # the reboot-required condition
         self._paths = tuple(f.path for f in catalog.files.values())
         # file name -> its absolute path under the root, for ``in_sync`` (computed once)
         self._absolute = {
@@ -76,7 +85,7 @@ class Reconciler:
     @property
     def executors(self) -> list[Executor]:
         """The executors this host has, in execution order."""
-        return [e for e in (self.updates, self.containers) if e is not None]
+        return [e for e in (self.updates, self.containers, self.boot) if e is not None]
 
     def in_sync(self, path: str) -> bool:
         """True when the file at ``path`` (absolute) is what the last pass left there.
@@ -94,7 +103,7 @@ class Reconciler:
             return False
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        return {"settings": settings, "os": self.os_info}
+        return {"settings": settings, "os": self.os_info, "host": self.facts.as_model()}
 
     def decide(
         self,
@@ -182,6 +191,8 @@ class Reconciler:
             steps.append(step)
 
         steps += self._execute_executors(the_plan, generation)
+        if self.boot is not None:  # recomputes its reboot-required condition; acts on nothing
+            self.boot.reconcile(snapshot.settings, generation, set(the_plan.changed))
 
         for name, message in sorted(files.errors.items()):
             steps.append(Step("file", name, "failed", message, path=self.catalog.files[name].path))
@@ -222,6 +233,21 @@ class Reconciler:
                 steps.append(Step(name, name, "failed", f"{type(error).__name__}: {error}"))
         return steps
 
+    def _not_installed(
+        self, name: str, unit: str, generation: int, extra: dict[str, Any]
+    ) -> Step:
+        """Nothing to pick the change up: settled (never retried), reported, not a failure.
+
+        Its files are written; the program reads them when its unit is installed and started.
+        """
+        self.store.settle(name, generation)
+        self.not_installed[name] = unit
+        return Step(
+            "service", name, "not-installed",
+            f"{unit} is not installed on this host; its files are written for when it is",
+            **extra, unit=unit,
+        )
+
     def _service(self, action: ServiceAction, failed_files: set[str], generation: int) -> Step:
         service = self.catalog.services[action.service]
         blocked = failed_files.intersection(service.configuration_files)
@@ -248,6 +274,8 @@ class Reconciler:
             result = self.runner.run(argv, env, service.timeout)
             faults.point(f"after-restart:{action.service}")
             if not result.ok:
+                if service.unit and self.units.installed(service.unit) is False:
+                    return self._not_installed(action.service, service.unit, generation, extra)
                 detail = result.error or f"{' '.join(argv)} exited {result.returncode}"
                 if result.output:
                     detail += f": {result.output.strip()[-400:]}"
@@ -255,6 +283,7 @@ class Reconciler:
         if not action.commands:  # nothing ran: settled with the receipt
             return Step("service", action.service, "applied", action.reason, **extra)
         faults.point(f"before-settle:{action.service}")
+        self.not_installed.pop(action.service, None)
         self.store.settle(action.service, generation)
         faults.point(f"after-settle:{action.service}")
         return Step("service", action.service, "restarted", action.reason, **extra)

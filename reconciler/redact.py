@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from hostcore.keys import InvalidKeyError, flatten, join_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, join_key, split_key, unflatten
 
 REDACTED = "(redacted)"
 MIN_SCRUB = 4
@@ -33,6 +33,8 @@ MAX_KNOWN = 4096  # distinct secret spellings remembered by the process-wide scr
 
 class SchemaLike(Protocol):
     def secret_keys(self, settings: Mapping[str, Any]) -> set[str]: ...
+
+    def secret_strings(self, settings: Mapping[str, Any]) -> set[str]: ...
 
     def secret_sections(self) -> tuple[str, ...]: ...
 
@@ -84,14 +86,7 @@ def secret_values(schema: SchemaLike, settings: Mapping[str, Any] | None) -> set
     """The string values at secret keys of ``settings`` (the inside of ``settings``)."""
     if not isinstance(settings, Mapping):
         return set()
-    secret = schema.secret_keys(settings)
-    if not secret:
-        return set()
-    found: set[str] = set()
-    for key, value in flatten(settings, ("settings",)).items():
-        if key in secret:
-            found.update(_strings(value))
-    return found
+    return schema.secret_strings(settings)
 
 
 def flat_secret_values(schema: SchemaLike, flat: Mapping[str, Any]) -> set[str]:
@@ -100,19 +95,6 @@ def flat_secret_values(schema: SchemaLike, flat: Mapping[str, Any]) -> set[str]:
         return secret_values(schema, unflatten(flat, strip=1))
     except InvalidKeyError:
         return set()
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _strings(item)
-    elif value is not None and not isinstance(value, bool):
-        yield str(value)
 
 
 def spellings(value: str) -> set[str]:
@@ -195,7 +177,7 @@ class StoreLike(Protocol):
     # scrub asks it, not the database, so a log line costs no store round trip.
     last_generation: int
 
-    def live(self, prefix: str = ...) -> dict[str, Any]: ...
+    def live_under(self, prefixes: Iterable[str]) -> dict[str, Any]: ...
 
 
 class Scrubber:
@@ -229,10 +211,8 @@ class Scrubber:
             generation = store.last_generation
             if generation == self._generation:
                 return generation, set()
-            flat: dict[str, Any] = {}
-            for section in schema.secret_sections():
-                flat.update(store.live(join_key(("settings", section))))
-            return generation, flat_secret_values(schema, flat)
+            sections = [join_key(("settings", s)) for s in schema.secret_sections()]
+            return generation, flat_secret_values(schema, store.live_under(sections))
 
         self._source = read
         self._generation = None

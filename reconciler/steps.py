@@ -19,12 +19,13 @@ class Step:
     kind: str  # file | service | container | update | <executor> (an executor that crashed)
     name: str
     result: str  # written | failed | restarted | applied | skipped | created | recreated |
-    # removed | started
+    # removed | started | not-installed
     detail: str = ""
     path: str | None = None  # file
     drift: bool | None = None  # file: always set when written; container: True when drifted
     reason: str | None = None  # service
     commands: tuple[tuple[str, ...], ...] | None = None  # service
+    unit: str | None = None  # service (not-installed)
     source: str | None = None  # container
     superpowered: bool | None = None  # container
     image: str | None = None  # container

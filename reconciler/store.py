@@ -222,6 +222,13 @@ class Store:
         with self._lock:
             return {k: _load(v) for k, v, _ in self._live_under(self._db, prefix)}
 
+    def live_under(self, prefixes: Iterable[str]) -> dict[str, Any]:
+        """Flat live keys at or under any of ``prefixes``, in one read transaction."""
+        with self._read() as db:
+            return {
+                k: _load(v) for prefix in prefixes for k, v, _ in self._live_under(db, prefix)
+            }
+
     def get(self, keys: Iterable[str]) -> dict[str, Any]:
         """Live values of exactly these keys (absent keys are omitted)."""
         with self._lock:

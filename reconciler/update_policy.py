@@ -34,11 +34,14 @@ class UpdateObservation:
 
 @dataclass(frozen=True)
 class UpdateDecision:
-    """The command to start (or None) and the retry clock to remember once carried out."""
+    """The command to start (or None), the retry clock to remember once carried out and, when
+    ``sets_hold``, why automatic updates wait (``UpdateManager.hold``, in the update status)."""
 
     command: str | None
     failure_seen: datetime | None
     retry_at: datetime
+    hold: update_status.NoUpdate | None = None
+    sets_hold: bool = False
 
 
 def decide_update(settings: Mapping[str, Any], seen: UpdateObservation) -> UpdateDecision:
@@ -59,5 +62,6 @@ def decide_update(settings: Mapping[str, Any], seen: UpdateObservation) -> Updat
             failure_seen, retry_at = seen.last_failed[1], seen.now + seen.retry_after
         if seen.now < retry_at:
             return UpdateDecision(None, failure_seen, retry_at)
+    hold = update_status.hold_reason(seen.state, in_window, seen.confirmed, window)
     command = update_status.auto_command(seen.state, in_window, seen.confirmed)
-    return UpdateDecision(command, failure_seen, retry_at)
+    return UpdateDecision(command, failure_seen, retry_at, hold, sets_hold=True)

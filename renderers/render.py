@@ -22,6 +22,7 @@ from jinja2.utils import missing
 
 from hostcore.keys import join_key
 from renderers.helpers import HELPERS
+from renderers.hostfiles import HOST_HELPERS
 
 if TYPE_CHECKING:
     from renderers.catalog import Catalog
@@ -133,7 +134,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 _READS = threading.local()  # .paths: the model paths the template being rendered looked up
 _READS.paths = None
 _ABSENT = object()
-_ROOTS = ("settings", "os")
+_ROOTS = ("settings", "os", "host")  # the model's tables (Reconciler.model)
 _NOT_CACHEABLE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
@@ -197,6 +198,7 @@ def make_environment(templates: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnvir
         cache_size=-1,
     )
     env.globals.update(HELPERS)
+    env.globals.update(HOST_HELPERS)
     env.filters.update(HELPERS)
     return env
 
@@ -290,6 +292,8 @@ class Renderer:
                 continue
             finally:
                 _READS.paths = None
+            if spec.optional and not content:
+                continue  # e.g. /etc/resolv.conf without settings.dns: left to DHCP
             files[name] = Rendered(name, spec.path, content, spec.mode)
             if cacheable:
                 seen = tuple((p, _at(model, p)) for p in dict.fromkeys(reads))
