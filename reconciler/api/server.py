@@ -31,14 +31,13 @@ from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
-from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
+from reconciler.redact import SCRUBBER, redact_change, redact_value, secret_values
 from reconciler.schema import InvalidSettings
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
 from reconciler.store import NothingToCommit, PendingLimit, RollbackRefused, UnknownGeneration
-from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
 
 MAX_BODY = 1024 * 1024
@@ -132,7 +131,7 @@ async def errors_and_audit(
     status = 500
     structlog.contextvars.bind_contextvars(
         tx=request.query.get("tx") or DEFAULT_TX,
-        generation=request.app[HOST].store.generation(),
+        generation=request.app[HOST].store.last_generation,  # no store round trip per request
     )
     try:
         response = await handler(request)
@@ -490,15 +489,7 @@ async def plan(request: web.Request) -> web.Response:
     host = request.app[HOST]
     tx = _tx(request)
 
-    def dry_run() -> dict[str, Any]:
-        preview = host.store.preview(tx, host.schema)
-        settings = unflatten(apply_changes(host.store.live(), preview.changes), strip=1)
-        result = host.dry_run(settings, {c.key for c in preview.changes})
-        result["settings"] = [{"key": c.key, "old": c.old, "new": c.new} for c in preview.changes]
-        result["tx"] = tx
-        return redact_plan(host.schema, result, ())
-
-    return _json(await asyncio.to_thread(dry_run))
+    return _json(await asyncio.to_thread(host.dry_run, tx))
 
 
 def _call(executor: Any, method: str, default: Any) -> Any:
