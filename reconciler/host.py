@@ -16,7 +16,14 @@ from reconciler.effects import read_observed
 from reconciler.osinfo import os_info
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
-from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
+from reconciler.schema import (
+    DEFAULT_VARIANT,
+    VARIANTS,
+    InvalidSettings,
+    Schema,
+    UnknownVariant,
+    variant_family,
+)
 from reconciler.store import Store
 from renderers.catalog import Catalog, CatalogError
 
@@ -151,12 +158,14 @@ def open_host(
         if variant and recorded and variant != recorded:
             raise HostError(f"{state_dir} holds a {recorded} host, not {variant}")
         variant = variant or recorded or DEFAULT_VARIANT
-        if variant not in VARIANTS:
-            raise HostError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        try:
+            family = variant_family(variant)
+        except UnknownVariant as error:
+            raise HostError(str(error)) from None
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(variant, renderers)
+        catalog = _catalog(family, renderers)
     except BaseException:
         store.close()
         raise
