@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="dry run: what a pass would change now")
     _state_args(plan)
 
+    generate = commands.add_parser(
+        "generate", help="print a setting generator's value as JSON (exit 2: nothing to set)"
+    )
+    generate.add_argument("name", help="generator name (GET /metadata/setting-generators)")
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -106,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         return _validate(args.files, args.variant)
+    if args.command == "generate":
+        return _generate(args.name)
     from reconciler import logs
     from reconciler.host import HostError, open_host
 
@@ -129,6 +136,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(host, args.socket, args.user_data, args.interval, args.desired,
                      allowed=(args.allowed_uids, args.allowed_gids))
+
+
+def _generate(name: str) -> int:
+    from reconciler.generators import run_generator
+
+    try:
+        value = run_generator(name)
+    except KeyError as error:
+        print(f"reconciler generate: {error.args[0]}", file=sys.stderr)
+        return 1
+    if value is None:
+        return 2  # Bottlerocket's convention: the generator has nothing to set
+    print(json.dumps(value))
+    return 0
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:

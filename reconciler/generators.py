@@ -83,6 +83,23 @@ def setting_generators(variant: str) -> dict[str, str]:
     return {key: name for key, name in sorted(_KEYS.items()) if split_key(key)[1] in sections}
 
 
+def generator_command(name: str) -> str:
+    """The command that prints generator ``name``'s value as JSON (exit 2: nothing to set)."""
+    return f"reconciler generate {name}"
+
+
+def generator_commands(variant: str) -> dict[str, str]:
+    """``{full key: command}`` of the variant (Bottlerocket's ``/metadata/setting-generators``)."""
+    return {k: generator_command(name) for k, name in setting_generators(variant).items()}
+
+
+def run_generator(name: str, rng: random.Random | None = None) -> Any:
+    """The value of generator ``name`` (None: it has nothing to set); KeyError if unknown."""
+    if name not in _GENERATORS:
+        raise KeyError(f"unknown generator {name!r}; known: {', '.join(sorted(_GENERATORS))}")
+    return _GENERATORS[name](rng if rng is not None else random.SystemRandom())
+
+
 def _normal(key: str) -> str:
     try:
         return normalize_key(key)

@@ -24,6 +24,7 @@ from reconciler.schema import Schema
 from renderers.catalog import Catalog
 from renderers.render import Renderer
 from tests.daemon import REPO, cli
+from tests.images import require_podman, reset_storage
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bottlerocket"
 OS = {"pretty_name": "Host OS 1.0", "variant_id": "aws-k8s-1.30", "version_id": "1.0.0",
@@ -278,10 +279,14 @@ def test_a_changed_setting_restarts_only_the_services_that_read_it(
 
 def test_readme_admin_snippet_boots_and_serves(tmp_path):
     """``enabled = true`` alone: the host boots, renders, and only the container may fail."""
+    require_podman()
     admin = FIXTURES / "readme-2023-00-admin.toml"
-    result = cli("serve", "--state-dir", tmp_path / "state", "--user-data", admin, "--once",
-                 env={"CONTAINERS_CONF": str(REPO / "examples" / "containers.conf"),
-                      "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+    try:
+        result = cli("serve", "--state-dir", tmp_path / "state", "--user-data", admin, "--once",
+                     env={"CONTAINERS_CONF": str(REPO / "examples" / "containers.conf"),
+                          "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+    finally:
+        reset_storage(tmp_path / "state" / "containers")
     assert "invalid user data" not in result.stderr
     receipt = json.loads(result.stdout)
     assert "settings.host-containers.admin.enabled" in receipt["changed_settings"]

@@ -22,7 +22,7 @@ from aiohttp import web
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
-from reconciler.generators import setting_generators
+from reconciler.generators import generator_commands
 from reconciler.host import Host
 from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
@@ -93,6 +93,26 @@ def _settings_key(raw: str) -> str:
     if segments[0] != "settings":
         raise InvalidKeyError(f"key {raw!r} is not under 'settings'")
     return join_key(segments)
+
+
+def _data_keys(raw: list[str]) -> list[str]:
+    """Normalized keys of a ``keys=`` list; like Bottlerocket, a valid key outside ``settings``
+    (``keys=motd``) names no setting and is skipped, while bad key syntax is still a 400."""
+    return [join_key(s) for s in map(split_key, raw) if s[0] == "settings"]
+
+
+def _prefixed(view: dict[str, Any], namespace: str, request: web.Request) -> dict[str, Any] | None:
+    """``view`` filtered by ``?prefix=`` as Bottlerocket filters ``/os``, ``/services`` and
+    ``/configuration-files``: ``namespace.`` is implied unless given; None without the param."""
+    prefix = request.query.get("prefix")
+    if prefix is None:
+        return None
+    if not prefix:
+        raise BadRequest("Input 'prefix' cannot be empty")
+    if not prefix.startswith(namespace):
+        prefix = f"{namespace}.{prefix}"
+    flat = flatten({namespace: view})
+    return unflatten({k: v for k, v in flat.items() if k.startswith(prefix)}, strip=1)
 
 
 def peer(request: web.Request) -> dict[str, int]:
@@ -217,7 +237,7 @@ async def get_settings(request: web.Request) -> web.Response:
     store = request.app[HOST].store
     keys = _list_param(request, "keys")
     if keys is not None:
-        found = store.get([_settings_key(k) for k in keys])
+        found = store.get(_data_keys(keys))
         return _json(unflatten(found, strip=1))
     prefix = request.query.get("prefix")
     if prefix is not None:
@@ -336,18 +356,28 @@ async def _apply(request: web.Request, generation: int, answer: Any, reason: str
 
 @routes.get("/os")
 async def get_os(request: web.Request) -> web.Response:
-    return _json(request.app[HOST].reconciler.os_info)
+    os_info = request.app[HOST].reconciler.os_info
+    filtered = _prefixed(os_info, "os", request)
+    return _json(os_info if filtered is None else filtered)
 
 
 @routes.get("/metadata/affected-services")
 async def affected_services(request: web.Request) -> web.Response:
-    keys = [_settings_key(k) for k in _list_param(request, "keys", required=True) or []]
+    keys = _data_keys(_list_param(request, "keys", required=True) or [])
     return _json(request.app[HOST].catalog.affected_services(keys))
 
 
 @routes.get("/metadata/setting-generators")
 async def generators(request: web.Request) -> web.Response:
-    return _json(setting_generators(request.app[HOST].variant))
+    return _json(generator_commands(request.app[HOST].variant))
+
+
+@routes.get("/metadata/templates")
+async def templates(request: web.Request) -> web.Response:
+    """Bottlerocket's ``{key: template}`` for keys whose value a template makes. Ours has none
+    (defaults are values, generators are commands), so valid keys answer ``{}``."""
+    _data_keys(_list_param(request, "keys", required=True) or [])
+    return _json({})
 
 
 def services_view(host: Host) -> dict[str, Any]:
@@ -372,6 +402,9 @@ def files_view(host: Host) -> dict[str, Any]:
 def _named(request: web.Request, view: dict[str, Any], what: str) -> web.Response:
     names = _list_param(request, "names")
     if names is None:
+        filtered = _prefixed(view, what, request)
+        if filtered is not None:
+            return _json(filtered)
         if not view:
             raise web.HTTPNotFound(text=f"Found no '{what}' in datastore")
         return _json(view)
