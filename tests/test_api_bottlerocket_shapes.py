@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from tests.daemon import REPO, Daemon, cli, eventually
 from tests.images import require_podman, reset_storage
 
 FIXTURES = REPO / "tests" / "fixtures" / "bottlerocket"
-CLUSTER = """[settings.kubernetes]
+CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+CLUSTER = f"""[settings.kubernetes]
 cluster-name = "prod"
 api-server = "https://k8s.example.com"
-cluster-certificate = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
+cluster-certificate = "{CA.decode()}"
 """
 
 
@@ -100,7 +102,8 @@ def test_metadata_templates_and_generators(daemon):
         assert result.returncode in (0, 2), (command, result.stderr)
         if result.returncode == 0:
             value = json.loads(result.stdout)
-            patch = {"request_payload": [f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]}
+            text = value if isinstance(value, str) else json.dumps(value)
+            patch = {"request_payload": [f"{key}={text}"]}
             assert daemon.request("PATCH", "/settings/keypair?tx=gen", patch)[0] == 204, key
     daemon.ok("DELETE", "/tx?tx=gen")
     assert cli("generate", "nope").returncode == 1
