@@ -157,3 +157,17 @@ def test_secrets_are_marked_as_the_project_marks_them():
     # a bad secret is refused without echoing it
     problems = schema.validate({"kubernetes": {"bootstrap-token": "hunter2"}})
     assert len(problems) == 1 and "hunter2" not in problems[0].message
+
+
+def test_the_settings_reference_is_current_and_lists_every_setting():
+    from schemas.reference import reference
+
+    committed = (Path(__file__).resolve().parent.parent / "schemas" / "REFERENCE.md").read_text()
+    assert committed == reference(), "run: python -m schemas.reference > schemas/REFERENCE.md"
+    schema = Schema.load("aws-k8s-1.30")
+    for key in schema.section_schema("kubernetes")["properties"]:
+        assert f"`settings.kubernetes.{key}" in committed, key
+    for key in Schema.load("aws-ecs-2").section_schema("ecs")["properties"]:
+        assert f"`settings.ecs.{key}`" in committed, key
+    for section in LEFT_OUT:
+        assert f"`settings.{section}`" in committed
