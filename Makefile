@@ -24,11 +24,13 @@ run: $(STAMP)
 
 test: system-deps $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
 	$(BIN)/python -m pytest -q $(PYTEST_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: system-deps $(STAMP)
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \

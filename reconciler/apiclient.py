@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~2 ms at startup; annotations are not evaluated
@@ -36,6 +37,7 @@ SUBCOMMANDS = (
     "status",
     "history",
     "rollback",
+    "confirm",
     "explain",
     "reboot",
     "update",
@@ -269,6 +271,12 @@ def _parser() -> Any:
     set_ = sub("set", "change settings in their own transaction, commit and apply")
     set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     set_.add_argument("-j", "--json", help="settings as a JSON object (inside 'settings')")
+    set_.add_argument(
+        "--confirm",
+        metavar="SECONDS",
+        help="try the change: unless 'apiclient confirm' is run within SECONDS (or the pass "
+        "fails), the host returns to the settings before it by itself",
+    )
 
     apply = sub("apply", "apply settings documents (TOML, YAML, JSON) all or nothing")
     apply.add_argument(
@@ -294,6 +302,8 @@ def _parser() -> Any:
     rollback.add_argument(
         "--no-wait", action="store_true", help="do not wait for the reconcile pass"
     )
+
+    sub("confirm", "keep the change made with 'set --confirm' (stops its automatic rollback)")
 
     explain = sub("explain", "where a setting's value comes from, and its history")
     explain.add_argument("key", help="e.g. motd or settings.motd")
@@ -403,10 +413,11 @@ def cmd_get(client: Client, args: Any) -> int:
 # ---- set and apply -----------------------------------------------------------------------------
 
 
-def _commit_and_apply(client: Client, tx: str) -> int:
+def _commit_and_apply(client: Client, tx: str, confirm: str | None = None) -> int:
     """Commit ``tx``, wait for the reconcile pass, report it; 1 when the pass failed."""
+    query = {"tx": tx, "wait": "true"} | ({"confirm": confirm} if confirm else {})
     try:
-        answer = client.call("POST", _query("/tx/commit_and_apply", tx=tx, wait="true"))
+        answer = client.call("POST", _query("/tx/commit_and_apply", **query))
     except ClientError:
         _discard(client, tx)
         raise
@@ -422,6 +433,11 @@ def _commit_and_apply(client: Client, tx: str) -> int:
             print(f"  {key}")
     else:
         print(f"No setting changed (generation {generation})")
+    trial = answer.get("confirm")
+    if isinstance(trial, dict):
+        when = time.strftime("%H:%M:%S", time.localtime(trial["deadline"]))
+        print(f"On trial: run 'apiclient confirm' before {when}, or the settings of "
+              f"generation {trial['previous']} come back by themselves")
     return _report_receipt(answer.get("receipt"))
 
 
@@ -486,7 +502,13 @@ def cmd_set(client: Client, args: Any) -> int:
     except ClientError:
         _discard(client, tx)
         raise
-    return _commit_and_apply(client, tx)
+    return _commit_and_apply(client, tx, args.confirm)
+
+
+def cmd_confirm(client: Client, args: Any) -> int:
+    client.call("POST", "/tx/confirm")
+    print("Confirmed: the change stays")
+    return 0
 
 
 def _read_input(name: str) -> tuple[str, str]:

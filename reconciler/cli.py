@@ -9,6 +9,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.osinfo import package_version
+from reconciler.platform.imds import (
+    DEFAULT_DEADLINE,
+    DEFAULT_ENDPOINT,
+    IPV6_ENDPOINT,
+    check_endpoint,
+)
+
+PROVIDERS_HELP = """\
+At first boot, user data is read from these providers, in this order, each applied over the
+earlier ones (Bottlerocket's early-boot-config order; paths under --root):
+  10-local-defaults     local/user-data-defaults.toml                  every variant
+  20-local-file         --user-data FILE..., else var/lib/bottlerocket/user-data.toml
+  40-ec2-imds           IMDSv2 GET /latest/user-data (--imds-endpoint)  aws-* variants
+  45-vmware-guestinfo   vmware-rpctool 'info-get guestinfo.userdata'    vmware-* variants
+  99-local-overrides    local/user-data-overrides.toml                 every variant
+A provider that does not answer (IMDS past --imds-deadline) is tried again at the next boot.
+Documents may be TOML, YAML or JSON, gzip-compressed or base64-encoded."""
 
 # Kept literal (not reconciler.schema.VARIANT_HELP): the CLI imports the schema lazily.
 VARIANT_HELP = (
@@ -30,7 +47,24 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FILE",
-        help="user data applied at first boot; later files override earlier",
+        help="user data applied at first boot; later files override earlier (they replace the "
+        "20-local-file provider's /var/lib/bottlerocket/user-data.toml under --root)",
+    )
+    serve.add_argument(
+        "--imds-endpoint",
+        type=_endpoint,
+        metavar="URL",
+        help="EC2 instance metadata service, for user data and platform settings on aws-* "
+        f"variants (IPv6: {IPV6_ENDPOINT}); default: {DEFAULT_ENDPOINT} when the firmware says "
+        "this is an EC2 instance, else not tried",
+    )
+    serve.add_argument(
+        "--imds-deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        metavar="SECONDS",
+        help="the longest boot waits for the metadata service, retries included "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--once",
@@ -66,7 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         help="access policy: callers whose (effective) gid is one of these may use the API",
     )
 
-    validate = commands.add_parser("validate", help="check user-data documents offline")
+    validate = commands.add_parser(
+        "validate",
+        help="check user-data documents offline",
+        description="Check user-data documents offline, as the boot pipeline would.",
+        epilog=PROVIDERS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     validate.add_argument("--variant", default=None, help=VARIANT_HELP)
     validate.add_argument("files", nargs="+")
 
@@ -74,12 +114,23 @@ def _parser() -> argparse.ArgumentParser:
     _state_args(plan)
 
     generate = commands.add_parser(
-        "generate", help="print a setting generator's value as JSON (exit 2: nothing to set)"
+        "generate",
+        help="run one setting generator and print its value as JSON (exit 2: no value)",
     )
     generate.add_argument("name", help="generator name (GET /metadata/setting-generators)")
+    generate.add_argument("--imds-endpoint", type=_endpoint, metavar="URL", default=None)
+    generate.add_argument("--imds-deadline", type=float, default=DEFAULT_DEADLINE)
 
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def _endpoint(text: str) -> str:
+    try:
+        check_endpoint(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _ids(text: str) -> list[int]:
@@ -112,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         return _validate(args.files, args.variant)
     if args.command == "generate":
-        return _generate(args.name)
+        return _generate(args.name, args.imds_endpoint, args.imds_deadline)
     from reconciler import logs
     from reconciler.host import HostError, open_host
 
@@ -124,37 +175,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2
     from reconciler import redact
+    from reconciler.platform.providers import Platform
 
     redact.track(host.schema, host.store)  # no secret in a log line, whatever the command
     with host:
         if args.command == "plan":
             print(json.dumps(host.dry_run(), indent=2))
             return 0
+        platform = Platform(args.imds_endpoint, args.imds_deadline)
         if args.once:
-            return host.serve_once(args.user_data)
+            return host.serve_once(args.user_data, platform)
         from reconciler.daemon import serve
 
         return serve(host, args.socket, args.user_data, args.interval, args.desired,
-                     allowed=(args.allowed_uids, args.allowed_gids))
-
-
-def _generate(name: str) -> int:
-    from reconciler.generators import run_generator
-
-    try:
-        value = run_generator(name)
-    except KeyError as error:
-        print(f"reconciler generate: {error.args[0]}", file=sys.stderr)
-        return 1
-    if value is None:
-        return 2  # Bottlerocket's convention: the generator has nothing to set
-    print(json.dumps(value))
-    return 0
+                     allowed=(args.allowed_uids, args.allowed_gids), platform=platform)
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:
-    from reconciler.documents import DocumentError, load_document, settings_of
-    from reconciler.keys import merge_patch
+    from hostcore.documents import DocumentError, load_document, settings_of
+    from hostcore.keys import merge_patch
     from reconciler.schema import DEFAULT_VARIANT, Schema, UnknownVariant
 
     try:
@@ -178,6 +217,31 @@ def _validate(files: Sequence[str], variant: str | None) -> int:
         if not problems:
             print(f"{name}: valid for variant {schema.variant}")
     return 1 if failed else 0
+
+
+def _generate(name: str, endpoint: str | None, deadline: float) -> int:
+    """Sundog's contract: the value as JSON on stdout and exit 0, or exit 2 for no value."""
+    import random
+
+    from reconciler.generators import Context, generator_names, run_one
+    from reconciler.platform.facts import read_facts
+    from reconciler.platform.imds import ImdsClient, ImdsUnavailable, on_ec2
+
+    if name not in generator_names():
+        print(f"reconciler generate: unknown generator {name!r}; known: "
+              f"{', '.join(generator_names())}", file=sys.stderr)
+        return 1
+    facts = None
+    if endpoint or on_ec2():
+        try:
+            facts = read_facts(ImdsClient(endpoint or DEFAULT_ENDPOINT, deadline))
+        except ImdsUnavailable as error:
+            print(f"reconciler generate: {error}", file=sys.stderr)
+    value = run_one(name, Context(random.SystemRandom(), facts))
+    if value is None:
+        return 2
+    print(json.dumps(value))
+    return 0
 
 
 if __name__ == "__main__":

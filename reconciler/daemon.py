@@ -15,13 +15,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hostcore.keys import is_under
 from reconciler import containers, redact
 from reconciler.api.server import AccessPolicy, make_app
+from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
 from reconciler.host import Host
-from reconciler.keys import is_under
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
+from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
@@ -54,10 +56,12 @@ def serve(
     interval: float = 60.0,
     desired: Sequence[str] = (),
     allowed: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
+    platform: Platform | None = None,
 ) -> int:
-    """``allowed``: the uids and gids of the access policy (None, None: anyone)."""
+    """``allowed``: the uids and gids of the access policy (None, None: anyone); ``platform``:
+    how to reach the instance metadata service."""
     redact.track(host.schema, host.store)  # secrets of user data never reach a log line either
-    if not host.boot(user_data):
+    if not host.boot(user_data, platform):
         return 1
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
     try:
@@ -80,9 +84,13 @@ async def _serve(
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
-    git_loop = GitLoop(GitSync(host, events), worker, metrics)
-    files = DesiredFiles(host, events, desired) if desired else None
-    app = make_app(host, worker, events, metrics, git_loop, files, access)
+    git_loop = GitLoop(
+        GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics
+    )
+    files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
+    confirm_watch = ConfirmWatch(host, events, worker.wake)
+    worker.after_pass.append(confirm_watch.after_pass)
+    app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +111,8 @@ async def _serve(
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
-    files_loop = DesiredFilesLoop(files, worker) if files else None
+    confirm_task = asyncio.create_task(confirm_watch.run())
+    files_loop = DesiredFilesLoop(files, worker.wake) if files else None
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
     worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())
@@ -126,6 +135,8 @@ async def _serve(
         watch.stop()
         git_loop.stop()
         await git_task
+        confirm_watch.stop()
+        await confirm_task
         if files_loop and files_task:
             files_loop.stop()
             await files_task

@@ -1,4 +1,4 @@
-"""The thin imperative shell for files and commands: read what is there, write atomically, run.
+"""The thin imperative shell for configuration files: read what is there, write atomically.
 
 Why so careful: a crash must never leave a half-written configuration file (temp file in the same
 directory, fsync, rename, fsync the directory), and nothing may be written outside ``--root``
@@ -8,25 +8,17 @@ even through a symlinked parent directory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fnmatch
 import glob
 import os
 import secrets
-import signal
 import stat
-import subprocess
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
-from reconciler import faults
-from reconciler.durable import fsync_directory
+from hostcore import faults
+from hostcore.durable import fsync_directory
 from reconciler.plan import ObservedFile
-
-OUTPUT_TAIL_BYTES = 4096
 
 
 class PathEscapeError(ValueError):
@@ -150,80 +142,3 @@ def write_atomic(root: Path, path: str, content: bytes, mode: int) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-# --- commands -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """How one command went; ``error`` is set when it could not run or was killed on timeout."""
-
-    argv: tuple[str, ...]
-    returncode: int | None
-    output: str
-    duration: float
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.returncode == 0
-
-
-class CommandRunner(Protocol):
-    def run(
-        self, argv: Sequence[str], env: Mapping[str, str], timeout: float
-    ) -> CommandResult: ...
-
-
-def _tail(data: bytes | None, limit: int) -> str:
-    data = data or b""
-    if len(data) > limit:
-        data = b"..." + data[-limit:]
-    return data.decode("utf-8", errors="replace")
-
-
-class SubprocessRunner:
-    """Runs argv without a shell, in its own process group so a timeout kills the whole tree."""
-
-    def __init__(self, output_limit: int = OUTPUT_TAIL_BYTES) -> None:
-        self.output_limit = output_limit
-
-    def run(self, argv: Sequence[str], env: Mapping[str, str], timeout: float) -> CommandResult:
-        args = tuple(argv)
-        start = time.monotonic()
-        if not args:
-            return CommandResult(args, None, "", 0.0, "empty command")
-        try:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **env},
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            reason = "not found" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
-            return CommandResult(
-                args, None, "", time.monotonic() - start, f"cannot run {args[0]}: {reason}"
-            )
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            try:
-                output, _ = process.communicate(timeout=5)
-            except subprocess.TimeoutExpired:  # a descendant escaped the group and holds the pipe
-                process.kill()
-                output = b""
-                process.wait()
-            return CommandResult(
-                args, process.returncode, _tail(output, self.output_limit),
-                time.monotonic() - start, f"timed out after {timeout:g}s and was killed",
-            )
-        return CommandResult(
-            args, process.returncode, _tail(output, self.output_limit), time.monotonic() - start
-        )

@@ -17,9 +17,23 @@ Generators kept, because they make sense on any host:
   generated value it is fixed at first boot: renaming the host later does not change it (set or
   delete the key to change it).
 
-The AWS-specific generators of Bottlerocket (``pluto``: max-pods, node-ip, cluster-dns-ip,
-pause image; ``schnauzer`` templates for host-container sources and update URLs) are not kept:
-they need instance metadata, and the settings they filled are user data or defaults here.
+Platform generators, Bottlerocket's early-boot-config identity document, ``netdog`` and
+``pluto``, read the instance's metadata (:class:`reconciler.platform.facts.PlatformFacts`,
+fetched once at boot when one of their keys is unset) and skip when there is none:
+
+* ``aws-region`` -> ``settings.aws.region`` (the identity document's region);
+* ``hostname`` -> ``settings.network.hostname`` (IMDS ``local-hostname``);
+* ``node-ip`` -> ``settings.kubernetes.node-ip`` (the primary interface's address);
+* ``cluster-dns-ip`` -> ``settings.kubernetes.cluster-dns-ip`` (``172.20.0.10`` in a VPC of
+  ``10.0.0.0/8``, else ``10.100.0.10``, as pluto does);
+* ``max-pods`` -> ``settings.kubernetes.max-pods`` (ENIs × (IPv4 per ENI − 1) + 2, from the
+  instance type's limits; unknown types are skipped and the kubelet falls back to 110);
+* ``provider-id`` -> ``settings.kubernetes.provider-id`` (``aws:///<zone>/<instance id>``);
+* ``pod-infra-container-image`` -> the pause image in the region's EKS registry.
+
+Each one is also a command, ``reconciler generate NAME``, which prints the value as JSON or
+exits 2 when it has none (sundog's contract); ``GET /metadata/setting-generators`` lists them.
+A generator whose key the variant's schema does not declare is not offered.
 """
 
 from __future__ import annotations
@@ -28,13 +42,27 @@ import random
 import re
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from reconciler.keys import InvalidKeyError, is_under, normalize_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, is_under, normalize_key, split_key, unflatten
+from reconciler.logs import get_logger
+from reconciler.platform import facts as platform
+from reconciler.platform.facts import PlatformFacts
 from reconciler.schema import Schema
 
-Generator = Callable[[random.Random], Any]
 
+@dataclass(frozen=True)
+class Context:
+    """What a generator may read: randomness and the instance's metadata (None: none known)."""
+
+    rng: random.Random
+    facts: PlatformFacts | None = None
+
+
+Generator = Callable[[Context], Any]
+
+_log = get_logger("generators")
 _GENERATORS: dict[str, Generator] = {}
 # key -> generator name, for every variant that has the key's section
 _KEYS: dict[str, str] = {}
@@ -58,8 +86,8 @@ def register(name: str, key: str) -> Callable[[Generator], Generator]:
 
 
 @register("seed", "settings.updates.seed")
-def _seed(rng: random.Random) -> int:
-    return rng.randrange(SEED_RANGE)
+def _seed(context: Context) -> int:
+    return context.rng.randrange(SEED_RANGE)
 
 
 def host_id_from_hostname(hostname: str) -> str | None:
@@ -73,31 +101,80 @@ def host_id_from_hostname(hostname: str) -> str | None:
 
 
 @register("host-id", "settings.gitops.host-id")
-def _host_id(rng: random.Random) -> str | None:
+def _host_id(context: Context) -> str | None:
     return host_id_from_hostname(socket.gethostname())
 
 
-def setting_generators(variant: str) -> dict[str, str]:
-    """``{full key: generator name}`` of the variant (``GET /metadata/setting-generators``)."""
-    sections = set(Schema.load(variant).sections)
-    return {key: name for key, name in sorted(_KEYS.items()) if split_key(key)[1] in sections}
+def _from_facts(name: str, key: str, derive: Callable[[PlatformFacts], Any]) -> None:
+    """A platform generator: ``derive(facts)``, skipped when no metadata was read."""
+    _PLATFORM.add(name)
+    register(name, key)(lambda context: derive(context.facts) if context.facts else None)
 
 
-def generator_command(name: str) -> str:
-    """The command that prints generator ``name``'s value as JSON (exit 2: nothing to set)."""
+_PLATFORM: set[str] = set()
+_from_facts("aws-region", "settings.aws.region", lambda f: f.region)
+_from_facts("hostname", "settings.network.hostname", lambda f: f.local_hostname)
+_from_facts("node-ip", "settings.kubernetes.node-ip", lambda f: f.local_ipv4 or f.ipv6)
+_from_facts(
+    "cluster-dns-ip", "settings.kubernetes.cluster-dns-ip",
+    lambda f: platform.cluster_dns_ip(f.vpc_ipv4_cidrs),
+)
+_from_facts(
+    "max-pods", "settings.kubernetes.max-pods", lambda f: platform.max_pods(f.instance_type)
+)
+_from_facts("provider-id", "settings.kubernetes.provider-id", platform.provider_id)
+_from_facts(
+    "pod-infra-container-image", "settings.kubernetes.pod-infra-container-image",
+    lambda f: platform.pause_image(f.region),
+)
+
+
+def command_of(name: str) -> str:
+    """The command that runs generator ``name`` on its own (sundog's contract)."""
     return f"reconciler generate {name}"
 
 
-def generator_commands(variant: str) -> dict[str, str]:
-    """``{full key: command}`` of the variant (Bottlerocket's ``/metadata/setting-generators``)."""
-    return {k: generator_command(name) for k, name in setting_generators(variant).items()}
+def run_one(name: str, context: Context) -> Any:
+    """The value of generator ``name`` (None: it has none); KeyError for an unknown name."""
+    return _GENERATORS[name](context)
 
 
-def run_generator(name: str, rng: random.Random | None = None) -> Any:
-    """The value of generator ``name`` (None: it has nothing to set); KeyError if unknown."""
-    if name not in _GENERATORS:
-        raise KeyError(f"unknown generator {name!r}; known: {', '.join(sorted(_GENERATORS))}")
-    return _GENERATORS[name](rng if rng is not None else random.SystemRandom())
+def generator_names() -> list[str]:
+    return sorted(_GENERATORS)
+
+
+def _declared(schema: Schema, key: str) -> bool:
+    """Whether the variant's schema has ``key`` (a generator of an absent key is not offered)."""
+    segments = split_key(key)[1:]
+    if segments[0] not in schema.sections:
+        return False
+    node: Any = schema.section_schema(segments[0])
+    for segment in segments[1:]:
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(properties, dict) or segment not in properties:
+            return False
+        node = properties[segment]
+    return True
+
+
+def setting_generators(variant: str) -> dict[str, str]:
+    """``{full key: generator name}`` of the variant."""
+    schema = Schema.load(variant)
+    return {key: name for key, name in sorted(_KEYS.items()) if _declared(schema, key)}
+
+
+def setting_generator_commands(variant: str) -> dict[str, str]:
+    """``{full key: command}`` (``GET /metadata/setting-generators``, as Bottlerocket)."""
+    return {key: command_of(name) for key, name in setting_generators(variant).items()}
+
+
+def needs_platform(variant: str, live: Mapping[str, Any]) -> bool:
+    """Whether a platform generator has an unset key (only then is the metadata service asked)."""
+    present = [_normal(key) for key in live]
+    return any(
+        name in _PLATFORM and not any(is_under(existing, key) for existing in present)
+        for key, name in setting_generators(variant).items()
+    )
 
 
 def _normal(key: str) -> str:
@@ -108,7 +185,10 @@ def _normal(key: str) -> str:
 
 
 def generate(
-    variant: str, live: Mapping[str, Any], rng: random.Random | None = None
+    variant: str,
+    live: Mapping[str, Any],
+    rng: random.Random | None = None,
+    facts: PlatformFacts | None = None,
 ) -> dict[str, Any]:
     """Flat ``{key: value}`` of generated values, for the generated keys not set in ``live``.
 
@@ -116,17 +196,25 @@ def generate(
     order and see only ``live`` (not each other's results). The values are checked against the
     schema; an invalid one is a bug and raises ``reconciler.schema.InvalidSettings``.
     """
-    rng = rng if rng is not None else random.SystemRandom()
+    schema = Schema.load(variant)
+    context = Context(rng if rng is not None else random.SystemRandom(), facts)
     present = [_normal(key) for key in live]
     generated: dict[str, Any] = {}
     for key, name in setting_generators(variant).items():
         if any(is_under(existing, key) for existing in present):
             continue
-        value = _GENERATORS[name](rng)
-        if value is not None:
-            generated[key] = value
+        value = _GENERATORS[name](context)
+        if value is None:
+            continue
+        if name in _PLATFORM:  # the metadata service's word is input, not code: check it alone
+            problems = schema.validate(unflatten({key: value}, strip=1))
+            if problems:
+                _log.warning("generated value refused", generator=name, key=key,
+                             problem=str(problems[0]))
+                continue
+        generated[key] = value
     if generated:
-        Schema.load(variant).check(
+        schema.check(
             unflatten(generated, strip=1),
             sections={split_key(k)[1] for k in generated},
             origin="setting generators",

@@ -7,13 +7,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.boot import boot
+from hostcore.documents import DocumentError
+from reconciler.boot import BootResult, boot
 from reconciler.containers import HostContainers
-from reconciler.documents import DocumentError
 from reconciler.effects import read_observed
+from reconciler.logs import get_logger
 from reconciler.osinfo import os_info
+from reconciler.platform.facts import read_facts
+from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import (
@@ -27,7 +30,11 @@ from reconciler.schema import (
 from reconciler.store import Store
 from renderers.catalog import Catalog, CatalogError
 
+if TYPE_CHECKING:
+    from reconciler.migrator import BootInfo
+
 VARIANT_META = "variant"
+_log = get_logger("boot")
 
 
 class HostError(Exception):
@@ -42,6 +49,7 @@ class Host:
     schema: Schema
     catalog: Catalog
     reconciler: Reconciler
+    boot_result: BootResult | None = None
 
     def __enter__(self) -> Host:
         return self
@@ -53,18 +61,33 @@ class Host:
     def variant(self) -> str:
         return self.schema.variant
 
-    def boot(self, user_data: Sequence[str]) -> bool:
-        """The boot pipeline; on invalid user data, says which file and key and returns False."""
+    def boot(self, user_data: Sequence[str], platform: Platform | None = None) -> bool:
+        """The boot pipeline; on invalid user data, says which file and key and returns False.
+
+        ``platform`` says how to reach the instance metadata service (default: only on EC2).
+        """
+        platform = platform or Platform()
+        imds = platform.imds(self.variant)
         try:
-            result = boot(self.store, self.schema, user_data)
+            result = boot(
+                self.store,
+                self.schema,
+                user_data,
+                providers=providers_for(self.variant, self.root, user_data, imds),
+                platform_facts=(lambda: read_facts(imds)) if imds else None,
+            )
         except (InvalidSettings, DocumentError) as error:
             print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
             return False
+        self.boot_result = result
         for ignored in result.user_data_ignored:
             print(
                 f"reconciler: {ignored}: user data is applied at first boot only; ignored",
                 file=sys.stderr,
             )
+        for line in result.unavailable:
+            _log.warning("boot source unavailable", detail=line)
+            print(f"reconciler: {line}; booting without it", file=sys.stderr)
         return True
 
     def after_pass(self, receipt: dict[str, Any]) -> None:
@@ -74,9 +97,9 @@ class Host:
             if hook is not None:
                 hook(receipt)
 
-    def serve_once(self, user_data: Sequence[str]) -> int:
+    def serve_once(self, user_data: Sequence[str], platform: Platform | None = None) -> int:
         """Boot pipeline and one pass; the receipt goes to stdout."""
-        if not self.boot(user_data):
+        if not self.boot(user_data, platform):
             return 1
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)
@@ -159,13 +182,13 @@ def open_host(
             raise HostError(f"{state_dir} holds a {recorded} host, not {variant}")
         variant = variant or recorded or DEFAULT_VARIANT
         try:
-            family = variant_family(variant)
+            variant_family(variant)  # a one-line error for a name that is no variant
         except UnknownVariant as error:
             raise HostError(str(error)) from None
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(family, renderers)
+        catalog = _catalog(schema, renderers)
     except BaseException:
         store.close()
         raise
@@ -185,8 +208,8 @@ def open_host(
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 
-def _prepare_boot(state_dir: Path, root: Path, disk: str):  # -> updates.health.BootInfo
-    from updates.health import prepare_boot
+def _prepare_boot(state_dir: Path, root: Path, disk: str) -> BootInfo:
+    from reconciler.migrator import prepare_boot  # only a host with an OS disk needs it
 
     try:  # before the store is opened: the migrator switches it atomically
         return prepare_boot(state_dir, root, disk)
@@ -194,13 +217,14 @@ def _prepare_boot(state_dir: Path, root: Path, disk: str):  # -> updates.health.
         raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
-def _catalog(variant: str, renderers: Path | None) -> Catalog:
-    """The built-in renderers, or a directory with metadata.toml and templates/."""
+def _catalog(schema: Schema, renderers: Path | None) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/, checked against
+    the variant's schema (every affected-by prefix must name one of its settings)."""
+    metadata, templates = (None, None) if renderers is None else (
+        renderers / "metadata.toml", renderers / "templates")
     try:
-        if renderers is None:
-            return Catalog.load(variant, known_variants=VARIANTS)
         return Catalog.load(
-            variant, renderers / "metadata.toml", renderers / "templates", known_variants=VARIANTS
+            schema.family, metadata, templates, known_variants=VARIANTS, defines=schema.defines
         )
     except CatalogError as error:
         raise HostError(f"renderer metadata: {error}") from None

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler import faults
-from reconciler.effects import CommandRunner, SubprocessRunner, read_observed, write_atomic
+from hostcore import faults
+from hostcore.commands import CommandRunner, SubprocessRunner
+from reconciler.effects import read_observed, write_atomic
 from reconciler.plan import Plan, ServiceAction, plan
 from reconciler.store import Store
 from renderers.catalog import Catalog

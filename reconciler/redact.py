@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from reconciler.keys import InvalidKeyError, flatten, join_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, flatten, join_key, split_key, unflatten
 
 REDACTED = "(redacted)"
 MIN_SCRUB = 4

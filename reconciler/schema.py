@@ -34,11 +34,12 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from reconciler.keys import (
+from hostcore.keys import (
     MAX_KEY_BYTES,
     InvalidKeyError,
     check_segment,
     display_segment,
+    split_key,
 )
 
 PREFIX = "settings"
@@ -218,6 +219,43 @@ class _Files:
         extra = schema.get("additionalProperties")
         if isinstance(extra, Mapping):
             yield from self._walk_secrets(extra, resolver, (*path, "*"), depth + 1)
+
+    def defines(self, name: str, below: tuple[str, ...]) -> bool:
+        """Whether section ``name``'s schema allows a value at the path ``below`` inside it."""
+        schema = self.section(name)
+        return _allows(schema, self.registry.resolver(base_uri=schema["$id"]), below, 0)
+
+
+_COMBINATORS = ("allOf", "anyOf", "oneOf")
+
+
+def _allows(schema: Any, resolver: Any, below: tuple[str, ...], depth: int) -> bool:
+    """Whether a JSON Schema lets a document hold something at the path ``below``."""
+    if not below:
+        return schema is not False
+    if schema is True:
+        return True
+    if not isinstance(schema, Mapping) or depth > 64:
+        return False
+    if "$ref" in schema:
+        resolved = resolver.lookup(schema["$ref"])
+        if _allows(resolved.contents, resolved.resolver, below, depth + 1):
+            return True
+    branches = [b for c in _COMBINATORS for b in schema.get(c, ())]
+    branches += [schema[k] for k in ("then", "else") if k in schema]
+    if any(_allows(b, resolver, below, depth + 1) for b in branches):
+        return True
+    name, rest = below[0], below[1:]
+    properties = schema.get("properties", {})
+    if name in properties:
+        return _allows(properties[name], resolver, rest, depth + 1)
+    for pattern, sub in schema.get("patternProperties", {}).items():
+        if _compile_pattern(pattern).search(name) and _allows(sub, resolver, rest, depth + 1):
+            return True
+    extra = schema.get("additionalProperties")
+    if extra is None:  # unconstrained only where the schema describes an object at all
+        return schema.get("type") == "object" and not properties
+    return _allows(extra, resolver, rest, depth + 1)
 
 
 _files: _Files | None = None
@@ -481,6 +519,21 @@ class Schema:
     def secret_sections(self) -> tuple[str, ...]:
         """The sections that hold at least one secret setting (where to look for secrets)."""
         return tuple(s for s in self.sections if self._files.secret_paths(s))
+
+    def defines(self, key: str) -> bool:
+        """Whether ``key`` (``settings.<section>...``) is a setting, or a table of settings, that
+        this variant's schema allows: what renderer metadata's affected-by prefixes must name."""
+        try:
+            segments = split_key(key)
+        except InvalidKeyError:
+            return False
+        if segments[0] != PREFIX:
+            return False
+        if len(segments) == 1:
+            return True
+        if segments[1] not in self._section_set:
+            return False
+        return self._files.defines(segments[1], segments[2:])
 
     def section_schema(self, section: str) -> dict:
         """A copy of the JSON Schema of one section of this variant."""

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import faults
-from reconciler.keys import flatten, unflatten
+from hostcore import faults
+from hostcore.keys import flatten, unflatten
 from reconciler.transaction import (
     ROOT,
     Change,
@@ -103,6 +103,9 @@ class Owed:
     generation: int
     reason: str
     keys: tuple[str, ...]
+
+
+_ABSENT = object()
 
 
 def _dump(value: Any) -> str:
@@ -309,18 +312,6 @@ class Store:
             )
             return plan
 
-    def _rewrite_pending(
-        self, db: sqlite3.Connection, rewrite: Callable[[Mapping[str, Any]], Mapping[str, Any]]
-    ) -> int:
-        """Replace every pending patch body by ``rewrite(body)``; returns how many changed."""
-        changed = 0
-        for seq, body in db.execute("SELECT seq, body FROM pending").fetchall():
-            new = _dump(rewrite(json.loads(body)))
-            if new != body:
-                db.execute("UPDATE pending SET body = ? WHERE seq = ?", (new, seq))
-                changed += 1
-        return changed
-
     def discard(self, tx: str) -> list[str]:
         """Drop a transaction; returns the keys its patches named."""
         with self._write() as db:
@@ -364,6 +355,38 @@ class Store:
                 plan.to_validate, sections=plan.sections, origin=f"generation {generation}"
             )
             return self._apply(db, f"rollback-{generation}", f"rollback:{generation}", plan)
+
+    def migrate(
+        self,
+        live: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        *,
+        tx: str,
+        label: str,
+        rewrite_pending: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    ) -> CommitResult:
+        """Make the live settings (flat) ``live`` and the metadata ``meta``, in one transaction.
+
+        The migrator's one write: the new values become one generation labelled ``label`` (so
+        history and provenance show the migration), every pending patch body is replaced by
+        ``rewrite_pending(body)`` (a change waiting to be committed migrates too), and the
+        metadata becomes exactly ``meta``. Not checked against a schema: migrations carry a
+        store between OS versions whose schemas differ, and they are signed documents.
+        """
+        with self._write() as db:
+            current = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
+            result = self._apply(db, tx, label, rollback_plan(current, live, label))
+            for seq, body in db.execute("SELECT seq, body FROM pending").fetchall():
+                rewritten = _dump(rewrite_pending(json.loads(body)))
+                if rewritten != body:
+                    db.execute("UPDATE pending SET body = ? WHERE seq = ?", (rewritten, seq))
+            old_meta = self._meta(db)
+            gone = [(name,) for name in old_meta.keys() - meta.keys()]
+            db.executemany("DELETE FROM meta WHERE name = ?", gone)
+            for name, value in meta.items():
+                if old_meta.get(name, _ABSENT) != value:
+                    self._set_meta(db, name, value)
+        return result
 
     def _apply(self, db: sqlite3.Connection, tx: str, label: str, plan: CommitPlan) -> CommitResult:
         now = time.time()
@@ -413,6 +436,14 @@ class Store:
     def set_meta(self, name: str, value: Any) -> None:
         with self._write() as db:
             self._set_meta(db, name, value)
+
+    def _meta(self, db: sqlite3.Connection) -> dict[str, Any]:
+        return {name: _load(value) for name, value in db.execute("SELECT name, value FROM meta")}
+
+    def meta(self) -> dict[str, Any]:
+        """Every metadata entry (the migrator carries them all across OS versions)."""
+        with self._lock:
+            return self._meta(self._db)
 
     def get_meta(self, name: str, default: Any = None) -> Any:
         with self._lock:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reconciler.keys import flatten, join_key, split_key, unflatten
+from hostcore.keys import flatten, join_key, split_key, unflatten
 
 ROOT = "settings"
 DEFAULT_SOURCE = "default"

@@ -2,7 +2,9 @@
 
 Why checked at load: Bottlerocket's chronyd/ntp name mismatch went unnoticed for two years. Every
 reference (service -> file, file -> template, affected-by -> settings key) is resolved here, so a
-dangling name is an error at start-up, never a silent no-op during a pass.
+dangling name is an error at start-up, never a silent no-op during a pass. Settings keys belong to
+the schema, which this package does not import: ``Catalog.load(defines=schema.defines)`` checks
+affected-by prefixes against it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +20,7 @@ from typing import Any
 
 from jinja2 import Template, TemplateError
 
-from reconciler.keys import InvalidKeyError, is_under, join_key, split_key
+from hostcore.keys import InvalidKeyError, is_under, join_key, split_key
 from renderers.render import TEMPLATES_DIR, make_environment
 
 METADATA_PATH = Path(__file__).parent / "metadata.toml"
@@ -90,10 +92,14 @@ class Catalog:
         metadata: Path | None = None,
         templates: Path | None = None,
         known_variants: Iterable[str] | None = None,
+        defines: Callable[[str], bool] | None = None,
     ) -> Catalog:
         """Parse, check and filter the metadata for ``variant``; raise CatalogError if wrong.
 
-        ``known_variants`` (e.g. from ``schemas/``) additionally rejects unknown variant names.
+        ``known_variants`` (e.g. from ``schemas/``) additionally rejects unknown variant names;
+        ``defines`` (the variant's ``Schema.defines``) rejects an affected-by prefix that names
+        no setting of the variant, so a typo such as ``settings.mtod`` is a start-up error
+        instead of a service that silently never restarts.
         """
         source = metadata or METADATA_PATH
         templates_dir = templates or TEMPLATES_DIR
@@ -117,6 +123,8 @@ class Catalog:
         files = {n: f for n, f in files.items() if _in_variant(f.variants, variant)}
         services = {n: s for n, s in services.items() if _in_variant(s.variants, variant)}
         _check_variant_references(source, variant, files, services)
+        if defines is not None:
+            _check_affected_by(source, variant, services, defines)
         compiled = _compile(source, templates_dir, files)
         return cls(
             MappingProxyType(dict(sorted(files.items()))),
@@ -344,6 +352,20 @@ def _check_variant_references(
                 source, f"configuration-files.{name}",
                 f"no service in variant {variant!r} lists this file in configuration-files",
             )
+
+
+def _check_affected_by(
+    source: Path, variant: str, services: Mapping[str, Service], defines: Callable[[str], bool]
+) -> None:
+    """Within the variant: every affected-by prefix names a setting its schema allows."""
+    for service in services.values():
+        for prefix in service.affected_by:
+            if not defines(prefix):
+                raise CatalogError(
+                    source, f"services.{service.name}",
+                    f"affected-by {prefix!r} is not a setting of variant {variant!r} "
+                    "(the schema under schemas/ defines none there)",
+                )
 
 
 def _compile(

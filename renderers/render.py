@@ -19,7 +19,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from reconciler.keys import join_key
+from hostcore.keys import join_key
 from renderers.helpers import HELPERS
 
 if TYPE_CHECKING:

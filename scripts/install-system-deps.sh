@@ -13,6 +13,8 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)
+# Fleet tests: a real etcd on loopback ports (reboot slots under leases).
+command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2

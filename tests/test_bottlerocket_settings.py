@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.keys import merge_patch
+from hostcore.keys import merge_patch
 from reconciler.schema import LEFT_OUT, Schema, UnknownVariant, variant_family
 from tests.daemon import cli
 

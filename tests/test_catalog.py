@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.schema import Schema
 from renderers.catalog import Catalog, CatalogError
+from tests.daemon import cli
 
 VARIANTS = ["aws-dev", "aws-k8s", "aws-ecs"]
 
@@ -42,13 +44,15 @@ def test_affected_services_covers_prefixes_and_subtrees() -> None:
         'settings.kubernetes.node-labels."a.b/c"',
         "settings",  # a whole-tree deletion concerns everything
         "settings.aws.region",
+        "settings.gitops.host-id",
         "settings.motd",
     ])
     assert result["settings.ntp.time-servers"] == ["chronyd"]
     assert result['settings.kubernetes.node-labels."a.b/c"'] == ["kubernetes"]
     assert result["settings"] == sorted(catalog.services)
     assert result["settings.motd"] == ["motd"]
-    assert "settings.aws.region" not in result
+    assert result["settings.aws.region"] == ["kubernetes"]  # the kubeconfig's --region
+    assert "settings.gitops.host-id" not in result
     assert catalog.affected_services(["settings.motdx"]) == {}
 
 
@@ -71,14 +75,14 @@ affected-by = ["settings.motd"]
 
 
 def load(tmp_path: Path, text: str, templates: dict[str, str] | None = None,
-         variant: str = "aws-dev") -> Catalog:
+         variant: str = "aws-dev", defines=None) -> Catalog:  # noqa: ANN001 - Schema.defines
     metadata = tmp_path / "metadata.toml"
     metadata.write_text(textwrap.dedent(text))
     tdir = tmp_path / "templates"
     tdir.mkdir(exist_ok=True)
     for name, body in (templates or {"motd.j2": "{{ settings.motd }}\n"}).items():
         (tdir / name).write_text(body)
-    return Catalog.load(variant, metadata, tdir)
+    return Catalog.load(variant, metadata, tdir, defines=defines)
 
 
 def test_minimal_temp_metadata_loads(tmp_path: Path) -> None:
@@ -203,3 +207,50 @@ def test_unreadable_metadata(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[[[")
     with pytest.raises(CatalogError, match="bad.toml"):
         Catalog.load("aws-dev", tmp_path / "bad.toml", tmp_path)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shipped_affected_by_names_settings_of_the_schema(variant: str) -> None:
+    schema = Schema.load(variant)
+    catalog = Catalog.load(variant, known_variants=VARIANTS, defines=schema.defines)
+    prefixes = [p for s in catalog.services.values() for p in s.affected_by]
+    assert prefixes and all(schema.defines(p) for p in prefixes)
+
+
+@pytest.mark.parametrize(("prefix", "variant"), [
+    ("settings.mtod", "aws-dev"),  # a typo of a section
+    ("settings.ntp.time-server", "aws-dev"),  # a typo below one
+    ("settings.motd.text", "aws-dev"),  # below a leaf
+    ("settings.kubernetes", "aws-dev"),  # a section of another variant
+    ("settings.host-containers.admin.sorce", "aws-k8s"),  # below a map entry
+])
+def test_affected_by_that_names_no_setting_is_a_load_error(
+    tmp_path: Path, prefix: str, variant: str
+) -> None:
+    error = expect_error(tmp_path, GOOD.replace('["settings.motd"]', f'["{prefix}"]'),
+                         "services.motd", f"affected-by {prefix!r}", f"variant {variant!r}",
+                         variant=variant, defines=Schema.load(variant).defines)
+    assert error.entry == "services.motd"
+
+
+@pytest.mark.parametrize("prefix", [
+    "settings.motd", "settings.ntp.time-servers", 'settings.kubernetes.node-labels."a.b/c"',
+    "settings.host-containers.admin.source", "settings",
+])
+def test_affected_by_that_names_a_setting_loads(tmp_path: Path, prefix: str) -> None:
+    catalog = load(tmp_path, GOOD.replace('["settings.motd"]', f"['{prefix}']"),
+                   variant="aws-k8s", defines=Schema.load("aws-k8s").defines)
+    assert catalog.services["motd"].affected_by == (prefix,)
+
+
+def test_a_typo_in_affected_by_stops_start_up(tmp_path: Path) -> None:
+    """The daemon's own catalog is checked against the variant's schema when it opens."""
+    renderers = tmp_path / "renderers"
+    renderers.mkdir()
+    load(renderers, GOOD.replace('["settings.motd"]', '["settings.mtod"]'))  # loads unchecked
+    result = cli("plan", "--state-dir", tmp_path / "state", "--renderers", renderers)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "services.motd: affected-by 'settings.mtod' is not a setting of variant 'aws-dev'" in (
+        result.stderr)
+    assert result.stderr.startswith("reconciler: renderer metadata: ")

@@ -1,6 +1,6 @@
 """Crash-consistency matrix: SIGKILL the daemon at every step boundary of a pass, then recover.
 
-Each case starts a real daemon with ``RECONCILER_CRASH_AT=<point>`` (``reconciler.faults``),
+Each case starts a real daemon with ``RECONCILER_CRASH_AT=<point>`` (``hostcore.faults``),
 commits a change that rewrites three files and restarts two services, lets the daemon die at
 that point, checks what a crash leaves behind (the old or the new generation, never a mix; each
 file one whole version, never ahead of the store), restarts the daemon without the variable and
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.effects import CommandResult
+from hostcore.commands import CommandResult
 from reconciler.host import open_host
 from reconciler.store import Store
 from tests.daemon import Daemon, eventually

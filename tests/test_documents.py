@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.documents import (
+from hostcore.documents import (
     DocumentError,
     load_document,
     load_settings,
@@ -221,7 +221,7 @@ def test_load_settings_keeps_order_and_origins(tmp_path):
 
 def test_stdin_is_dash():
     code = (
-        "import json; from reconciler.documents import load_settings, load_document;"
+        "import json; from hostcore.documents import load_settings, load_document;"
         "print(json.dumps(load_settings(['-'])))"
     )
     result = subprocess.run(

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.effects import (
-    CommandResult,
-    PathEscapeError,
-    SubprocessRunner,
-    read_observed,
-    write_atomic,
-)
+from hostcore.commands import CommandResult, SubprocessRunner
+from reconciler.effects import PathEscapeError, read_observed, write_atomic
 from reconciler.plan import ObservedFile
 
 

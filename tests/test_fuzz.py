@@ -35,9 +35,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
+from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.api.server import make_app
 from reconciler.boot import boot
-from reconciler.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
 from reconciler.host import open_host
 from reconciler.metrics import Metrics

@@ -7,19 +7,27 @@ import socket
 
 import pytest
 
+from hostcore.keys import unflatten
 from reconciler.generators import generate, host_id_from_hostname, setting_generators
-from reconciler.keys import unflatten
 from reconciler.schema import VARIANTS, Schema
 
 SEED = "settings.updates.seed"
 HOST_ID = "settings.gitops.host-id"
+REGION = "settings.aws.region"
 EXPECTED_HOST_ID = host_id_from_hostname(socket.gethostname())
+
+
+PLATFORM_K8S = {f"settings.kubernetes.{name}": name for name in
+                ("node-ip", "cluster-dns-ip", "max-pods", "pod-infra-container-image")}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_setting_generators(variant):
-    assert setting_generators(variant) == {HOST_ID: "host-id", SEED: "seed"}
-    assert list(setting_generators(variant)) == sorted(setting_generators(variant))
+    generators = setting_generators(variant)
+    assert {HOST_ID: "host-id", SEED: "seed", REGION: "aws-region"}.items() <= generators.items()
+    assert (PLATFORM_K8S.items() <= generators.items()) == ("kubernetes" in
+                                                           Schema.load(variant).sections)
+    assert list(generators) == sorted(generators)
 
 
 def test_unknown_variant():

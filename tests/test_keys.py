@@ -1,4 +1,4 @@
-"""Dotted keys, flat <-> nested documents and RFC 7386 merge patch (reconciler.keys)."""
+"""Dotted keys, flat <-> nested documents and RFC 7386 merge patch (hostcore.keys)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.keys import (
+from hostcore.keys import (
     MAX_KEY_BYTES,
     InvalidKeyError,
     check_segment,

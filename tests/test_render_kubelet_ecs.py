@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from hostcore.keys import flatten, merge_patch
 from reconciler.host import open_host
-from reconciler.keys import flatten, merge_patch
 from reconciler.schema import Schema
 from renderers.catalog import Catalog
 from renderers.render import Renderer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from reconciler.documents import load_settings
+from hostcore.documents import load_settings
 from reconciler.schema import (
     DEFAULT_VARIANT,
     VARIANTS,

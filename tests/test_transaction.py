@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.keys import flatten, is_under, merge_patch, unflatten
+from hostcore.keys import flatten, is_under, merge_patch, unflatten
 from reconciler.transaction import Patch, apply_changes, plan_commit
 
 

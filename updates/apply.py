@@ -31,8 +31,8 @@ from pathlib import Path
 
 from tuf.api.metadata import TargetFile
 
-from reconciler import faults
-from reconciler.durable import replace_file
+from hostcore import faults
+from hostcore.durable import replace_file
 from updates import gptprio
 from updates.errors import UpdateError
 from updates.manifest import Manifest, Update, find_migrations

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler import faults
+from hostcore import faults
 
 SECTOR = 512
 SIGNATURE = b"EFI PART"

@@ -7,9 +7,6 @@ set's last try is already used up, and the next boot falls back to the other set
 Health checks are declared in settings (`settings.updates.health-checks.<name>`, with
 `command` (argv list) and optional `timeout` seconds). They run without a shell, with
 `OS_VERSION_ID` and `OS_VARIANT_ID` of the booted set in the environment.
-
-`prepare_boot()` is what the daemon runs before opening the store: it reads the booted set's
-identity and runs the migrator (`updates.migrator`).
 """
 
 from __future__ import annotations
@@ -18,11 +15,9 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from updates.gpt import GptError
-from updates.migrator import Result, migrate_host
 from updates.partitions import DiskError, open_os_disk
 
 DEFAULT_TIMEOUT = 30.0
@@ -111,23 +106,3 @@ class BootGate:
                 outcome["reason"] = f"cannot mark the boot successful: {e}"
         self.outcome = outcome
         return outcome
-
-
-@dataclass(frozen=True)
-class BootInfo:
-    version: str
-    variant: str | None
-    arch: str | None
-    migration: Result
-
-
-def prepare_boot(state_dir: Path, root: Path, disk: str | None,
-                 updog_state: Path | None = None) -> BootInfo:
-    """Identity of the booted set, and the store migrated to its version (raises on failure)."""
-    with open_os_disk(disk, writable=False) as d:
-        fields = d.identity(d.require_active()) or {}
-    version = fields.get("VERSION_ID")
-    if not version:
-        raise DiskError("the booted set's root holds no OS image header (VERSION_ID)")
-    result = migrate_host(state_dir, root, version, updog_state=updog_state)
-    return BootInfo(version, fields.get("VARIANT_ID"), fields.get("ARCH"), result)

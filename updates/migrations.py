@@ -37,7 +37,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
-from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from updates.errors import SignatureError, TamperedTargetError, UpdateError
 
 FORMAT = 1

@@ -33,7 +33,7 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
-from reconciler.durable import replace_file, replacing
+from hostcore.durable import replace_file, replacing
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _DURATION = re.compile(r"^\s*(?P<sign>-)?\s*(?P<n>\d+)\s*(?P<unit>[a-z]+?)s?\s*$", re.I)

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
-from reconciler.durable import fsync_directory, replace_file, replacing
+from hostcore.durable import fsync_directory, replace_file, replacing
 from updates.errors import (
     EndlessDataError,
     TamperedTargetError,

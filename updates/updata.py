@@ -22,7 +22,7 @@ from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
 
-from reconciler.durable import replace_file
+from hostcore.durable import replace_file
 from updates import manifest as mf
 from updates.repo import ROLES, ExpiryPolicy, RepoError, Repository, load_signer, parse_duration
 from updates.semver import Version, VersionError

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.keys import InvalidKeyError, join_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, join_key, split_key, unflatten
 
 # JSON's number grammar: what Bottlerocket's serde guessing takes as a number. Python's int() and
 # float() also take '1_000', 'nan', 'infinity', ' 1', '+1' and '01': those stay strings.

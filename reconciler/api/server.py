@@ -19,12 +19,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
+from reconciler import confirm
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
-from reconciler.generators import generator_commands
+from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
-from reconciler.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
@@ -49,6 +50,7 @@ METRICS = web.AppKey("metrics", Metrics)
 GIT = web.AppKey("git", object)  # GitLoop | None
 DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 ACCESS = web.AppKey("access", object)  # AccessPolicy | None
+CONFIRM = web.AppKey("confirm", object)  # ConfirmWatch | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -263,7 +265,7 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     tx = _tx(request)
     owned = owned_keys(body, host.store.sources)
     if owned and not _flag(request, "force"):
-        raise web.HTTPConflict(text=owner_message(host, owned))
+        raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
         request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
                                  tx=tx)
@@ -305,9 +307,16 @@ async def list_tx(request: web.Request) -> web.Response:
     return _json(request.app[HOST].store.transactions())
 
 
-async def _commit(request: web.Request) -> tuple[int, list[str]]:
+async def _commit(request: web.Request, trial: float | None = None) -> tuple[int, list[str]]:
     host = request.app[HOST]
-    result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    if trial is None:
+        result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+    else:
+        result = await asyncio.to_thread(
+            confirm.commit_on_trial, host.store, _tx(request), host.schema, trial
+        )
+        if not result.changed:  # nothing changed: nothing to try
+            await asyncio.to_thread(host.store.set_meta, confirm.META, None)
     request.app[METRICS].commits.inc()
     if result.changed:
         request.app[EVENTS].emit(
@@ -336,8 +345,35 @@ async def apply(request: web.Request) -> web.Response:
 
 @routes.post("/tx/commit_and_apply")
 async def commit_and_apply(request: web.Request) -> web.Response:
-    generation, changed = await _commit(request)
-    return _json(await _apply(request, generation, changed, "commit"))
+    trial = None
+    if "confirm" in request.query:
+        if request.app[CONFIRM] is None:
+            raise web.HTTPConflict(text="this daemon does not watch trial commits")
+        try:
+            trial = confirm.check_seconds(request.query["confirm"])
+        except ValueError as error:
+            raise BadRequest(f"Input 'confirm': {error}") from None
+    generation, changed = await _commit(request, trial)
+    if trial is None or not changed:
+        return _json(await _apply(request, generation, changed, "commit"))
+    request.app[CONFIRM].poke()
+    pending = confirm.pending(request.app[HOST].store)
+    answer = {"changed": changed, "generation": generation,
+              "confirm": pending.as_dict() if pending else None}
+    return _json(await _apply(request, generation, answer, "commit"))
+
+
+@routes.post("/tx/confirm")
+async def confirm_trial(request: web.Request) -> web.Response:
+    try:
+        trial = await asyncio.to_thread(confirm.confirm, request.app[HOST].store)
+    except confirm.NothingToConfirm as error:
+        raise web.HTTPNotFound(text=str(error)) from None
+    if request.app[CONFIRM] is not None:
+        request.app[CONFIRM].poke()
+    request.app[EVENTS].emit("confirm", f"generation {trial.generation} confirmed",
+                             generation=trial.generation)
+    return web.Response(status=204)
 
 
 async def _apply(request: web.Request, generation: int, answer: Any, reason: str) -> Any:
@@ -369,7 +405,7 @@ async def affected_services(request: web.Request) -> web.Response:
 
 @routes.get("/metadata/setting-generators")
 async def generators(request: web.Request) -> web.Response:
-    return _json(generator_commands(request.app[HOST].variant))
+    return _json(setting_generator_commands(request.app[HOST].variant))
 
 
 @routes.get("/metadata/templates")
@@ -494,6 +530,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *_boot_conditions(host),
         ],
         "variant": host.variant,
         "live_generation": live,
@@ -501,7 +538,34 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "last_receipt": receipt,
         "retries": worker.failures,
         **{e.name: e.status() for e in host.reconciler.executors},
+        **_boot_view(host),
+        "pending_confirmation": (trial.as_dict() if (trial := confirm.pending(host.store))
+                                 else None),
     }
+
+
+def _boot_conditions(host: Host) -> list[dict[str, Any]]:
+    """``PlatformData``: whether every user-data provider and the metadata service answered."""
+    result = host.boot_result
+    if result is None:
+        return []
+    missing = result.unavailable
+    return [{
+        "type": "PlatformData",
+        "status": not missing,
+        "reason": "; ".join(missing) if missing else "every user-data provider answered",
+    }]
+
+
+def _boot_view(host: Host) -> dict[str, Any]:
+    result = host.boot_result
+    if result is None:
+        return {}
+    return {"user_data": {
+        "providers": [r.as_dict() for r in result.providers],
+        "metadata_unavailable": result.platform,
+        "generated": result.generated,
+    }}
 
 
 @routes.post("/actions/sync")
@@ -631,6 +695,7 @@ def make_app(
     git: GitLoop | None = None,
     desired_files: DesiredFiles | None = None,
     access: AccessPolicy | None = None,
+    confirm_watch: confirm.ConfirmWatch | None = None,
 ) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
@@ -642,6 +707,7 @@ def make_app(
     app[GIT] = git
     app[DESIRED_FILES] = desired_files
     app[ACCESS] = access
+    app[CONFIRM] = confirm_watch
     app.add_routes(routes)
     updates_routes.register(app, host)
     return app

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler import faults
+from hostcore import faults
+from hostcore.durable import replace_file
 from reconciler.containers.engine import (
     ContainerEngine,
     EngineError,
@@ -48,7 +49,6 @@ from reconciler.containers.planner import (
     plan_containers,
 )
 from reconciler.containers.podman import PodmanEngine
-from reconciler.durable import replace_file
 from reconciler.logs import get_logger
 
 log = get_logger("containers")

@@ -10,19 +10,21 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.metrics import Metrics
 from reconciler.sources.gitsync import GitSync
-from reconciler.worker import Worker
 
 JITTER = 0.1
 
 
 class GitLoop:
-    def __init__(self, sync: GitSync, worker: Worker, metrics: Metrics):
+    """Runs ``sync`` when due; ``wake(reason)`` is called when a sync changed settings."""
+
+    def __init__(self, sync: GitSync, wake: Callable[[str], None], metrics: Metrics):
         self.sync = sync
-        self.worker = worker
+        self.wake_reconcile = wake
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future[dict[str, Any]]] = []
@@ -64,7 +66,7 @@ class GitLoop:
             if status.condition in ("Failed", "Invalid", "Unverified"):
                 self.metrics.git_sync_failures.labels(status.condition).inc()
             if status.changed:
-                self.worker.wake("git")
+                self.wake_reconcile("git")
             answer = status.as_dict()
             for future in waiters:
                 if not future.done():

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from reconciler.documents import DocumentError, parse_document, settings_of
+from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
-from reconciler.host import Host
-from reconciler.schema import InvalidSettings
+from reconciler.schema import InvalidSettings, Schema
 from reconciler.sources.gitrepo import GitRepo, GitSourceError
 from reconciler.sources.layers import (
     GIT_SOURCE_PREFIX,
@@ -25,7 +25,7 @@ from reconciler.sources.layers import (
     merge_layers,
     sync_patch,
 )
-from reconciler.store import NothingToCommit
+from reconciler.store import NothingToCommit, Store
 
 GIT_TX = "gitops"
 APPLIED_META = "gitops-applied"
@@ -51,14 +51,19 @@ class GitStatus:
 
 
 class GitSync:
-    """One host's git source; ``sync`` is blocking and serialised (run it off the event loop)."""
+    """One host's git source; ``sync`` is blocking and serialised (run it off the event loop).
 
-    def __init__(self, host: Host, events: Events):
-        self.host = host
+    It needs only the store it commits to, the schema a revision must satisfy, where to keep its
+    clones (``work_dir``) and the events it reports to: never the composition root (``Host``).
+    """
+
+    def __init__(self, store: Store, schema: Schema, events: Events, work_dir: Path):
+        self.store = store
+        self.schema = schema
         self.events = events
-        self.base = host.state_dir / "git"
+        self.base = Path(work_dir)
         self.status = GitStatus()
-        applied = host.store.get_meta(APPLIED_META) or {}
+        applied = store.get_meta(APPLIED_META) or {}
         self.status.applied_commit = applied.get("commit")
         # to notice a ref moved backwards: commits applied before, and the newest one's time
         self._history: list[str] = applied.get("history", [])
@@ -67,7 +72,7 @@ class GitSync:
         self._repo: GitRepo | None = None
 
     def pointer(self) -> dict[str, Any]:
-        return self.host.store.live_document().get("gitops", {})
+        return self.store.live_document().get("gitops", {})
 
     def interval(self) -> float:
         return float(self.pointer().get("interval", 300))
@@ -120,7 +125,7 @@ class GitSync:
         layers = self._layers(repo, revision.commit, pointer)
         desired = merge_layers(layers)
         self._check(desired, layers, revision.commit)
-        store, schema = self.host.store, self.host.schema
+        store, schema = self.store, self.schema
         sources = store.sources()
         patch = sync_patch(desired, sources)
         source = f"{GIT_SOURCE_PREFIX}{revision.commit}"
@@ -154,7 +159,8 @@ class GitSync:
             for k in changed
             if k in sources
             and not sources[k].startswith(GIT_SOURCE_PREFIX)
-            and sources[k] not in ("default", "generator")
+            and sources[k] != "default"
+            and not sources[k].startswith("generator")
         ]
         for key in drifted:
             self.events.emit(
@@ -209,7 +215,7 @@ class GitSync:
         return layers
 
     def _check(self, desired: dict[str, Any], layers: list[Layer], commit: str) -> None:
-        problems = self.host.schema.validate(desired)
+        problems = self.schema.validate(desired)
         if problems:
             raise _InvalidRevision(self._describe(InvalidSettings(problems), layers, commit))
 
@@ -226,8 +232,9 @@ class _InvalidRevision(Exception):
     pass
 
 
-def owner_message(host: Host, keys: list[str]) -> str:
-    applied = host.store.get_meta(APPLIED_META) or {}
+def owner_message(store: Store, keys: list[str]) -> str:
+    """Why a PATCH of git-owned ``keys`` is refused, naming the repository that owns them."""
+    applied = store.get_meta(APPLIED_META) or {}
     where = f"{applied.get('url', 'the fleet repository')}"
     if applied.get("path"):
         where += f" (path {applied['path']})"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.keys import flatten, is_under, merge_patch, strip_nulls, unflatten
+from hostcore.keys import flatten, is_under, merge_patch, strip_nulls, unflatten
 
 EXTENSIONS = (".toml", ".yaml", ".yml", ".json")
 GIT_SOURCE_PREFIX = "git:"

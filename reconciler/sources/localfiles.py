@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.documents import DocumentError, load_document, settings_of
+from hostcore.documents import DocumentError, load_document, settings_of
 from reconciler.events import Events
-from reconciler.host import Host
-from reconciler.schema import InvalidSettings
+from reconciler.schema import InvalidSettings, Schema
 from reconciler.sources.layers import Layer, declaring_layer, merge_layers, sync_patch
-from reconciler.store import NothingToCommit
+from reconciler.store import NothingToCommit, Store
 from reconciler.watch import FileWatch
-from reconciler.worker import Worker
 
 FILE_SOURCE_PREFIX = "file:"
 TX = "desired-files"
@@ -28,8 +26,13 @@ SETTLE_SECONDS = 0.1
 
 
 class DesiredFiles:
-    def __init__(self, host: Host, events: Events, paths: Sequence[str | Path]):
-        self.host = host
+    """The files as one source: the store it commits to and the schema they must satisfy."""
+
+    def __init__(
+        self, store: Store, schema: Schema, events: Events, paths: Sequence[str | Path]
+    ):
+        self.store = store
+        self.schema = schema
         self.events = events
         self.paths = [Path(p).resolve() for p in paths]
         self.status: dict[str, Any] = {
@@ -54,12 +57,12 @@ class DesiredFiles:
     def _apply(self) -> list[str]:
         layers = [Layer(str(p), settings_of(load_document(p), str(p))) for p in self.paths]
         desired = merge_layers(layers)
-        problems = self.host.schema.validate(desired)
+        problems = self.schema.validate(desired)
         if problems:
             raise _Invalid(
                 "; ".join(f"{declaring_layer(p.key, layers) or 'files'}: {p}" for p in problems)
             )
-        store = self.host.store
+        store = self.store
         prune = sync_patch({}, store.sources(), owner=FILE_SOURCE_PREFIX)
         store.discard(TX)
         if prune:
@@ -67,7 +70,7 @@ class DesiredFiles:
         for layer in layers:
             store.add_patch(TX, layer.settings, f"{FILE_SOURCE_PREFIX}{layer.origin}")
         try:
-            changed = list(store.commit(TX, self.host.schema).changed)
+            changed = list(store.commit(TX, self.schema).changed)
         except InvalidSettings as error:
             store.discard(TX)
             raise _Invalid(str(error)) from None
@@ -85,11 +88,11 @@ class _Invalid(Exception):
 
 
 class DesiredFilesLoop:
-    """Re-applies the files when one changes (watchdog), then wakes the reconcile worker."""
+    """Re-applies the files when one changes (watchdog), then calls ``wake`` (with a reason)."""
 
-    def __init__(self, source: DesiredFiles, worker: Worker):
+    def __init__(self, source: DesiredFiles, wake: Callable[[str], None]):
         self.source = source
-        self.worker = worker
+        self.wake = wake
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,4 +122,4 @@ class DesiredFilesLoop:
             if self._stopping:
                 return
             if await asyncio.to_thread(self.source.apply):
-                self.worker.wake("desired files changed")
+                self.wake("desired files changed")

@@ -17,13 +17,14 @@ from typing import Any
 
 from reconciler.boot import boot
 from reconciler.host import open_host
+from reconciler.migrator import prepare_boot
 from reconciler.updates_executor import updog_command
 from tests.updates.conftest import VARIANT
 from tests.updates.simhost import Sim, make_sim
 from tests.updates.test_gpt import assert_sgdisk_agrees
 from updates import status as sm
 from updates.gptprio import Flags
-from updates.health import BootGate, prepare_boot
+from updates.health import BootGate
 from updates.manager import UpdateManager
 
 RENAME = {"migration": 1, "name": "rename-admin", "version": "1.1.0", "steps": [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.migrator import DATASTORE_VERSION, datastore_version, migrate_at_boot, migrate_store
 from reconciler.store import Store
 from tests.updates.conftest import run_updata
 from updates.apply import MigrationCache
@@ -22,7 +25,6 @@ from updates.migrations import (
     parse_migration,
     verify_offline,
 )
-from updates.migrator import DATASTORE_VERSION, datastore_version, migrate_at_boot, migrate_store
 from updates.repo import Repository
 
 
@@ -202,7 +204,7 @@ def test_failed_migration_leaves_the_store_untouched(tmp_path: Path, monkeypatch
     def explode(*args: object) -> None:
         raise RuntimeError("migration crashed half-way")
 
-    monkeypatch.setattr("updates.migrator.apply_migrations", explode)
+    monkeypatch.setattr("reconciler.migrator.apply_migrations", explode)
     with pytest.raises(RuntimeError, match="half-way"):
         migrate_store(db, [], forward=True, from_version="1.0.0", to_version="1.1.0")
     assert db.read_bytes() == before
@@ -232,3 +234,27 @@ def test_store_in_use_is_refused(tmp_path: Path) -> None:
     assert datastore_version(db) == "1.0.0"
     assert not any(p.name.startswith(".store") for p in tmp_path.iterdir())
     os.sync()
+
+
+def test_migrator_cli_records_then_refuses_an_unverifiable_migration(tmp_path: Path) -> None:
+    """``python -m reconciler.migrator``: first boot records the version; a later version with
+    no trusted root to verify migrations against exits 1 with one line and changes nothing."""
+    state = tmp_path / "state"
+
+    def migrator(version: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler.migrator", "--state-dir", str(state),
+             "--root", str(tmp_path / "root"), "--version", version],
+            capture_output=True, text=True, timeout=60,
+        )
+
+    first = migrator("1.0.0")
+    assert (first.returncode, first.stdout, first.stderr) == (
+        0, "migrator: store already at 1.0.0\n", "")
+    before = (state / "store.db").read_bytes()
+    refused = migrator("1.1.0")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "migrator: migration error: no trusted root.json to verify the cached migrations with\n")
+    assert (state / "store.db").read_bytes() == before
+    assert datastore_version(state / "store.db") == "1.0.0"

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.keys import display_segment
+from hostcore.keys import display_segment
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # after decompression

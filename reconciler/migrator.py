@@ -14,7 +14,10 @@ The store (`<state-dir>/store.db`) records the OS version its data is shaped for
 A failure at any step leaves the old store untouched (the copy is discarded); the boot is then
 not marked successful, and the bootloader falls back to the set whose version matches it.
 
-    python -m updates.migrator --state-dir DIR --disk PATH [--root DIR] [--trusted-root PATH]
+`prepare_boot()` is what the daemon runs before opening the store: it reads the booted set's
+identity from the OS disk and runs the migrator to that version.
+
+    python -m reconciler.migrator --state-dir DIR --disk PATH [--root DIR] [--trusted-root PATH]
 """
 
 from __future__ import annotations
@@ -28,9 +31,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.durable import fsync_directory
+from hostcore.durable import fsync_directory
 from reconciler.store import Store
-from reconciler.transaction import rollback_plan
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
 from updates.manifest import ManifestError, find_migrations, parse_manifest
@@ -42,6 +44,7 @@ from updates.migrations import (
     migrate_patch,
     parse_migration,
 )
+from updates.partitions import DiskError, open_os_disk
 from updates.semver import Version, VersionError
 
 DATASTORE_VERSION = "datastore-version"
@@ -112,21 +115,12 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
     try:
         copy = Store(tmp)
         try:
-            live = copy.live()
-            meta = _all_meta(copy)
-            new_live, new_meta = apply_migrations(live, meta, migrations, forward)
+            new_live, new_meta = apply_migrations(copy.live(), copy.meta(), migrations, forward)
             new_meta[DATASTORE_VERSION] = to_version
-            label = f"migration:{from_version}->{to_version}"
-            plan = rollback_plan(live, new_live, label)
-            with copy._write() as conn:  # one transaction: settings, history, metadata
-                copy._apply(conn, f"migration-{to_version}", label, plan)
-                copy._rewrite_pending(  # a change waiting to be committed migrates too
-                    conn, lambda body: migrate_patch(body, migrations, forward))
-                for name in set(meta) - set(new_meta):
-                    conn.execute("DELETE FROM meta WHERE name = ?", (name,))
-                for name, value in new_meta.items():
-                    if meta.get(name, object()) != value:
-                        copy._set_meta(conn, name, value)
+            result = copy.migrate(  # one transaction: settings, history, pending, metadata
+                new_live, new_meta, tx=f"migration-{to_version}",
+                label=f"migration:{from_version}->{to_version}",
+                rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
         finally:
             copy.close()
         fd = os.open(tmp, os.O_RDONLY)
@@ -139,13 +133,7 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
     except BaseException:
         _remove(tmp)
         raise
-    return tuple(sorted(c.key for c in plan.changes))
-
-
-def _all_meta(store: Store) -> dict[str, object]:
-    with store._lock:
-        rows = store._db.execute("SELECT name, value FROM meta").fetchall()
-    return {name: json.loads(value) for name, value in rows}
+    return result.changed
 
 
 def load_migrations(trusted_root: bytes, cache: MigrationCache, from_version: Version,
@@ -195,9 +183,27 @@ def migrate_host(state_dir: Path, root: Path, running_version: str, *,
                            trusted.read_bytes() if trusted.exists() else None, cache)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from updates.partitions import DiskError, open_os_disk
+@dataclass(frozen=True)
+class BootInfo:
+    version: str
+    variant: str | None
+    arch: str | None
+    migration: Result
 
+
+def prepare_boot(state_dir: Path, root: Path, disk: str | None,
+                 updog_state: Path | None = None) -> BootInfo:
+    """Identity of the booted set, and the store migrated to its version (raises on failure)."""
+    with open_os_disk(disk, writable=False) as d:
+        fields = d.identity(d.require_active()) or {}
+    version = fields.get("VERSION_ID")
+    if not version:
+        raise DiskError("the booted set's root holds no OS image header (VERSION_ID)")
+    result = migrate_host(state_dir, root, version, updog_state=updog_state)
+    return BootInfo(version, fields.get("VARIANT_ID"), fields.get("ARCH"), result)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="migrator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--disk", help="OS disk (default: the disk behind /)")

@@ -64,5 +64,5 @@ def _hit(name: str) -> None:
         return
     _seen += 1
     if _seen == count:
-        os.write(2, f"reconciler.faults: crashing at {name} ({ENV}={_RAW})\n".encode())
+        os.write(2, f"hostcore.faults: crashing at {name} ({ENV}={_RAW})\n".encode())
         os.kill(os.getpid(), signal.SIGKILL)
