@@ -150,7 +150,7 @@ def test_kubelet_config_carries_every_documented_kubelet_example(tmp_path):
     assert env["NODE_TAINTS"] == (
         "dedicated=experimental:PreferNoSchedule,dedicated=experimental:NoExecute,"
         "special=true:NoSchedule")
-    assert env["AWS_PROFILE"] == "default"
+    assert "AWS_PROFILE" not in env  # unset: the SDKs' own default profile
     assert env["KUBELET_ARGS"].split() == [
         "--cloud-provider=external", "--kubeconfig=/etc/kubernetes/kubelet/kubeconfig",
         "--image-credential-provider-bin-dir=/usr/libexec/kubernetes/kubelet/plugins",
