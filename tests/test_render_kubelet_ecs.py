@@ -244,6 +244,8 @@ def test_aws_files_and_ntp_options():
     assert ("pool 169.254.169.123 minpoll 4 maxpoll 6\n"
             "pool 2.amazon.pool.ntp.org minpoll 4 maxpoll 6\n") in files["chrony-conf"]
     assert "pool 169.254.169.123 iburst\n" in render("aws-dev", {})["chrony-conf"]
+    ipv6 = render("aws-dev", {"ntp": {"time-servers": ["fd00:ec2::123"]}})["chrony-conf"]
+    assert "pool fd00:ec2::123 iburst\n" in ipv6
 
 
 @pytest.mark.parametrize(
