@@ -239,6 +239,8 @@ def test_aws_files_and_ntp_options():
     files = render("aws-dev", {"aws": {"config": config, "credentials": config},
                                "ntp": {"options": ["minpoll 4", "maxpoll", "6"]}})
     assert files["aws-config"] == files["aws-credentials"] == "[default]\nregion = us-west-2\n"
+    unset = render("aws-dev", {})
+    assert unset["aws-config"] == "# Not set (settings.aws.config); rendered by the reconciler.\n"
     catalog = Catalog.load("aws-dev")
     assert catalog.files["aws-credentials"].mode == catalog.files["aws-config"].mode == 0o600
     assert ("pool 169.254.169.123 minpoll 4 maxpoll 6\n"
