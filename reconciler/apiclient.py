@@ -854,7 +854,11 @@ def _update_status(client: Client) -> dict[str, Any] | None:
         return client.call("GET", "/updates/status")
     except ResponseError as error:
         if error.status == 423:  # an update command is running: keep polling
-            return {}
+            try:
+                progress = json.loads(error.body).get("progress")
+            except (ValueError, AttributeError):
+                progress = None
+            return {"progress": progress} if progress else {}
         if error.status == 404 and error.body.strip() != "404: Not Found":
             return None
         raise
@@ -868,8 +872,10 @@ def _update_action(client: Client, action: str, command: str, timeout: float) ->
     before_stamp = ((before or {}).get("most_recent_command") or {}).get("timestamp")
     client.call("POST", f"/actions/{action}")
     deadline = time.monotonic() + timeout
+    bar = _ProgressBar(sys.stderr)
     while True:
         status = _update_status(client)
+        bar.show((status or {}).get("progress"))
         recent = (status or {}).get("most_recent_command") or {}
         if recent.get("timestamp") != before_stamp and recent.get("cmd_type") == command:
             if recent.get("cmd_status") == "Failed":
@@ -878,16 +884,50 @@ def _update_action(client: Client, action: str, command: str, timeout: float) ->
                     f"{(recent.get('stderr') or '').strip()}"
                 )
             if recent.get("cmd_status") == "Success":
+                bar.end()
                 return status or {}
         if time.monotonic() > deadline:
             raise ClientError(f"timed out waiting for update {command} to finish")
         time.sleep(0.25)
 
 
+class _ProgressBar:
+    """`update apply` on a terminal: the image being written, bytes done / total."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.drawn = stream, False
+        self.enabled = stream.isatty()
+
+    def show(self, progress: dict[str, Any] | None) -> None:
+        if not self.enabled or not progress or not progress.get("total"):
+            return
+        done, total = int(progress.get("done", 0)), int(progress["total"])
+        width = 30
+        filled = width * done // total
+        self.stream.write(f"\r{progress.get('image', 'image'):<12} [{'#' * filled:<{width}}] "
+                          f"{done >> 20}/{total >> 20} MiB {100 * done // total:3d}%")
+        self.stream.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.drawn = False
+
+
+def _no_update_message(status: dict[str, Any]) -> str:
+    reason = status.get("no_update_reason") or {}
+    return f"No update available: {reason['message']}" if reason.get("message") \
+        else "No update available"
+
+
 def cmd_update(client: Client, args: Any) -> int:
     timeout = args.timeout
     if args.update_command == "check":
-        _print_json(_update_action(client, "refresh-updates", "refresh", timeout))
+        status = _update_action(client, "refresh-updates", "refresh", timeout)
+        _print_json(status)
+        if not status.get("chosen_update"):
+            print(_no_update_message(status), file=sys.stderr)
         return 0
     if args.update_command == "cancel":
         _update_action(client, "deactivate-update", "deactivate", timeout)
@@ -896,7 +936,7 @@ def cmd_update(client: Client, args: Any) -> int:
     if args.check:
         status = _update_action(client, "refresh-updates", "refresh", timeout)
         if not status.get("chosen_update"):
-            print("No update available")
+            print(_no_update_message(status))
             return 0
     _update_action(client, "prepare-update", "prepare", timeout)
     _update_action(client, "activate-update", "activate", timeout)

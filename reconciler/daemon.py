@@ -20,6 +20,7 @@ from reconciler import containers, redact
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
+from reconciler.fleet.reboots import RebootSlots
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
@@ -84,13 +85,17 @@ async def _serve(
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
+            executor.events = events  # boot-health outcomes go to /events
     git_loop = GitLoop(
         GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics
     )
     files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
     confirm_watch = ConfirmWatch(host, events, worker.wake)
     worker.after_pass.append(confirm_watch.after_pass)
-    app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch)
+    reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker))
+    worker.after_pass.append(lambda _receipt: reboot_slots.poke())
+    app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch,
+                   reboot_slots)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +117,7 @@ async def _serve(
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
     confirm_task = asyncio.create_task(confirm_watch.run())
+    slots_task = asyncio.create_task(reboot_slots.run())
     files_loop = DesiredFilesLoop(files, worker.wake) if files else None
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
@@ -137,6 +143,8 @@ async def _serve(
         await git_task
         confirm_watch.stop()
         await confirm_task
+        reboot_slots.stop()
+        await slots_task
         if files_loop and files_task:
             files_loop.stop()
             await files_task
@@ -148,3 +156,16 @@ async def _serve(
             path.unlink()
         log.info("stopped")
     return 0
+
+
+def _boot_confirmed(host: Host, worker: Worker) -> bool:
+    """This boot counts: its last pass succeeded and, with A/B updates, the health gate marked
+    the boot successful (a reboot slot is given back only then)."""
+    receipt = worker.last_receipt
+    if not receipt or not receipt.get("ok"):
+        return False
+    for executor in host.reconciler.executors:
+        gate = getattr(executor, "gate", None)
+        if gate is not None:
+            return bool(gate.outcome and gate.outcome.get("marked_successful"))
+    return True

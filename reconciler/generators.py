@@ -31,6 +31,10 @@ fetched once at boot when one of their keys is unset) and skip when there is non
 * ``provider-id`` -> ``settings.kubernetes.provider-id`` (``aws:///<zone>/<instance id>``);
 * ``pod-infra-container-image`` -> the pause image in the region's EKS registry.
 
+And ``node-id`` -> ``settings.coordination.node-id``: this host's identity at the fleet's lock
+server (128 random bits, as Zincati derives an app-specific id rather than exposing the
+machine-id).
+
 Each one is also a command, ``reconciler generate NAME``, which prints the value as JSON or
 exits 2 when it has none (sundog's contract); ``GET /metadata/setting-generators`` lists them.
 A generator whose key the variant's schema does not declare is not offered.
@@ -41,6 +45,7 @@ from __future__ import annotations
 import random
 import re
 import socket
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +108,14 @@ def host_id_from_hostname(hostname: str) -> str | None:
 @register("host-id", "settings.gitops.host-id")
 def _host_id(context: Context) -> str | None:
     return host_id_from_hostname(socket.gethostname())
+
+
+@register("node-id", "settings.coordination.node-id")
+def _node_id(context: Context) -> str:
+    """An app-specific identity for the lock server, as Zincati derives one (never the
+    machine-id itself): random (the system's, not ``context.rng``: an identity must not be
+    predictable), fixed at first boot."""
+    return uuid.uuid4().hex
 
 
 def _from_facts(name: str, key: str, derive: Callable[[PlatformFacts], Any]) -> None:

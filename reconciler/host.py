@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from hostcore.documents import DocumentError
 from reconciler.boot import BootResult, boot
+from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
+from reconciler.containers.podman import PodmanEngine
 from reconciler.effects import read_observed
 from reconciler.logs import get_logger
-from reconciler.osinfo import os_info
+from reconciler.osinfo import os_info, os_release_ids
 from reconciler.platform.facts import read_facts
 from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
@@ -188,7 +190,7 @@ def open_host(
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
-        catalog = _catalog(schema, renderers)
+        catalog = _catalog(schema, renderers, os_release_ids(root))
     except BaseException:
         store.close()
         raise
@@ -204,7 +206,20 @@ def open_host(
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
-    reconciler.executors.append(HostContainers(state_dir))
+    def rendered(name: str) -> Path | None:  # where the catalog renders a registry file
+        spec = catalog.files.get(name)
+        return root / spec.path.lstrip("/") if spec else None
+
+    engine = PodmanEngine(
+        state_dir / "containers",
+        registries_conf=rendered("registries-conf"),
+        auth_file=rendered("containers-auth"),
+        proxy_env=rendered("proxy-env"),
+        ca_bundle=rendered("ca-bundle"),
+    )
+    reconciler.executors.append(HostContainers(state_dir, engine=engine))
+    if "boot" in schema.sections:
+        reconciler.executors.append(BootParameters(root))
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 
@@ -217,14 +232,16 @@ def _prepare_boot(state_dir: Path, root: Path, disk: str) -> BootInfo:
         raise HostError(f"boot preparation on {disk} failed: {error}") from error
 
 
-def _catalog(schema: Schema, renderers: Path | None) -> Catalog:
-    """The built-in renderers, or a directory with metadata.toml and templates/, checked against
-    the variant's schema (every affected-by prefix must name one of its settings)."""
+def _catalog(schema: Schema, renderers: Path | None, distributions: Sequence[str]) -> Catalog:
+    """The built-in renderers, or a directory with metadata.toml and templates/ (and its own
+    distributions/), checked against the variant's schema (every affected-by prefix must name
+    one of its settings), with the facts of the root's distribution applied."""
     metadata, templates = (None, None) if renderers is None else (
         renderers / "metadata.toml", renderers / "templates")
     try:
         return Catalog.load(
-            schema.family, metadata, templates, known_variants=VARIANTS, defines=schema.defines
+            schema.family, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
+            distributions=distributions,
         )
     except CatalogError as error:
         raise HostError(f"renderer metadata: {error}") from None

@@ -28,6 +28,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,24 +106,12 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
     _remove(tmp)
     src = _checkpoint(db)
     try:
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
+        _backup(src, tmp)
     finally:
         src.close()  # last connection: SQLite removes the (empty) WAL of the old file
     try:
-        copy = Store(tmp)
-        try:
-            new_live, new_meta = apply_migrations(copy.live(), copy.meta(), migrations, forward)
-            new_meta[DATASTORE_VERSION] = to_version
-            result = copy.migrate(  # one transaction: settings, history, pending, metadata
-                new_live, new_meta, tx=f"migration-{to_version}",
-                label=f"migration:{from_version}->{to_version}",
-                rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
-        finally:
-            copy.close()
+        changed = _migrate_copy(tmp, migrations, forward=forward, from_version=from_version,
+                                to_version=to_version)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -133,7 +122,67 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
     except BaseException:
         _remove(tmp)
         raise
+    return changed
+
+
+def _backup(src: sqlite3.Connection, dest: Path) -> None:
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+
+
+def _migrate_copy(copy_path: Path, migrations: list[Migration], *, forward: bool,
+                  from_version: str, to_version: str) -> tuple[str, ...]:
+    """Migrate the store at `copy_path` in place (one transaction); returns the changed keys."""
+    copy = Store(copy_path)
+    try:
+        new_live, new_meta = apply_migrations(copy.live(), copy.meta(), migrations, forward)
+        new_meta[DATASTORE_VERSION] = to_version
+        result = copy.migrate(  # one transaction: settings, history, pending, metadata
+            new_live, new_meta, tx=f"migration-{to_version}",
+            label=f"migration:{from_version}->{to_version}",
+            rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
+    finally:
+        copy.close()
     return result.changed
+
+
+def rehearse(db: Path, trusted_root: bytes, cache: MigrationCache, to_version: str) -> Result:
+    """Run the migrations to `to_version` on a throw-away copy of the store (pending
+    transactions included); raises `MigrationError` with the reason when one fails.
+
+    The update manager runs this before activation flips the partition flags: a store the next
+    boot could not migrate would make that boot fail and fall back, so the flip is refused
+    instead. The store may be in use (the daemon runs): the copy is an online SQLite backup.
+    """
+    db = Path(db)
+    current = datastore_version(db)
+    if current is None or current == to_version:
+        return Result(current, to_version)
+    try:
+        src_v, dst_v = Version.parse(current), Version.parse(to_version)
+        loaded = load_migrations(trusted_root, cache, src_v, dst_v)
+    except (VersionError, ManifestError) as e:
+        raise MigrationError(str(e)) from None
+    forward = dst_v > src_v
+    with tempfile.TemporaryDirectory(prefix=".rehearse-", dir=db.parent) as tmp:
+        copy = Path(tmp) / STORE
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            _backup(src, copy)
+        finally:
+            src.close()
+        try:
+            changed = _migrate_copy(copy, [m for _, m in loaded], forward=forward,
+                                    from_version=current, to_version=to_version)
+        except MigrationError:
+            raise
+        except Exception as e:  # any failure of a migration refuses the flip
+            raise MigrationError(f"{type(e).__name__}: {e}") from None
+    return Result(current, to_version, tuple(n for n, _ in loaded),
+                  "forward" if forward else "backward", changed)
 
 
 def load_migrations(trusted_root: bytes, cache: MigrationCache, from_version: Version,

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 from hostcore import faults
 from hostcore.commands import CommandRunner, SubprocessRunner
 from reconciler.effects import read_observed, write_atomic
+from reconciler.hostfacts import HostFacts
 from reconciler.plan import Plan, ServiceAction, plan
 from reconciler.store import Store
+from reconciler.units import SystemdUnits
 from renderers.catalog import Catalog
 from renderers.render import Renderer, RenderResult
 
@@ -71,6 +73,7 @@ class Reconciler:
         root: Path,
         os_info: Mapping[str, str],
         runner: CommandRunner | None = None,
+        facts: HostFacts | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -79,6 +82,10 @@ class Reconciler:
         self.sandbox = self.root.resolve() != Path("/")
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
+        self.facts = facts or HostFacts()
+        self.units = SystemdUnits(self.runner)
+        # service -> its unit, for services whose unit this host does not have (GET /status)
+        self.not_installed: dict[str, str] = {}
         self.executors: list[Executor] = []
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
         self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
@@ -99,7 +106,7 @@ class Reconciler:
             return False
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        return {"settings": settings, "os": self.os_info}
+        return {"settings": settings, "os": self.os_info, "host": self.facts.as_model()}
 
     def plan_for(self, settings: Mapping[str, Any], generation: int, changed: set[str]) -> Plan:
         """The pure plan for ``settings`` against the disk as it is now (used by dry runs too)."""
@@ -214,6 +221,21 @@ class Reconciler:
         receipt["pass"] = self.store.save_receipt(generation, ok, receipt)
         return receipt
 
+    def _not_installed(
+        self, name: str, unit: str, generation: int, extra: dict[str, Any]
+    ) -> Step:
+        """Nothing to pick the change up: settled (never retried), reported, not a failure.
+
+        Its files are written; the program reads them when its unit is installed and started.
+        """
+        self.store.settle(name, generation)
+        self.not_installed[name] = unit
+        return Step(
+            "service", name, "not-installed",
+            f"{unit} is not installed on this host; its files are written for when it is",
+            {**extra, "unit": unit},
+        )
+
     def _service(self, action: ServiceAction, failed_files: set[str], generation: int) -> Step:
         service = self.catalog.services[action.service]
         blocked = failed_files.intersection(service.configuration_files)
@@ -241,11 +263,14 @@ class Reconciler:
             result = self.runner.run(argv, env, service.timeout)
             faults.point(f"after-restart:{action.service}")
             if not result.ok:
+                if service.unit and self.units.installed(service.unit) is False:
+                    return self._not_installed(action.service, service.unit, generation, extra)
                 detail = result.error or f"{' '.join(argv)} exited {result.returncode}"
                 if result.output:
                     detail += f": {result.output.strip()[-400:]}"
                 return Step("service", action.service, "failed", detail, extra)
         faults.point(f"before-settle:{action.service}")
+        self.not_installed.pop(action.service, None)
         self.store.settle(action.service, generation)
         faults.point(f"after-settle:{action.service}")
         return Step(

@@ -24,14 +24,21 @@ from hostcore.keys import InvalidKeyError, is_under, join_key, split_key
 from renderers.render import TEMPLATES_DIR, make_environment
 
 METADATA_PATH = Path(__file__).parent / "metadata.toml"
+DISTRIBUTIONS = "distributions"  # beside metadata.toml: <name>.toml, facts of one distribution
 DEFAULT_MODE = 0o644
 DEFAULT_TIMEOUT = 60.0
 _MODE = re.compile(r"0?[0-7]{3}")
+_UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+\.(service|socket|target|timer|path|mount)")
 
-_FILE_KEYS = {"path", "template", "mode", "variants"}
+_FILE_KEYS = {"path", "template", "mode", "variants", "optional"}
 _SERVICE_KEYS = {
     "configuration-files", "affected-by", "restart-commands", "reload-commands", "timeout",
-    "sandbox-safe", "variants",
+    "sandbox-safe", "variants", "unit",
+}
+# What a distribution file may change: where a program reads its file, and how it picks it up.
+_OVERLAY_KEYS = {
+    "configuration-files": {"path", "mode"},
+    "services": {"unit", "restart-commands", "reload-commands", "timeout"},
 }
 
 
@@ -50,6 +57,7 @@ class ConfigFile:
     template: str
     mode: int
     variants: tuple[str, ...] | None = None
+    optional: bool = False  # rendered empty = not ours to manage (left as it is on disk)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Service:
     timeout: float = DEFAULT_TIMEOUT
     sandbox_safe: bool = False
     variants: tuple[str, ...] | None = None
+    unit: str | None = None  # the systemd unit the commands act on (None: no unit)
 
     @property
     def commands(self) -> tuple[tuple[str, ...], ...]:
@@ -81,6 +90,7 @@ class Catalog:
     services: Mapping[str, Service]
     variant: str = ""
     templates_dir: Path | None = None
+    distribution: str | None = None  # the distributions/<name>.toml applied, if any
     compiled: Mapping[str, Template] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
@@ -93,6 +103,7 @@ class Catalog:
         templates: Path | None = None,
         known_variants: Iterable[str] | None = None,
         defines: Callable[[str], bool] | None = None,
+        distributions: Iterable[str] = (),
     ) -> Catalog:
         """Parse, check and filter the metadata for ``variant``; raise CatalogError if wrong.
 
@@ -100,17 +111,17 @@ class Catalog:
         ``defines`` (the variant's ``Schema.defines``) rejects an affected-by prefix that names
         no setting of the variant, so a typo such as ``settings.mtod`` is a start-up error
         instead of a service that silently never restarts.
+        ``distributions`` (the host's os-release ID, then its ID_LIKE) picks the first
+        ``distributions/<name>.toml`` beside the metadata that exists, and applies its facts
+        (paths, units, pick-up commands) over the entries it names.
         """
         source = metadata or METADATA_PATH
         templates_dir = templates or TEMPLATES_DIR
-        try:
-            with open(source, "rb") as handle:
-                document = tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise CatalogError(source, "metadata", f"cannot read: {exc}") from exc
+        document = _read_toml(source)
         unknown = set(document) - {"configuration-files", "services"}
         if unknown:
             raise CatalogError(source, "metadata", f"unknown top-level tables {sorted(unknown)}")
+        distribution = _apply_distribution(source, document, distributions)
 
         files = {n: _parse_file(source, n, e)
                  for n, e in _table(source, document, "configuration-files").items()}
@@ -131,6 +142,7 @@ class Catalog:
             MappingProxyType(dict(sorted(services.items()))),
             variant,
             templates_dir,
+            distribution,
             MappingProxyType(compiled),
         )
 
@@ -162,6 +174,50 @@ class Catalog:
 
 
 # --- parsing ------------------------------------------------------------------------------------
+
+
+def _read_toml(source: Path) -> dict[str, Any]:
+    try:
+        with open(source, "rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(source, "metadata", f"cannot read: {exc}") from exc
+
+
+def _apply_distribution(
+    source: Path, document: dict[str, Any], names: Iterable[str]
+) -> str | None:
+    """Merge the first existing ``distributions/<name>.toml`` into ``document`` (in place).
+
+    Why a separate file: the catalog's paths are Bottlerocket's (``/etc/chrony.conf``); Debian's
+    chronyd reads ``/etc/chrony/chrony.conf`` and its unit is ``chrony.service``. Such facts are
+    configuration of the host, not of the renderer. Every entry named must exist in the metadata
+    and may change only the fields in ``_OVERLAY_KEYS``.
+    """
+    for name in names:
+        if not name or "/" in name or name.startswith("."):
+            continue
+        overlay_path = Path(source).parent / DISTRIBUTIONS / f"{name}.toml"
+        if not overlay_path.is_file():
+            continue
+        overlay = _read_toml(overlay_path)
+        for table, entries in overlay.items():
+            if table not in _OVERLAY_KEYS:
+                raise CatalogError(overlay_path, table, f"unknown table; allowed: "
+                                   f"{sorted(_OVERLAY_KEYS)}")
+            if not isinstance(entries, Mapping):
+                raise CatalogError(overlay_path, table, "must be a table")
+            for entry, fields in entries.items():
+                base = document.get(table, {}).get(entry)
+                if not isinstance(base, dict):
+                    raise CatalogError(overlay_path, f"{table}.{entry}",
+                                       f"no such entry in {source}")
+                if not isinstance(fields, Mapping):
+                    raise CatalogError(overlay_path, f"{table}.{entry}", "must be a table")
+                _unknown_keys(overlay_path, f"{table}.{entry}", fields, _OVERLAY_KEYS[table])
+                base.update(fields)
+        return name
+    return None
 
 
 def _table(source: Path, document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -206,9 +262,12 @@ def _parse_file(source: Path, name: str, raw: Mapping[str, Any]) -> ConfigFile:
         raise CatalogError(source, entry, "template is required (a file under templates/)")
     if template.startswith("/") or ".." in template.split("/"):
         raise CatalogError(source, entry, f"template {template!r} must be relative, without '..'")
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise CatalogError(source, entry, "optional must be true or false")
     return ConfigFile(
         name, path, template, _mode(source, entry, raw.get("mode", "0644")),
-        _variants(source, entry, raw.get("variants")),
+        _variants(source, entry, raw.get("variants")), optional,
     )
 
 
@@ -251,6 +310,10 @@ def _parse_service(source: Path, name: str, raw: Mapping[str, Any]) -> Service:
     sandbox_safe = raw.get("sandbox-safe", False)
     if not isinstance(sandbox_safe, bool):
         raise CatalogError(source, entry, "sandbox-safe must be true or false")
+    unit = raw.get("unit")
+    if unit is not None and (not isinstance(unit, str) or not _UNIT.fullmatch(unit)):
+        raise CatalogError(source, entry, f"unit {unit!r} is not a systemd unit name "
+                           "like \"chronyd.service\"")
     return Service(
         name,
         tuple(files),
@@ -260,6 +323,7 @@ def _parse_service(source: Path, name: str, raw: Mapping[str, Any]) -> Service:
         float(timeout),
         sandbox_safe,
         _variants(source, entry, raw.get("variants")),
+        unit,
     )
 
 

@@ -11,8 +11,21 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)  # signed-commit test
 command -v podman >/dev/null || need+=(podman netavark aardvark-dns iptables)
 command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
+# The real-host tests (tests/test_realhost.py) build a Debian host image with mmdebstrap
+# (tests/realhost/build.py; cached after the first run) and boot it with podman.
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)
+# Host settings: the real programs read the files we render (containerd config dump, sysctl -p
+# parsing, modprobe/kmod, openssl verify on the CA bundle, the system CA bundle itself).
+command -v containerd >/dev/null || need+=(containerd)
+command -v sysctl >/dev/null || need+=(procps)
+command -v modprobe >/dev/null || need+=(kmod)
+command -v openssl >/dev/null || need+=(openssl)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# OS updates: dm-verity trees (veritysetup) and the lz4 baseline of bench_image_write.
+command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
+command -v lz4 >/dev/null || need+=(lz4)
 # Fleet tests: a real etcd on loopback ports (reboot slots under leases).
 command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then

@@ -9,9 +9,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -47,6 +50,43 @@ class Etcd:
                 log = (data_dir.parent / f"{data_dir.name}.log").read_text()
                 raise RuntimeError(f"etcd did not start: {log}")
             time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.close()
+
+
+class FleetLockServer:
+    """``fleetlock serve`` as a process on a free port, on ``etcd``."""
+
+    def __init__(self, etcd: Etcd, log_path: Path, *flags: str):
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}/"
+        self.log = open(log_path, "wb")  # noqa: SIM115
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.fleet.server", "serve", "--etcd", etcd.url,
+             "--listen", f"127.0.0.1:{port}", *flags], cwd=REPO, stdout=self.log,
+            stderr=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "v1/holders", timeout=2):
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"fleetlock did not start: {log_path.read_text()}")
+            time.sleep(0.1)
+
+    def holders(self, group: str = "default") -> list[str]:
+        import json
+
+        with urllib.request.urlopen(f"{self.base}v1/holders?group={group}", timeout=10) as r:
+            return [h["id"] for h in json.load(r)["holders"]]
 
     def stop(self) -> None:
         if self.process.poll() is None:

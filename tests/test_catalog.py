@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from reconciler.osinfo import os_release_ids
 from reconciler.schema import Schema
 from renderers.catalog import Catalog, CatalogError
 from tests.daemon import cli
@@ -207,6 +209,56 @@ def test_unreadable_metadata(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[[[")
     with pytest.raises(CatalogError, match="bad.toml"):
         Catalog.load("aws-dev", tmp_path / "bad.toml", tmp_path)
+
+
+# ---- distribution facts (renderers/distributions/) --------------------------------------------
+
+
+def test_debian_facts_apply_when_the_host_says_debian() -> None:
+    bottlerocket = Catalog.load("aws-k8s")
+    assert bottlerocket.distribution is None
+    assert bottlerocket.files["chrony-conf"].path == "/etc/chrony.conf"
+    assert bottlerocket.services["chronyd"].unit == "chronyd.service"
+    assert bottlerocket.services["kubernetes"].unit == "kubelet.service"
+    for ids in (["debian"], ["ubuntu", "debian"], ["raspbian", "debian"]):
+        debian = Catalog.load("aws-k8s", distributions=ids)
+        assert debian.distribution == "debian"
+        assert debian.files["chrony-conf"].path == "/etc/chrony/chrony.conf"
+        assert debian.services["chronyd"].unit == "chrony.service"
+        assert debian.services["chronyd"].commands == (
+            ("systemctl", "try-reload-or-restart", "chrony.service"),)
+        assert debian.files["motd"] == bottlerocket.files["motd"]
+    assert Catalog.load("aws-k8s", distributions=["fedora", "../debian"]).distribution is None
+
+
+@pytest.mark.parametrize(("overlay", "message"), [
+    ('[services.nope]\nunit = "a.service"\n', "services.nope: no such entry"),
+    ('[services.motd]\naffected-by = ["settings.x"]\n', "unknown field(s) ['affected-by']"),
+    ('[configuration-files.motd]\ntemplate = "x.j2"\n', "unknown field(s) ['template']"),
+    ('[settings]\nmotd = "x"\n', "settings: unknown table"),
+    ('[services.motd]\nunit = "not a unit"\n', "is not a systemd unit name"),
+])
+def test_a_bad_distribution_file_is_refused_naming_it(
+    tmp_path: Path, overlay: str, message: str
+) -> None:
+    (tmp_path / "distributions").mkdir()
+    (tmp_path / "distributions" / "mine.toml").write_text(overlay)
+    metadata = tmp_path / "metadata.toml"
+    metadata.write_text(textwrap.dedent(GOOD))
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "motd.j2").write_text("{{ settings.motd }}\n")
+    with pytest.raises(CatalogError, match=re.escape(message)):
+        Catalog.load("aws-dev", metadata, tmp_path / "templates", distributions=["mine"])
+
+
+def test_os_release_names_the_distribution(tmp_path: Path) -> None:
+    assert os_release_ids(tmp_path) == []
+    (tmp_path / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "usr" / "lib" / "os-release").write_text('ID=ubuntu\nID_LIKE="debian"\n')
+    assert os_release_ids(tmp_path) == ["ubuntu", "debian"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "os-release").write_text("NAME='Debian'\nID=debian\n")
+    assert os_release_ids(tmp_path) == ["debian"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -16,7 +16,7 @@ from reconciler.fleet.client import FleetLockClient, LockRejection
 from reconciler.fleet.etcd import EtcdSlots, semaphore_key
 from reconciler.fleet.semaphore import Semaphore
 from tests.daemon import REPO, eventually
-from tests.etcd import Etcd, free_port
+from tests.etcd import Etcd, FleetLockServer
 
 
 @pytest.fixture
@@ -29,26 +29,10 @@ def etcd(tmp_path):
 @pytest.fixture
 def fleetlock(etcd, tmp_path):
     """``fleetlock serve`` as a process: 2 slots per group, a 2-second lease."""
-    port = free_port()
-    log = open(tmp_path / "fleetlock.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.fleet.server", "serve", "--etcd", etcd.url,
-         "--listen", f"127.0.0.1:{port}", "--slots", "2", "--group", "solo=1",
-         "--lease-ttl", "2"], cwd=REPO, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}/"
-
-    def up():
-        try:
-            return zincati(base, "probe", "ready", "holders") is not None
-        except OSError:
-            assert process.poll() is None, (tmp_path / "fleetlock.log").read_text()
-            return False
-
-    eventually(up, timeout=30)
-    yield base
-    process.terminate()
-    process.wait(10)
-    log.close()
+    server = FleetLockServer(etcd, tmp_path / "fleetlock.log", "--slots", "2", "--group",
+                             "solo=1", "--lease-ttl", "2")
+    yield server.base
+    server.stop()
 
 
 def zincati(base: str, node: str, group: str, api: str = "pre-reboot"):

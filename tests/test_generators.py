@@ -14,6 +14,7 @@ from reconciler.schema import VARIANTS, Schema
 SEED = "settings.updates.seed"
 HOST_ID = "settings.gitops.host-id"
 REGION = "settings.aws.region"
+NODE_ID = "settings.coordination.node-id"
 EXPECTED_HOST_ID = host_id_from_hostname(socket.gethostname())
 
 
@@ -24,7 +25,8 @@ PLATFORM_K8S = {f"settings.kubernetes.{name}": name for name in
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_setting_generators(variant):
     generators = setting_generators(variant)
-    assert {HOST_ID: "host-id", SEED: "seed", REGION: "aws-region"}.items() <= generators.items()
+    assert {HOST_ID: "host-id", SEED: "seed", REGION: "aws-region",
+            NODE_ID: "node-id"}.items() <= generators.items()
     assert (PLATFORM_K8S.items() <= generators.items()) == ("kubernetes" in
                                                            Schema.load(variant).sections)
     assert list(generators) == sorted(generators)
@@ -42,7 +44,8 @@ def test_generate_on_an_empty_host(variant):
     generated = generate(variant, {}, random.Random(7))
     assert 0 <= generated[SEED] < 2048
     assert generated.get(HOST_ID) == EXPECTED_HOST_ID
-    assert set(generated) <= {SEED, HOST_ID}
+    assert set(generated) <= {SEED, HOST_ID, NODE_ID}
+    assert len(generated[NODE_ID]) == 32  # 128 random bits, as hex
     assert Schema.load(variant).validate(unflatten(generated, strip=1)) == []
 
 
@@ -62,9 +65,9 @@ def test_default_rng_is_system_random():
 
 
 def test_set_values_are_never_overwritten():
-    live = {SEED: 5, HOST_ID: "node-1", "settings.motd": "hi"}
+    live = {SEED: 5, HOST_ID: "node-1", NODE_ID: "n", "settings.motd": "hi"}
     assert generate("aws-k8s", live, random.Random(1)) == {}
-    only_seed = generate("aws-k8s", {HOST_ID: "mine"}, random.Random(1))
+    only_seed = generate("aws-k8s", {HOST_ID: "mine", NODE_ID: "n"}, random.Random(1))
     assert set(only_seed) == {SEED}
 
 

@@ -94,7 +94,9 @@ def test_every_k8s_template_renders_full_settings() -> None:
     assert config["maxPods"] == 58
     kubeconfig = yaml.load(files["kubeconfig"])
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://k8s.example.com"
-    assert kubeconfig["users"][0]["user"]["exec"]["args"][-1] == "prod"
+    args = kubeconfig["users"][0]["user"]["exec"]["args"]
+    assert args[:3] == ["token", "-i", "prod"]
+    assert args[3:] == ["--region", full_settings()["aws"]["region"]]  # aws.region is used
     env = env_file(files["kubelet-env"])
     assert env["NODE_IP"] == "10.0.0.7"
     assert env["NODE_LABELS"] == "example.com/tier=gold,team=infra"
@@ -191,8 +193,8 @@ def test_values_are_escaped_for_each_syntax() -> None:
     assert set(hc) == {"admin", "control"}
     assert hc["admin"]["source"] == nasty + "\n[evil]\nx=1"
     kubeconfig = YAML(typ="safe").load(files["kubeconfig"])
-    assert kubeconfig["users"][0]["user"]["exec"]["args"] == ["token", "-i",
-                                                              nasty + "\n- injected"]
+    assert kubeconfig["users"][0]["user"]["exec"]["args"][:3] == ["token", "-i",
+                                                                  nasty + "\n- injected"]
     assert env_file(files["kubelet-env"])["NODE_LABELS"] == "k=v'; rm -rf / #"
     ecs = render("aws-ecs", settings, ["ecs-config"]).files["ecs-config"].content.decode()
     assert env_file(ecs)["ECS_CLUSTER"] == nasty

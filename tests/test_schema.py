@@ -22,7 +22,9 @@ from reconciler.schema import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user-data"
 SCHEMAS = resources.files("schemas")
-COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "bootstrap-containers"}
+COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "coordination",
+          "kernel", "network", "dns", "boot", "pki", "container-registry",
+          "bootstrap-containers"}
 
 
 def problems_of(variant: str, settings: dict) -> list[Problem]:
@@ -40,8 +42,9 @@ def test_variants_and_sections():
     assert VARIANTS == ("aws-dev", "aws-ecs", "aws-k8s")
     assert DEFAULT_VARIANT == "aws-dev"
     assert set(Schema.load("aws-dev").sections) == COMMON
-    assert set(Schema.load("aws-k8s").sections) == COMMON | {"kubernetes"}
-    assert set(Schema.load("aws-ecs").sections) == COMMON | {"ecs"}
+    assert set(Schema.load("aws-k8s").sections) == COMMON | {
+        "kubernetes", "container-runtime", "oci-defaults"}
+    assert set(Schema.load("aws-ecs").sections) == COMMON | {"ecs", "oci-defaults"}
     assert Schema.load().variant == DEFAULT_VARIANT
     assert Schema.load("aws-k8s") is Schema.load("aws-k8s")
 
@@ -471,7 +474,7 @@ VALUE_CASES = [
         ("kubernetes", "node-ip"),
         ["10.0.12.34", "fd00::12:34"],
         ["10.0.12.34/24", "fd00::/64", "::g"],
-        "IP address",
+        "IPv6 address",
     ),
     (
         "aws-k8s",

@@ -24,6 +24,7 @@ from reconciler import confirm
 from reconciler.api import updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
+from reconciler.fleet.reboots import RebootSlots, SlotRefused
 from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -51,6 +52,7 @@ GIT = web.AppKey("git", object)  # GitLoop | None
 DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 ACCESS = web.AppKey("access", object)  # AccessPolicy | None
 CONFIRM = web.AppKey("confirm", object)  # ConfirmWatch | None
+REBOOTS = web.AppKey("reboots", object)  # RebootSlots | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -464,6 +466,15 @@ async def get_files(request: web.Request) -> web.Response:
 async def reboot(request: web.Request) -> web.Response:
     host = request.app[HOST]
     events = request.app[EVENTS]
+    slots = request.app[REBOOTS]
+    if slots is not None:  # coordinated: a reboot slot first (also in a sandbox, to test it)
+        try:
+            lock = await asyncio.to_thread(slots.before_reboot, host.store.live_document())
+        except SlotRefused as error:
+            events.emit("reboot", f"reboot deferred: {error}")
+            raise web.HTTPConflict(text=f"Reboot deferred: {error}") from None
+        if lock is not None:
+            events.emit("reboot", f"reboot slot taken in group {lock.group}")
     if host.reconciler.sandbox:
         events.emit("reboot", "reboot requested; skipped: the root is a sandbox, not the host")
         return web.Response(status=204)
@@ -497,6 +508,12 @@ async def plan(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(dry_run))
 
 
+def _call(executor: Any, method: str, default: Any) -> Any:
+    """An executor's optional status hook (`degraded_reasons`, `conditions`)."""
+    hook = getattr(executor, method, None)
+    return hook() if hook else default
+
+
 def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     live = host.store.generation()
     applied = host.store.applied_generation()
@@ -508,7 +525,9 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     ]
     if receipt and receipt.get("error"):
         failures.append(receipt["error"])
-    degraded = bool(receipt) and not receipt["ok"]
+    extra = [r for e in host.reconciler.executors for r in _call(e, "degraded_reasons", [])]
+    failures += extra  # e.g. a boot that failed its health checks
+    degraded = (bool(receipt) and not receipt["ok"]) or bool(extra)
     reconciling = worker.busy or applied < live
     if degraded:
         state = "Degraded"
@@ -530,6 +549,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *(c for e in host.reconciler.executors for c in _call(e, "conditions", [])),
             *_boot_conditions(host),
         ],
         "variant": host.variant,
@@ -537,6 +557,8 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
         "applied_generation": applied,
         "last_receipt": receipt,
         "retries": worker.failures,
+        # services whose unit this host lacks (their pick-up command found no unit to act on)
+        "not_installed": dict(sorted(host.reconciler.not_installed.items())),
         **{e.name: e.status() for e in host.reconciler.executors},
         **_boot_view(host),
         "pending_confirmation": (trial.as_dict() if (trial := confirm.pending(host.store))
@@ -592,6 +614,8 @@ async def status(request: web.Request) -> web.Response:
         view["gitops"] = git.sync.status.as_dict()
     if request.app[DESIRED_FILES] is not None:
         view["desired_files"] = request.app[DESIRED_FILES].status
+    if request.app[REBOOTS] is not None:
+        view["coordination"] = request.app[REBOOTS].status()
     return _json(SCRUBBER.scrub(view))  # receipts quote command output
 
 
@@ -696,6 +720,7 @@ def make_app(
     desired_files: DesiredFiles | None = None,
     access: AccessPolicy | None = None,
     confirm_watch: confirm.ConfirmWatch | None = None,
+    reboot_slots: RebootSlots | None = None,
 ) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
@@ -708,6 +733,7 @@ def make_app(
     app[DESIRED_FILES] = desired_files
     app[ACCESS] = access
     app[CONFIRM] = confirm_watch
+    app[REBOOTS] = reboot_slots
     app.add_routes(routes)
     updates_routes.register(app, host)
     return app

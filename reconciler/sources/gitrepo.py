@@ -12,14 +12,28 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import git
+if TYPE_CHECKING:
+    import git
 
 FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class GitSourceError(Exception):
     """Fetching, resolving, reading or verifying failed; the message says what and where."""
+
+
+def _git() -> ModuleType:
+    """GitPython, imported on first use: it needs a ``git`` binary at import, and a host that
+    does not use gitops must start without one (issues 14, 18)."""
+    try:
+        import git
+    except ImportError as error:  # GitPython raises ImportError when it finds no git binary
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GitSourceError(f"settings.gitops needs the git program: {first}") from None
+    return git
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class GitRepo:
     def __init__(self, base: Path, url: str, timeout: float = 120.0):
         self.url = url
         self.timeout = timeout
+        git = _git()
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.directory = base / digest
         if not (self.directory / "HEAD").exists():
@@ -46,6 +61,7 @@ class GitRepo:
 
     def fetch(self, ref: str | None) -> Revision:
         """Fetch ``ref`` (branch, tag, full commit id; None: the remote's HEAD) and resolve it."""
+        git = _git()
         target = ref or "HEAD"
         try:
             self.repo.git.fetch(

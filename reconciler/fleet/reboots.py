@@ -1,0 +1,132 @@
+"""Reboot slots for this host: taken before a reboot, given back once the new boot is confirmed.
+
+Zincati's state machine, on our settings (``settings.coordination``): before rebooting, take a
+slot of the host's group from the FleetLock server (refused: the reboot waits, and status says
+who holds the slots); the slot is recorded in the store, so that after the reboot the daemon
+knows it holds one; it gives it back (``steady-state``) only once the new boot is confirmed:
+the first pass succeeded and, on a host with A/B updates, the boot health gate marked the boot
+successful. A boot that fails its gate keeps the slot, so the fleet does not reboot a second
+host into the same update while this one falls back. At start-up a slot held from before is
+released the same way (Zincati's initialization step), so a host never holds one forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.fleet.client import FleetLockClient, LockRejection
+from reconciler.fleet.protocol import DEFAULT_GROUP, ClientParams
+from reconciler.logs import get_logger
+from reconciler.store import Store
+
+SLOT_META = "reboot-slot"
+_log = get_logger("reboots")
+
+
+class SlotRefused(Exception):
+    """No reboot slot now; ``str()`` says which group and who holds its slots."""
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    url: str
+    group: str
+    node_id: str
+
+    def client(self) -> FleetLockClient:
+        return FleetLockClient(self.url, ClientParams(self.node_id, self.group))
+
+
+def lock_settings(settings: Mapping[str, Any]) -> LockSettings | None:
+    """The reboot lock of the live settings document (the inside of ``settings``), if any."""
+    coordination = settings.get("coordination") or {}
+    lock = coordination.get("reboot-lock") or {}
+    if not lock.get("url") or not coordination.get("node-id"):
+        return None
+    return LockSettings(lock["url"], lock.get("group", DEFAULT_GROUP), coordination["node-id"])
+
+
+class RebootSlots:
+    """The daemon's side of reboot coordination. ``boot_confirmed`` says whether this boot
+    counts (first pass ok, health gate passed)."""
+
+    RETRY = 5.0
+
+    def __init__(self, store: Store, boot_confirmed: Callable[[], bool]):
+        self.store = store
+        self.boot_confirmed = boot_confirmed
+        # This daemon's start: a slot taken by this very process is for a reboot still to come.
+        self.instance = uuid.uuid4().hex
+        self.state = "idle"  # idle | holding | waiting | releasing
+        self.reason = ""
+        self._stopping = False
+        self._poked: asyncio.Event | None = None
+
+    def status(self) -> dict[str, Any]:
+        held = self.store.get_meta(SLOT_META)
+        return {"state": self.state, "reason": self.reason, "held": held}
+
+    def before_reboot(self, settings: Mapping[str, Any]) -> LockSettings | None:
+        """Take a slot for the reboot (None: not coordinated); SlotRefused when none is free."""
+        lock = lock_settings(settings)
+        if lock is None:
+            return None
+        try:
+            lock.client().pre_reboot()
+        except LockRejection as error:
+            self.state = "waiting"
+            self.reason = f"waiting for a reboot slot in group {lock.group}: {error.value}"
+            raise SlotRefused(self.reason) from None
+        except OSError as error:
+            self.state = "waiting"
+            self.reason = f"waiting for a reboot slot in group {lock.group}: {lock.url}: {error}"
+            raise SlotRefused(self.reason) from None
+        self.store.set_meta(SLOT_META, {"url": lock.url, "group": lock.group,
+                                        "id": lock.node_id, "since": time.time(),
+                                        "taken_by": self.instance})
+        self.state, self.reason = "holding", f"holding a reboot slot in group {lock.group}"
+        _log.info("reboot slot taken", group=lock.group, id=lock.node_id)
+        return lock
+
+    def poke(self) -> None:
+        if self._poked is not None:
+            self._poked.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.poke()
+
+    async def run(self) -> None:
+        """Give back a held slot once the boot is confirmed; report and retry, never die."""
+        self._poked = asyncio.Event()
+        while not self._stopping:
+            timeout = None
+            try:
+                held = await asyncio.to_thread(self.store.get_meta, SLOT_META)
+                rebooted = held and held.get("taken_by") != self.instance
+                if rebooted and self.boot_confirmed():
+                    self.state = "releasing"
+                    lock = LockSettings(held["url"], held["group"], held["id"])
+                    await asyncio.to_thread(lock.client().steady_state)
+                    await asyncio.to_thread(self.store.set_meta, SLOT_META, None)
+                    self.state, self.reason = "idle", f"released the reboot slot in {lock.group}"
+                    _log.info("reboot slot released", group=lock.group, id=lock.node_id)
+                    continue
+                if rebooted:
+                    self.state = "holding"
+                    self.reason = (f"holding a reboot slot in group {held['group']} until this "
+                                   "boot is confirmed")
+                    timeout = self.RETRY
+            except Exception as error:  # the lock server is down, the store is locked...
+                self.reason = f"cannot release the reboot slot: {type(error).__name__}: {error}"
+                _log.warning("reboot slot release failed", error=self.reason)
+                timeout = self.RETRY
+            self._poked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), timeout)
