@@ -1,7 +1,8 @@
 """apiclient: talk to the reconciler's API on its Unix socket (Bottlerocket-compatible).
 
-Self-contained, standard library only, so it can ship as a one-file zipapp into any container
-that has python3; every command imports only what its path needs, to start fast.
+Standard library only, so it can ship as a one-file zipapp into any container that has python3
+(with ``hostcore``'s document parser, which ``apply`` shares with user data); every command
+imports only what its path needs, to start fast.
 
 Raw form (Bottlerocket's README, the default subcommand)::
 
@@ -170,7 +171,7 @@ class Client:
 
     def call(self, method: str, uri: str, data: Any = None) -> Any:
         """Request with a JSON body (when given); JSON answer (None when empty); non-2xx raises."""
-        payload = None if data is None else json.dumps(data, default=_json_default)
+        payload = None if data is None else json.dumps(data)
         status, _, text = self.request(method, uri, payload)
         if not 200 <= status < 300:
             raise ResponseError(method.upper(), uri, status, text)
@@ -180,13 +181,6 @@ class Client:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
-
-
-def _json_default(value: Any) -> Any:
-    isoformat = getattr(value, "isoformat", None)  # TOML dates and times
-    if isoformat is not None:
-        return isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _query(path: str, **params: Any) -> str:
@@ -511,83 +505,35 @@ def cmd_confirm(client: Client, args: Any) -> int:
     return 0
 
 
-def _read_input(name: str) -> tuple[str, str]:
-    """(text, label) of one apply input: ``-`` is stdin, else a file, file:// or http(s)://."""
+def _read_input(name: str) -> tuple[bytes, str]:
+    """(bytes, label) of one apply input: ``-`` is stdin, else a file, file:// or http(s)://."""
     if name == "-":
-        return sys.stdin.read(), "<stdin>"
+        return sys.stdin.buffer.read(), "<stdin>"
     if name.startswith(("http://", "https://")):
         from urllib.request import urlopen
 
         try:
             with urlopen(name, timeout=60) as response:
-                return response.read().decode("utf-8"), name
+                return response.read(), name
         except OSError as error:
             raise ClientError(f"{name}: cannot fetch: {error}") from None
     path = name[len("file://") :] if name.startswith("file://") else name
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:
             return handle.read(), name
     except OSError as error:
         raise ClientError(f"{name}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ClientError(f"{name}: not UTF-8 text: {error}") from None
 
 
-def _parse_document(text: str, label: str) -> dict[str, Any]:
-    """Parse TOML, JSON or YAML (by extension, else sniffed) and return its ``settings``."""
-    lower = label.lower().split("?", 1)[0]
-    if lower.endswith(".json"):
-        kinds = ["json"]
-    elif lower.endswith(".toml"):
-        kinds = ["toml"]
-    elif lower.endswith((".yaml", ".yml")):
-        kinds = ["yaml"]
-    elif text.lstrip().startswith("{"):
-        kinds = ["json", "yaml"]
-    else:
-        kinds = ["toml", "yaml"]
-    errors = []
-    document: Any = None
-    for kind in kinds:
-        try:
-            document = _PARSERS[kind](text)
-            break
-        except _YamlUnavailable as error:
-            errors.append(str(error))
-        except Exception as error:  # every parser has its own error types
-            errors.append(f"not valid {kind.upper()}: {error}")
-    else:
-        raise ClientError(f"{label}: " + "; ".join(errors))
-    if not isinstance(document, dict) or "settings" not in document:
-        raise ClientError(f"{label}: the document has no top-level 'settings'")
-    settings = document["settings"]
-    if not isinstance(settings, dict):
-        raise ClientError(f"{label}: 'settings' must be a table/object")
-    return settings
+def _parse_settings(data: bytes, label: str) -> dict[str, Any]:
+    """The ``settings`` of one document, parsed exactly as user data is (``hostcore.documents``:
+    TOML, YAML or JSON by extension, else sniffed; gzip detected; dates and NaN refused)."""
+    from hostcore.documents import DocumentError, parse_document, settings_of
 
-
-class _YamlUnavailable(Exception):
-    pass
-
-
-def _parse_toml(text: str) -> Any:
-    import tomllib
-
-    return tomllib.loads(text)
-
-
-def _parse_yaml(text: str) -> Any:
     try:
-        from ruamel.yaml import YAML
-    except ImportError:
-        raise _YamlUnavailable(
-            "YAML input needs the ruamel.yaml package, which is not installed here; "
-            "use TOML or JSON"
-        ) from None
-    return YAML(typ="safe", pure=True).load(text)
-
-
-_PARSERS = {"json": json.loads, "toml": _parse_toml, "yaml": _parse_yaml}
+        return settings_of(parse_document(data, label), label)
+    except DocumentError as error:
+        raise ClientError(str(error)) from None
 
 
 def cmd_apply(client: Client, args: Any) -> int:
@@ -595,7 +541,7 @@ def cmd_apply(client: Client, args: Any) -> int:
     if inputs.count("-") > 1:
         raise ClientError("apiclient apply: stdin ('-') can be given only once")
     # Read and parse everything before touching the server: a bad document changes nothing.
-    documents = [_parse_document(*_read_input(name)) for name in inputs]
+    documents = [_parse_settings(*_read_input(name)) for name in inputs]
     tx = f"apiclient-apply-{_random_suffix()}"
     try:
         for name, settings in zip(inputs, documents, strict=True):

@@ -66,3 +66,7 @@ class BootParameters:
 
     def status(self) -> dict[str, Any]:
         return {"condition": dict(self._condition)}
+
+    def conditions(self) -> list[dict[str, Any]]:
+        """``RebootRequired`` for ``GET /status`` (the executors' conditions hook)."""
+        return [{k: v for k, v in self._condition.items() if k in ("type", "status", "reason")}]

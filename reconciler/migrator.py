@@ -8,11 +8,15 @@ The store (`<state-dir>/store.db`) records the OS version its data is shaped for
    hashes enforced) and the trusted root shipped with the OS;
 2. compute the path (`find_migrations`): forward when going up, reversed after a rollback;
 3. copy the store with SQLite's backup API, migrate the copy (one new generation, source
-   `migration:<from>-><to>`, so history and provenance show it), close it, fsync it;
-4. switch it in with `os.replace` and fsync the directory.
+   `migration:<from>-><to>`, so history and provenance show it) through the store's public
+   `Store.migrate`, close it;
+4. switch it in durably (`hostcore.durable.rename_over`: fsync, rename, fsync the directory).
 
 A failure at any step leaves the old store untouched (the copy is discarded); the boot is then
 not marked successful, and the bootloader falls back to the set whose version matches it.
+
+It lives here, above `updates/` (whose migrations, manifest and cache it uses), because it opens
+the settings store: `updates` never imports `reconciler` (the import-linter contract).
 
 `prepare_boot()` is what the daemon runs before opening the store: it reads the booted set's
 identity from the OS disk and runs the migrator to that version.
@@ -25,14 +29,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sqlite3
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcore.durable import fsync_directory
+from hostcore.durable import rename_over
 from reconciler.store import Store
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
@@ -112,13 +115,7 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
     try:
         changed = _migrate_copy(tmp, migrations, forward=forward, from_version=from_version,
                                 to_version=to_version)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, db)
-        fsync_directory(db.parent)
+        rename_over(tmp, db)
     except BaseException:
         _remove(tmp)
         raise

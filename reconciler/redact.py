@@ -232,10 +232,6 @@ class Scrubber:
         self.learn(values)
         self._generation = generation
 
-    def forget(self) -> None:
-        with self._lock:
-            self._known, self._ordered = set(), ()
-
     def scrub(self, data: Any) -> Any:
         self.refresh()
         ordered = self._ordered

@@ -25,7 +25,6 @@ from renderers.render import TEMPLATES_DIR, make_environment
 
 METADATA_PATH = Path(__file__).parent / "metadata.toml"
 DISTRIBUTIONS = "distributions"  # beside metadata.toml: <name>.toml, facts of one distribution
-DEFAULT_MODE = 0o644
 DEFAULT_TIMEOUT = 60.0
 _MODE = re.compile(r"0?[0-7]{3}")
 _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+\.(service|socket|target|timer|path|mount)")
@@ -167,10 +166,6 @@ class Catalog:
         """Names of the services fed by any of the given files."""
         wanted = set(file_names)
         return {s.name for s in self.services.values() if wanted & set(s.configuration_files)}
-
-    def files_of(self, service: str) -> tuple[str, ...]:
-        """The configuration files a service is fed by."""
-        return self.services[service].configuration_files
 
 
 # --- parsing ------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from updates.semver import Version
 from updates.timefmt import format_time
 
 IDLE, AVAILABLE, STAGED, READY = "Idle", "Available", "Staged", "Ready"
-COMMANDS = ("refresh", "prepare", "activate", "deactivate")
 ALLOWED = {
     "refresh": (IDLE, AVAILABLE, STAGED, READY),
     "prepare": (AVAILABLE, STAGED),

@@ -244,10 +244,6 @@ class PodmanEngine:
             return ""
         return (result.stdout + result.stderr).strip()
 
-    def inspect(self, name: str) -> dict[str, Any]:
-        answer = json.loads(self._run(["container", "inspect", name]) or "[]")
-        return answer[0] if answer else {}
-
     def events(self, stop: threading.Event) -> Iterator[dict[str, Any]]:
         """Container events of managed containers, until ``stop`` is set (or podman exits)."""
         argv = self.command(

@@ -59,13 +59,6 @@ PROBES: dict[str, Probe] = {
         _file_has("/etc/updog.toml", lambda n: f'version_lock = "v1.0.{n}"'),
         why="updog reads /etc/updog.toml on each run; there is no unit to restart",
     ),
-    "host-containers": Probe(
-        lambda n: {"host-containers": {"probe": {
-            "source": f"localhost/probe:v{n}", "enabled": False}}},
-        _file_has("/etc/host-containers/host-containers.toml",
-                  lambda n: f'source = "localhost/probe:v{n}"'),
-        why="read by the daemon's own host-containers engine, not by a unit",
-    ),
     "kubernetes": Probe(
         lambda n: {"kubernetes": {"max-pods": 20 + n}},
         _file_has("/etc/kubernetes/kubelet/config", lambda n: f"maxPods: {20 + n}"),
