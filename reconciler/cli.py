@@ -27,6 +27,12 @@ earlier ones (Bottlerocket's early-boot-config order; paths under --root):
 A provider that does not answer (IMDS past --imds-deadline) is tried again at the next boot.
 Documents may be TOML, YAML or JSON, gzip-compressed or base64-encoded."""
 
+# Kept literal (not reconciler.schema.VARIANT_HELP): the CLI imports the schema lazily.
+VARIANT_HELP = (
+    "aws-dev, aws-k8s, aws-ecs or a Bottlerocket variant name (aws-k8s-1.30, aws-ecs-2, "
+    "metal-k8s-1.30, vmware-k8s-1.31, ...)"
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconciler", description=__doc__)
@@ -101,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=PROVIDERS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    validate.add_argument("--variant", default=None)
+    validate.add_argument("--variant", default=None, help=VARIANT_HELP)
     validate.add_argument("files", nargs="+")
 
     plan = commands.add_parser("plan", help="dry run: what a pass would change now")
@@ -150,7 +156,7 @@ def _ids(text: str) -> list[int]:
 def _state_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--root", type=Path, help="prefix for rendered files (<state-dir>/root)")
-    parser.add_argument("--variant", default=None, help="aws-dev, aws-k8s or aws-ecs")
+    parser.add_argument("--variant", default=None, help=VARIANT_HELP)
     parser.add_argument(
         "--renderers",
         type=Path,
@@ -215,13 +221,20 @@ def _build_images(roles: Sequence[str], output: Path | None) -> int:
 
 def _validate(files: Sequence[str], variant: str | None) -> int:
     from hostcore.documents import DocumentError, load_document, settings_of
-    from reconciler.schema import DEFAULT_VARIANT, Schema
+    from hostcore.keys import merge_patch
+    from reconciler.schema import DEFAULT_VARIANT, Schema, UnknownVariant
 
-    schema = Schema.load(variant or DEFAULT_VARIANT)
+    try:
+        schema = Schema.load(variant or DEFAULT_VARIANT)
+    except UnknownVariant as error:
+        print(f"reconciler validate: {error}", file=sys.stderr)
+        return 2
     failed = False
     for name in files:
         try:
-            problems = schema.validate(settings_of(load_document(name), name))
+            settings = settings_of(load_document(name), name)
+            # As the host applies it: on top of the defaults (admin's source comes from there).
+            problems = schema.validate(merge_patch(schema.defaults(), settings))
         except DocumentError as error:
             print(f"{error}", file=sys.stderr)
             failed = True

@@ -24,7 +24,14 @@ from reconciler.platform.facts import read_facts
 from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
-from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
+from reconciler.schema import (
+    DEFAULT_VARIANT,
+    VARIANTS,
+    InvalidSettings,
+    Schema,
+    UnknownVariant,
+    variant_family,
+)
 from reconciler.statelock import StateDirBusy, StateDirLock
 from reconciler.store import Store
 from reconciler.transaction import apply_changes
@@ -238,8 +245,10 @@ def open_host(
         if variant and recorded and variant != recorded:
             raise HostError(f"{state_dir} holds a {recorded} host, not {variant}")
         variant = variant or recorded or DEFAULT_VARIANT
-        if variant not in VARIANTS:
-            raise HostError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        try:
+            variant_family(variant)  # a one-line error for a name that is no variant
+        except UnknownVariant as error:
+            raise HostError(str(error)) from None
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
@@ -316,7 +325,7 @@ def _catalog(schema: Schema, renderers: Path | None, distributions: Sequence[str
         renderers / "metadata.toml", renderers / "templates")
     try:
         return Catalog.load(
-            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
+            schema.family, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
             distributions=distributions,
         )
     except CatalogError as error:
