@@ -222,6 +222,11 @@ def open_host(
     the OS version, the store is migrated to it before it is opened, and updates are managed.
     """
     state_dir = Path(state_dir)
+    if variant:
+        try:
+            variant_family(variant)  # a bad flag is named before the state dir is looked at
+        except UnknownVariant as error:
+            raise HostError(str(error)) from None
     if not create and not (state_dir / "store.db").is_file():
         raise HostError(f"{state_dir} holds no host (no store.db); nothing to read")
     state_dir.mkdir(parents=True, exist_ok=True)
