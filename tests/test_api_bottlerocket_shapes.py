@@ -36,8 +36,7 @@ def daemon(tmp_path_factory):
 
 
 def test_the_readme_admin_snippet_serves_and_the_daemon_stays_up(tmp_path):
-    """``enabled = true`` alone boots a daemon that serves its API; without the image (not
-    built in this test) the admin container is a failed container in the status, nothing more."""
+    """``enabled = true`` alone boots a daemon that serves its API, with or without the image."""
     require_podman()
     started = Daemon(tmp_path / "state", ["--variant", "aws-dev", "--user-data",
                                           str(FIXTURES / "readme-2023-00-admin.toml")])
@@ -46,12 +45,14 @@ def test_the_readme_admin_snippet_serves_and_the_daemon_stays_up(tmp_path):
         assert admin == {"host-containers": {"admin": {
             "enabled": True, "superpowered": True,
             "source": "localhost/host-reconciler/admin:v0.1.0"}}}
-        status = eventually(lambda: (s := started.ok("GET", "/status"))["state"] == "Degraded"
-                            and s, 90)
+        # With the project's images built (`reconciler images build`, as make test does) the
+        # admin container runs; without them it is a failed container in the status, nothing
+        # more. Either way the daemon serves.
+        status = eventually(lambda: (s := started.ok("GET", "/status"))["state"]
+                            in ("Ready", "Degraded") and s, 90)
         assert started.process.poll() is None
         (degraded,) = [c for c in status["conditions"] if c["type"] == "Degraded"]
-        assert degraded["reasons"] and all(r.startswith("container admin: ")
-                                           for r in degraded["reasons"]), degraded
+        assert all(r.startswith("container admin: ") for r in degraded["reasons"]), degraded
         assert started.ok("GET", "/os")["variant_id"] == "aws-dev"
     finally:
         started.stop()
