@@ -62,6 +62,8 @@ SOCKET_TARGET = "/run/api.sock"
 API_DIR_TARGET = "/run/reconciler"
 APICLIENT_TARGET = "/usr/local/bin/apiclient"
 APICLIENT_SOURCE = Path(__file__).resolve().parent.parent / "apiclient.py"
+# the modules apiclient imports beside it in its zipapp (its HTTP client)
+APICLIENT_MODULES = (APICLIENT_SOURCE, APICLIENT_SOURCE.with_name("unixhttp.py"))
 WAKE_EVENTS = {"died", "remove", "oom", "kill"}
 EVENT_SETTLE = 0.3  # seconds to let a burst of engine events settle before one wake-up
 
@@ -603,7 +605,8 @@ class HostContainers:
 
     def _apiclient(self) -> Path:
         """``reconciler/apiclient.py`` as a one-file zipapp (rebuilt when its source changes)."""
-        source = APICLIENT_SOURCE.read_bytes()
+        sources = {path.name: path.read_bytes() for path in APICLIENT_MODULES}
+        source = b"".join(sources.values())
         stamp = self.apiclient_path.with_suffix(".source")
         if self.apiclient_path.is_file() and stamp.is_file() and stamp.read_bytes() == source:
             return self.apiclient_path
@@ -611,7 +614,8 @@ class HostContainers:
         with tempfile.TemporaryDirectory(dir=self.apiclient_path.parent) as tmp:
             package = Path(tmp) / "app"
             package.mkdir()
-            (package / "apiclient.py").write_bytes(source)
+            for name, text in sources.items():
+                (package / name).write_bytes(text)
             (package / "__main__.py").write_text(
                 "import sys\n\nimport apiclient\n\nsys.exit(apiclient.main())\n"
             )
