@@ -3,7 +3,11 @@
 Starts a daemon (variant aws-dev, the example user data) in a temporary state directory, then
 times whole processes, interleaved, in the same run: the baseline interpreter doing nothing and
 the client in the ways it is launched (the console script when installed, ``python -m`` and the
-single file as a script, like the zipapp). Prints the medians and the ratios (target <= 3).
+single file as a script, like the zipapp). Prints the medians and the ratios (target <= 1.3,
+issue 18).
+
+Bytecode is written (``PYTHONDONTWRITEBYTECODE`` is dropped from the children's environment), as
+on an installed host: otherwise every run would compile the client and the baseline would not.
 
     .venv/bin/python bench/bench_apiclient.py [--runs 30]
 """
@@ -25,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.daemon import Daemon  # noqa: E402
 
-TARGET = 3.0
+TARGET = 1.3
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -55,6 +59,7 @@ def main() -> None:
         daemon = Daemon(state_dir, ["--variant", "aws-dev",
                                     "--user-data", "examples/user-data/aws-dev.toml"])
         env = {**os.environ, "APICLIENT_SOCKET": str(daemon.socket)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         try:
             baseline: list[float] = []
             times: dict[str, list[float]] = {name: [] for name in forms}
@@ -69,7 +74,7 @@ def main() -> None:
 
     base = statistics.median(baseline)
     print(f"interpreter: {python} ({sys.version.split()[0]}), {args.runs} runs each, medians")
-    print(f"{'python3 -c pass (baseline)':<52} {base * 1000:7.1f} ms")
+    print(f"{'python -c pass (baseline, same interpreter)':<52} {base * 1000:7.1f} ms")
     for name, values in times.items():
         median = statistics.median(values)
         ratio = median / base
