@@ -4,6 +4,10 @@ A document is TOML, YAML or JSON, optionally gzip-compressed (detected by its ma
 top level is a table. Only its ``settings`` table matters; everything else is ignored. The result
 is always plain JSON data (dict, list, str, int, float, bool, None) with string keys: dates,
 times, NaN and other values JSON cannot carry are refused with the key that holds them.
+
+The one parser of settings documents: user data, the fleet repository, desired-state files and
+``apiclient apply`` all read through it, so they accept and refuse the same documents with the
+same messages. Standard library only (ruamel.yaml is imported for YAML alone, when needed).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import sys
 import tomllib
 import zlib
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 from hostcore.keys import display_segment
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at apiclient's start-up; annotations are strings
+    from typing import Any
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # after decompression
@@ -89,10 +95,10 @@ def _decompress(data: bytes, origin: str) -> bytes:
 
 
 def _format_of(origin: str) -> str | None:
-    name = Path(origin).name.lower()
+    name = os.path.basename(origin).lower()
     if name.endswith(".gz"):
         name = name[: -len(".gz")]
-    return _FORMATS.get(Path(name).suffix)
+    return _FORMATS.get(os.path.splitext(name)[1])
 
 
 def _parse_toml(text: str, origin: str) -> Any:
@@ -131,8 +137,14 @@ def _parse_json(text: str, origin: str) -> Any:
 
 
 def _parse_yaml(text: str, origin: str) -> Any:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    try:  # only YAML needs it: TOML and JSON stay standard library (apiclient's zipapp)
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    except ImportError:
+        raise DocumentError(
+            origin, "YAML needs the ruamel.yaml package, which is not installed here; "
+            "use TOML or JSON"
+        ) from None
 
     loader = YAML(typ="safe", pure=True)
     try:
@@ -252,7 +264,8 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         return parse_document(sys.stdin.buffer.read(), STDIN_ORIGIN)
     origin = os.fspath(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
         raise DocumentError(origin, exc.strerror or str(exc)) from None
     return parse_document(data, origin)

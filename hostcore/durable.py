@@ -24,6 +24,18 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def rename_over(temporary: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Put a finished file ``temporary`` (in ``path``'s directory) at ``path``, durably: its
+    bytes are fsynced before the rename, and the directory after it."""
+    fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    fsync_directory(Path(path).parent)
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[BinaryIO]:
     """A file to write whose bytes replace ``path`` durably when the block ends without error.

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at apiclient's start-up; annotations are strings
+    from typing import Any
 
 MAX_KEY_BYTES = 255
 _SEGMENT = re.compile(r"[A-Za-z0-9_/.-]+")

@@ -1,9 +1,9 @@
 """apiclient: talk to the reconciler's API on its Unix socket (Bottlerocket-compatible).
 
-Self-contained, standard library only, so it can ship as a one-file zipapp into any container
-that has python3 (with ``unixhttp.py``, its HTTP client, beside it); every command imports only
-what its path needs, to start fast: ``get`` within 1.3x of ``python -c pass``
-(``bench/bench_apiclient.py``).
+Standard library only, so it can ship as a one-file zipapp into any container that has python3
+(with ``hostcore``'s document parser, which ``apply`` shares with user data, and its small HTTP
+client ``hostcore.unixhttp``); every command imports only what its path needs, to start fast:
+``get`` within 1.3x of ``python -c pass`` (``bench/bench_apiclient.py``).
 
 Raw form (Bottlerocket's README, the default subcommand)::
 
@@ -25,10 +25,7 @@ import os
 import sys
 import time
 
-try:
-    from reconciler import unixhttp
-except ImportError:  # the zipapp, or this file run as a script: the module beside it
-    import unixhttp  # type: ignore[no-redef]
+from hostcore import unixhttp  # in the zipapp too (reconciler/containers/executor.py)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~2 ms at startup; annotations are not evaluated
@@ -156,7 +153,7 @@ class Client:
 
     def call(self, method: str, uri: str, data: Any = None) -> Any:
         """Request with a JSON body (when given); JSON answer (None when empty); non-2xx raises."""
-        payload = None if data is None else json.dumps(data, default=_json_default)
+        payload = None if data is None else json.dumps(data)
         status, _, text = self.request(method, uri, payload)
         if not 200 <= status < 300:
             raise ResponseError(method.upper(), uri, status, text)
@@ -166,13 +163,6 @@ class Client:
             return json.loads(text)
         except json.JSONDecodeError:
             return text
-
-
-def _json_default(value: Any) -> Any:
-    isoformat = getattr(value, "isoformat", None)  # TOML dates and times
-    if isoformat is not None:
-        return isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~,")
@@ -691,83 +681,35 @@ def cmd_confirm(client: Client, args: Any) -> int:
     return 0
 
 
-def _read_input(name: str) -> tuple[str, str]:
-    """(text, label) of one apply input: ``-`` is stdin, else a file, file:// or http(s)://."""
+def _read_input(name: str) -> tuple[bytes, str]:
+    """(bytes, label) of one apply input: ``-`` is stdin, else a file, file:// or http(s)://."""
     if name == "-":
-        return sys.stdin.read(), "<stdin>"
+        return sys.stdin.buffer.read(), "<stdin>"
     if name.startswith(("http://", "https://")):
         from urllib.request import urlopen
 
         try:
             with urlopen(name, timeout=60) as response:
-                return response.read().decode("utf-8"), name
+                return response.read(), name
         except OSError as error:
             raise ClientError(f"{name}: cannot fetch: {error}") from None
     path = name[len("file://") :] if name.startswith("file://") else name
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:
             return handle.read(), name
     except OSError as error:
         raise ClientError(f"{name}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ClientError(f"{name}: not UTF-8 text: {error}") from None
 
 
-def _parse_document(text: str, label: str) -> dict[str, Any]:
-    """Parse TOML, JSON or YAML (by extension, else sniffed) and return its ``settings``."""
-    lower = label.lower().split("?", 1)[0]
-    if lower.endswith(".json"):
-        kinds = ["json"]
-    elif lower.endswith(".toml"):
-        kinds = ["toml"]
-    elif lower.endswith((".yaml", ".yml")):
-        kinds = ["yaml"]
-    elif text.lstrip().startswith("{"):
-        kinds = ["json", "yaml"]
-    else:
-        kinds = ["toml", "yaml"]
-    errors = []
-    document: Any = None
-    for kind in kinds:
-        try:
-            document = _PARSERS[kind](text)
-            break
-        except _YamlUnavailable as error:
-            errors.append(str(error))
-        except Exception as error:  # every parser has its own error types
-            errors.append(f"not valid {kind.upper()}: {error}")
-    else:
-        raise ClientError(f"{label}: " + "; ".join(errors))
-    if not isinstance(document, dict) or "settings" not in document:
-        raise ClientError(f"{label}: the document has no top-level 'settings'")
-    settings = document["settings"]
-    if not isinstance(settings, dict):
-        raise ClientError(f"{label}: 'settings' must be a table/object")
-    return settings
+def _parse_settings(data: bytes, label: str) -> dict[str, Any]:
+    """The ``settings`` of one document, parsed exactly as user data is (``hostcore.documents``:
+    TOML, YAML or JSON by extension, else sniffed; gzip detected; dates and NaN refused)."""
+    from hostcore.documents import DocumentError, parse_document, settings_of
 
-
-class _YamlUnavailable(Exception):
-    pass
-
-
-def _parse_toml(text: str) -> Any:
-    import tomllib
-
-    return tomllib.loads(text)
-
-
-def _parse_yaml(text: str) -> Any:
     try:
-        from ruamel.yaml import YAML
-    except ImportError:
-        raise _YamlUnavailable(
-            "YAML input needs the ruamel.yaml package, which is not installed here; "
-            "use TOML or JSON"
-        ) from None
-    return YAML(typ="safe", pure=True).load(text)
-
-
-_PARSERS = {"json": json.loads, "toml": _parse_toml, "yaml": _parse_yaml}
+        return settings_of(parse_document(data, label), label)
+    except DocumentError as error:
+        raise ClientError(str(error)) from None
 
 
 def cmd_apply(client: Client, args: Any) -> int:
@@ -775,7 +717,7 @@ def cmd_apply(client: Client, args: Any) -> int:
     if inputs.count("-") > 1:
         raise ClientError("apiclient apply: stdin ('-') can be given only once")
     # Read and parse everything before touching the server: a bad document changes nothing.
-    documents = [_parse_document(*_read_input(name)) for name in inputs]
+    documents = [_parse_settings(*_read_input(name)) for name in inputs]
     tx = args.tx or f"apiclient-apply-{_random_suffix()}"
     force = "true" if args.force else None
     try:
@@ -1091,7 +1033,11 @@ def _update_status(client: Client) -> dict[str, Any] | None:
         return client.call("GET", "/updates/status")
     except ResponseError as error:
         if error.status == 423:  # an update command is running: keep polling
-            return {}
+            try:
+                progress = json.loads(error.body).get("progress")
+            except (ValueError, AttributeError):
+                progress = None
+            return {"progress": progress} if progress else {}
         if error.status == 404 and error.body.strip() != "404: Not Found":
             return None
         raise
@@ -1105,8 +1051,10 @@ def _update_action(client: Client, action: str, command: str, timeout: float) ->
     before_stamp = ((before or {}).get("most_recent_command") or {}).get("timestamp")
     client.call("POST", f"/actions/{action}")
     deadline = time.monotonic() + timeout
+    bar = _ProgressBar(sys.stderr)
     while True:
         status = _update_status(client)
+        bar.show((status or {}).get("progress"))
         recent = (status or {}).get("most_recent_command") or {}
         if recent.get("timestamp") != before_stamp and recent.get("cmd_type") == command:
             if recent.get("cmd_status") == "Failed":
@@ -1115,16 +1063,50 @@ def _update_action(client: Client, action: str, command: str, timeout: float) ->
                     f"{(recent.get('stderr') or '').strip()}"
                 )
             if recent.get("cmd_status") == "Success":
+                bar.end()
                 return status or {}
         if time.monotonic() > deadline:
             raise ClientError(f"timed out waiting for update {command} to finish")
         time.sleep(0.25)
 
 
+class _ProgressBar:
+    """`update apply` on a terminal: the image being written, bytes done / total."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.drawn = stream, False
+        self.enabled = stream.isatty()
+
+    def show(self, progress: dict[str, Any] | None) -> None:
+        if not self.enabled or not progress or not progress.get("total"):
+            return
+        done, total = int(progress.get("done", 0)), int(progress["total"])
+        width = 30
+        filled = width * done // total
+        self.stream.write(f"\r{progress.get('image', 'image'):<12} [{'#' * filled:<{width}}] "
+                          f"{done >> 20}/{total >> 20} MiB {100 * done // total:3d}%")
+        self.stream.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.drawn = False
+
+
+def _no_update_message(status: dict[str, Any]) -> str:
+    reason = status.get("no_update_reason") or {}
+    return f"No update available: {reason['message']}" if reason.get("message") \
+        else "No update available"
+
+
 def cmd_update(client: Client, args: Any) -> int:
     timeout = args.timeout
     if args.update_command == "check":
-        _print_json(_update_action(client, "refresh-updates", "refresh", timeout))
+        status = _update_action(client, "refresh-updates", "refresh", timeout)
+        _print_json(status)
+        if not status.get("chosen_update"):
+            print(_no_update_message(status), file=sys.stderr)
         return 0
     if args.update_command == "cancel":
         _update_action(client, "deactivate-update", "deactivate", timeout)
@@ -1133,7 +1115,7 @@ def cmd_update(client: Client, args: Any) -> int:
     if args.check:
         status = _update_action(client, "refresh-updates", "refresh", timeout)
         if not status.get("chosen_update"):
-            print("No update available")
+            print(_no_update_message(status))
             return 0
     _update_action(client, "prepare-update", "prepare", timeout)
     _update_action(client, "activate-update", "activate", timeout)

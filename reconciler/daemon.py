@@ -85,6 +85,7 @@ async def _serve(
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
+            executor.events = events  # boot-health outcomes go to /events
     git_loop = GitLoop(
         GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics
     )

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from hostcore.documents import DocumentError
 from reconciler.boot import BootResult, boot
+from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
+from reconciler.containers.podman import PodmanEngine
 from reconciler.effects import read_observed
 from reconciler.logs import get_logger
 from reconciler.osinfo import os_info, os_release_ids
@@ -195,7 +197,20 @@ def open_host(
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
-    reconciler.executors.append(HostContainers(state_dir))
+    def rendered(name: str) -> Path | None:  # where the catalog renders a registry file
+        spec = catalog.files.get(name)
+        return root / spec.path.lstrip("/") if spec else None
+
+    engine = PodmanEngine(
+        state_dir / "containers",
+        registries_conf=rendered("registries-conf"),
+        auth_file=rendered("containers-auth"),
+        proxy_env=rendered("proxy-env"),
+        ca_bundle=rendered("ca-bundle"),
+    )
+    reconciler.executors.append(HostContainers(state_dir, engine=engine))
+    if "boot" in schema.sections:
+        reconciler.executors.append(BootParameters(root))
     return Host(state_dir, root, store, schema, catalog, reconciler)
 
 

@@ -8,11 +8,15 @@ The store (`<state-dir>/store.db`) records the OS version its data is shaped for
    hashes enforced) and the trusted root shipped with the OS;
 2. compute the path (`find_migrations`): forward when going up, reversed after a rollback;
 3. copy the store with SQLite's backup API, migrate the copy (one new generation, source
-   `migration:<from>-><to>`, so history and provenance show it), close it, fsync it;
-4. switch it in with `os.replace` and fsync the directory.
+   `migration:<from>-><to>`, so history and provenance show it) through the store's public
+   `Store.migrate`, close it;
+4. switch it in durably (`hostcore.durable.rename_over`: fsync, rename, fsync the directory).
 
 A failure at any step leaves the old store untouched (the copy is discarded); the boot is then
 not marked successful, and the bootloader falls back to the set whose version matches it.
+
+It lives here, above `updates/` (whose migrations, manifest and cache it uses), because it opens
+the settings store: `updates` never imports `reconciler` (the import-linter contract).
 
 `prepare_boot()` is what the daemon runs before opening the store: it reads the booted set's
 identity from the OS disk and runs the migrator to that version.
@@ -25,13 +29,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sqlite3
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcore.durable import fsync_directory
+from hostcore.durable import rename_over
 from reconciler.store import Store
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
@@ -105,35 +109,77 @@ def migrate_store(db: Path, migrations: list[Migration], *, forward: bool, from_
     _remove(tmp)
     src = _checkpoint(db)
     try:
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
+        _backup(src, tmp)
     finally:
         src.close()  # last connection: SQLite removes the (empty) WAL of the old file
     try:
-        copy = Store(tmp)
-        try:
-            new_live, new_meta = apply_migrations(copy.live(), copy.meta(), migrations, forward)
-            new_meta[DATASTORE_VERSION] = to_version
-            result = copy.migrate(  # one transaction: settings, history, pending, metadata
-                new_live, new_meta, tx=f"migration-{to_version}",
-                label=f"migration:{from_version}->{to_version}",
-                rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
-        finally:
-            copy.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, db)
-        fsync_directory(db.parent)
+        changed = _migrate_copy(tmp, migrations, forward=forward, from_version=from_version,
+                                to_version=to_version)
+        rename_over(tmp, db)
     except BaseException:
         _remove(tmp)
         raise
+    return changed
+
+
+def _backup(src: sqlite3.Connection, dest: Path) -> None:
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+
+
+def _migrate_copy(copy_path: Path, migrations: list[Migration], *, forward: bool,
+                  from_version: str, to_version: str) -> tuple[str, ...]:
+    """Migrate the store at `copy_path` in place (one transaction); returns the changed keys."""
+    copy = Store(copy_path)
+    try:
+        new_live, new_meta = apply_migrations(copy.live(), copy.meta(), migrations, forward)
+        new_meta[DATASTORE_VERSION] = to_version
+        result = copy.migrate(  # one transaction: settings, history, pending, metadata
+            new_live, new_meta, tx=f"migration-{to_version}",
+            label=f"migration:{from_version}->{to_version}",
+            rewrite_pending=lambda body: migrate_patch(body, migrations, forward))
+    finally:
+        copy.close()
     return result.changed
+
+
+def rehearse(db: Path, trusted_root: bytes, cache: MigrationCache, to_version: str) -> Result:
+    """Run the migrations to `to_version` on a throw-away copy of the store (pending
+    transactions included); raises `MigrationError` with the reason when one fails.
+
+    The update manager runs this before activation flips the partition flags: a store the next
+    boot could not migrate would make that boot fail and fall back, so the flip is refused
+    instead. The store may be in use (the daemon runs): the copy is an online SQLite backup.
+    """
+    db = Path(db)
+    current = datastore_version(db)
+    if current is None or current == to_version:
+        return Result(current, to_version)
+    try:
+        src_v, dst_v = Version.parse(current), Version.parse(to_version)
+        loaded = load_migrations(trusted_root, cache, src_v, dst_v)
+    except (VersionError, ManifestError) as e:
+        raise MigrationError(str(e)) from None
+    forward = dst_v > src_v
+    with tempfile.TemporaryDirectory(prefix=".rehearse-", dir=db.parent) as tmp:
+        copy = Path(tmp) / STORE
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            _backup(src, copy)
+        finally:
+            src.close()
+        try:
+            changed = _migrate_copy(copy, [m for _, m in loaded], forward=forward,
+                                    from_version=current, to_version=to_version)
+        except MigrationError:
+            raise
+        except Exception as e:  # any failure of a migration refuses the flip
+            raise MigrationError(f"{type(e).__name__}: {e}") from None
+    return Result(current, to_version, tuple(n for n, _ in loaded),
+                  "forward" if forward else "backward", changed)
 
 
 def load_migrations(trusted_root: bytes, cache: MigrationCache, from_version: Version,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from hostcore import faults
 from hostcore.commands import CommandRunner, SubprocessRunner
 from reconciler.effects import read_observed, write_atomic
+from reconciler.hostfacts import HostFacts
 from reconciler.plan import Plan, ServiceAction, plan
 from reconciler.store import Store
 from reconciler.units import SystemdUnits
@@ -72,6 +73,7 @@ class Reconciler:
         root: Path,
         os_info: Mapping[str, str],
         runner: CommandRunner | None = None,
+        facts: HostFacts | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -80,6 +82,7 @@ class Reconciler:
         self.sandbox = self.root.resolve() != Path("/")
         self.os_info = dict(os_info)
         self.runner = runner or SubprocessRunner()
+        self.facts = facts or HostFacts()
         self.units = SystemdUnits(self.runner)
         # service -> its unit, for services whose unit this host does not have (GET /status)
         self.not_installed: dict[str, str] = {}
@@ -103,7 +106,7 @@ class Reconciler:
             return False
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        return {"settings": settings, "os": self.os_info}
+        return {"settings": settings, "os": self.os_info, "host": self.facts.as_model()}
 
     def plan_for(self, settings: Mapping[str, Any], generation: int, changed: set[str]) -> Plan:
         """The pure plan for ``settings`` against the disk as it is now (used by dry runs too)."""

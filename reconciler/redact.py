@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from hostcore.keys import InvalidKeyError, flatten, join_key, split_key, unflatten
+from hostcore.keys import InvalidKeyError, join_key, split_key, unflatten
 
 REDACTED = "(redacted)"
 MIN_SCRUB = 4
@@ -33,6 +33,8 @@ MAX_KNOWN = 4096  # distinct secret spellings remembered by the process-wide scr
 
 class SchemaLike(Protocol):
     def secret_keys(self, settings: Mapping[str, Any]) -> set[str]: ...
+
+    def secret_strings(self, settings: Mapping[str, Any]) -> set[str]: ...
 
     def secret_sections(self) -> tuple[str, ...]: ...
 
@@ -84,14 +86,7 @@ def secret_values(schema: SchemaLike, settings: Mapping[str, Any] | None) -> set
     """The string values at secret keys of ``settings`` (the inside of ``settings``)."""
     if not isinstance(settings, Mapping):
         return set()
-    secret = schema.secret_keys(settings)
-    if not secret:
-        return set()
-    found: set[str] = set()
-    for key, value in flatten(settings, ("settings",)).items():
-        if key in secret:
-            found.update(_strings(value))
-    return found
+    return schema.secret_strings(settings)
 
 
 def flat_secret_values(schema: SchemaLike, flat: Mapping[str, Any]) -> set[str]:
@@ -100,19 +95,6 @@ def flat_secret_values(schema: SchemaLike, flat: Mapping[str, Any]) -> set[str]:
         return secret_values(schema, unflatten(flat, strip=1))
     except InvalidKeyError:
         return set()
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _strings(item)
-    elif value is not None and not isinstance(value, bool):
-        yield str(value)
 
 
 def spellings(value: str) -> set[str]:
@@ -249,10 +231,6 @@ class Scrubber:
             return
         self.learn(values)
         self._generation = generation
-
-    def forget(self) -> None:
-        with self._lock:
-            self._known, self._ordered = set(), ()
 
     def scrub(self, data: Any) -> Any:
         self.refresh()

@@ -43,6 +43,7 @@ from hostcore.keys import (
 )
 
 PREFIX = "settings"
+LIST_ITEMS = "[]"  # in a secret path: every entry of a list (lists are leaves: one key)
 SCHEMA_PACKAGE = "schemas"
 
 
@@ -192,6 +193,9 @@ class _Files:
         extra = schema.get("additionalProperties")
         if isinstance(extra, Mapping):
             yield from self._walk_secrets(extra, resolver, (*path, "*"), depth + 1)
+        items = schema.get("items")
+        if isinstance(items, Mapping):  # a secret inside list entries: the list's key is secret
+            yield from self._walk_secrets(items, resolver, (*path, LIST_ITEMS), depth + 1)
 
     def defines(self, name: str, below: tuple[str, ...]) -> bool:
         """Whether section ``name``'s schema allows a value at the path ``below`` inside it."""
@@ -456,7 +460,11 @@ class Schema:
         yield Problem(display_key(names), message)
 
     def _is_secret(self, path: tuple[Any, ...]) -> bool:
-        return any(_matches(p, path) for p in self._files.secret_paths(path[0]))
+        # a path into a list stops at the list's key: any secret inside makes the list secret
+        return any(
+            _matches(p[: p.index(LIST_ITEMS)] if LIST_ITEMS in p else p, path)
+            for p in self._files.secret_paths(path[0])
+        )
 
     # the rest of the public API
 
@@ -480,6 +488,21 @@ class Schema:
                 continue
             for pattern in self._files.secret_paths(section):
                 _collect(settings[section], pattern[1:], (section,), found)
+        return found
+
+    def secret_strings(self, settings: Mapping[str, Any]) -> set[str]:
+        """The secret values themselves (strings) in ``settings``, for scrubbing free text.
+
+        Unlike :meth:`secret_keys`, this goes inside lists: only the marked fields of each entry
+        (a registry credential's password, not its registry name) are secret text.
+        """
+        found: set[str] = set()
+        if not isinstance(settings, Mapping):
+            return found
+        for section in self.sections:
+            if section in settings:
+                for pattern in self._files.secret_paths(section):
+                    _collect_strings(settings[section], pattern[1:], found)
         return found
 
     def secret_sections(self) -> tuple[str, ...]:
@@ -531,6 +554,10 @@ def _collect(node: Any, pattern: tuple[str, ...], path: tuple[Any, ...], found: 
         else:
             found.add(display_key(path))
         return
+    if pattern[0] == LIST_ITEMS:  # a leaf (the list, or a stand-in value) at a list's key
+        if not isinstance(node, Mapping):
+            found.add(display_key(path))
+        return
     if not isinstance(node, Mapping):
         return
     head, rest = pattern[0], pattern[1:]
@@ -539,6 +566,31 @@ def _collect(node: Any, pattern: tuple[str, ...], path: tuple[Any, ...], found: 
             _collect(child, rest, (*path, name), found)
     elif head in node:
         _collect(node[head], rest, (*path, head), found)
+
+
+def _collect_strings(node: Any, pattern: tuple[str, ...], found: set[str]) -> None:
+    if not pattern:
+        stack = [node]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, Mapping):
+                stack.extend(value.values())
+            elif isinstance(value, list | tuple):
+                stack.extend(value)
+            elif isinstance(value, str):
+                found.add(value)
+            elif value is not None and not isinstance(value, bool):
+                found.add(str(value))
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == LIST_ITEMS:
+        if isinstance(node, list | tuple):
+            for entry in node:
+                _collect_strings(entry, rest, found)
+    elif isinstance(node, Mapping):
+        for name, child in node.items():
+            if head in ("*", name):
+                _collect_strings(child, rest, found)
 
 
 def _name_problems(node: Mapping[str, Any], path: tuple[Any, ...]) -> Iterator[Problem]:

@@ -23,14 +23,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from reconciler.logs import get_logger
+from reconciler.migrator import rehearse
 from reconciler.store import Store
 from updates import status as sm
+from updates.apply import MigrationCache
+from updates.errors import UpdateError
 from updates.health import BootGate
 from updates.manager import UpdateManager
+from updates.rollback import RollbackWatch
 from updates.semver import Version, VersionError, parse_version_lock
 from updates.timefmt import utcnow
 
 RETRY_AFTER = timedelta(hours=1)
+log = get_logger("updates")
 
 
 def updog_command(root: Path) -> list[str]:
@@ -53,6 +59,8 @@ class UpdatesExecutor:
         self._failure: datetime | None = None  # timestamp of the failed step being waited out
         self._retry_at = datetime.min.replace(tzinfo=UTC)
         self._gate_thread: threading.Thread | None = None
+        self.events: Any = None  # the daemon's event journal (set when it wires us)
+        self.rollback: RollbackWatch | None = None
 
     @classmethod
     def for_host(cls, store: Store, root: Path, disk: str | None, *,
@@ -66,9 +74,23 @@ class UpdatesExecutor:
             except VersionError:
                 return None
 
+        def rehearse_activation(status: sm.UpdateStatus) -> None:
+            staged = status.staging_partition.image if status.staging_partition else None
+            if staged is None or not staged.version:
+                return  # updog reports what is missing
+            trusted = Path(root) / "usr/share/updog/root.json"
+            try:
+                rehearse(store.path, trusted.read_bytes(),
+                         MigrationCache.under(Path(root) / "var/lib/updog"), staged.version)
+            except (OSError, UpdateError) as e:
+                raise UpdateError(f"refusing to activate {staged.version}: its migrations fail "
+                                  f"on a copy of the store: {e}") from None
+
         manager = UpdateManager(updog_command(root), disk=disk, version_lock=version_lock,
-                                on_done=on_done)
-        return cls(store, manager, BootGate(disk, dict(os_env or {})))
+                                on_done=on_done, before={"activate": rehearse_activation})
+        executor = cls(store, manager, BootGate(disk, dict(os_env or {})))
+        executor.rollback = RollbackWatch(disk)
+        return executor
 
     # -- the Executor protocol
 
@@ -92,6 +114,8 @@ class UpdatesExecutor:
             if self.clock() < self._retry_at:
                 return None
         confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
+        window = (settings.get("updates") or {}).get("maintenance-window") or {}
+        self.manager.hold = sm.hold_reason(state, in_window, confirmed, window)
         return sm.auto_command(state, in_window, confirmed)
 
     def reconcile(self, settings: Mapping[str, Any], generation: int,
@@ -118,8 +142,20 @@ class UpdatesExecutor:
         return {
             "update_state": current.update_state if current else None,
             "busy": self.manager.busy,
+            "progress": self.manager.progress(),
             "boot": self.gate.outcome if self.gate else None,
+            "rollback": self.rollback.condition() if self.rollback else None,
         }
+
+    def degraded_reasons(self) -> list[str]:
+        """A boot that failed its health gate degrades the host (GET /status)."""
+        outcome = (self.gate.outcome if self.gate else None) or {}
+        if outcome and not outcome.get("marked_successful"):
+            return [f"boot not marked successful: {outcome.get('reason')}"]
+        return []
+
+    def conditions(self) -> list[dict[str, Any]]:
+        return [self.rollback.condition()] if self.rollback else []
 
     # -- the worker's after_pass hook
 
@@ -129,10 +165,28 @@ class UpdatesExecutor:
         Health checks may run for minutes; the hook runs on the daemon's event loop, which must
         keep answering the API (and SIGTERM) meanwhile. `status()` shows the outcome once known.
         """
+        if self.rollback is not None and not self.manager.busy:
+            self.rollback.maybe_start()  # re-checks the set a rollback would boot, when due
         if self.gate is None or self._gate_thread is not None:
             return
         updates = self.store.live_document().get("updates")
         self._gate_thread = threading.Thread(
-            target=self.gate.after_first_pass, args=(bool(receipt.get("ok")), updates),
+            target=self._gate, args=(bool(receipt.get("ok")), updates),
             name="boot-gate", daemon=True)
         self._gate_thread.start()
+
+    def _gate(self, pass_ok: bool, updates: Any) -> None:
+        """Run the boot gate, then say what it decided: a log line and an event either way."""
+        assert self.gate is not None
+        outcome = self.gate.after_first_pass(pass_ok, updates)
+        failed = [c["name"] for c in outcome.get("health_checks", []) if not c["ok"]]
+        if outcome.get("marked_successful"):
+            message = f"boot marked successful (set {outcome.get('set')})"
+            log.info(message, kind="boot-health")
+        else:
+            message = f"boot NOT marked successful: {outcome.get('reason')}"
+            log.warning(message, kind="boot-health", failed_checks=failed)
+        if self.events is not None:
+            self.events.emit("boot-health", message,
+                             marked_successful=bool(outcome.get("marked_successful")),
+                             failed_checks=failed)

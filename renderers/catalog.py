@@ -25,12 +25,11 @@ from renderers.render import TEMPLATES_DIR, make_environment
 
 METADATA_PATH = Path(__file__).parent / "metadata.toml"
 DISTRIBUTIONS = "distributions"  # beside metadata.toml: <name>.toml, facts of one distribution
-DEFAULT_MODE = 0o644
 DEFAULT_TIMEOUT = 60.0
 _MODE = re.compile(r"0?[0-7]{3}")
 _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+\.(service|socket|target|timer|path|mount)")
 
-_FILE_KEYS = {"path", "template", "mode", "variants"}
+_FILE_KEYS = {"path", "template", "mode", "variants", "optional"}
 _SERVICE_KEYS = {
     "configuration-files", "affected-by", "restart-commands", "reload-commands", "timeout",
     "sandbox-safe", "variants", "unit",
@@ -57,6 +56,7 @@ class ConfigFile:
     template: str
     mode: int
     variants: tuple[str, ...] | None = None
+    optional: bool = False  # rendered empty = not ours to manage (left as it is on disk)
 
 
 @dataclass(frozen=True)
@@ -167,10 +167,6 @@ class Catalog:
         wanted = set(file_names)
         return {s.name for s in self.services.values() if wanted & set(s.configuration_files)}
 
-    def files_of(self, service: str) -> tuple[str, ...]:
-        """The configuration files a service is fed by."""
-        return self.services[service].configuration_files
-
 
 # --- parsing ------------------------------------------------------------------------------------
 
@@ -261,9 +257,12 @@ def _parse_file(source: Path, name: str, raw: Mapping[str, Any]) -> ConfigFile:
         raise CatalogError(source, entry, "template is required (a file under templates/)")
     if template.startswith("/") or ".." in template.split("/"):
         raise CatalogError(source, entry, f"template {template!r} must be relative, without '..'")
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise CatalogError(source, entry, "optional must be true or false")
     return ConfigFile(
         name, path, template, _mode(source, entry, raw.get("mode", "0644")),
-        _variants(source, entry, raw.get("variants")),
+        _variants(source, entry, raw.get("variants")), optional,
     )
 
 

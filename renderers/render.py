@@ -21,6 +21,7 @@ from jinja2.utils import missing
 
 from hostcore.keys import join_key
 from renderers.helpers import HELPERS
+from renderers.hostfiles import HOST_HELPERS
 
 if TYPE_CHECKING:
     from renderers.catalog import Catalog
@@ -135,6 +136,7 @@ def make_environment(templates: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnvir
         cache_size=-1,
     )
     env.globals.update(HELPERS)
+    env.globals.update(HOST_HELPERS)
     env.filters.update(HELPERS)
     return env
 
@@ -204,6 +206,8 @@ class Renderer:
             except Exception as exc:  # a template's failure is that file's error, never the pass's
                 errors[name] = describe_error(exc)
                 continue
+            if spec.optional and not content:
+                continue  # e.g. /etc/resolv.conf without settings.dns: left to DHCP
             files[name] = Rendered(name, spec.path, content, spec.mode)
         return RenderResult(files, errors)
 

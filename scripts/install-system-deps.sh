@@ -16,6 +16,16 @@ command -v runc >/dev/null || need+=(runc)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)
+# Host settings: the real programs read the files we render (containerd config dump, sysctl -p
+# parsing, modprobe/kmod, openssl verify on the CA bundle, the system CA bundle itself).
+command -v containerd >/dev/null || need+=(containerd)
+command -v sysctl >/dev/null || need+=(procps)
+command -v modprobe >/dev/null || need+=(kmod)
+command -v openssl >/dev/null || need+=(openssl)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# OS updates: dm-verity trees (veritysetup) and the lz4 baseline of bench_image_write.
+command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
+command -v lz4 >/dev/null || need+=(lz4)
 # Fleet tests: a real etcd on loopback ports (reboot slots under leases).
 command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then

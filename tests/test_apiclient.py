@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import pytest
 
-from reconciler import unixhttp
+from hostcore import unixhttp
 from tests.daemon import REPO, Daemon, eventually, ok
 
 USER_DATA = "examples/user-data/aws-dev.toml"
@@ -459,7 +459,7 @@ def test_sync_without_a_git_source_fails(apiclient):
     assert "settings.gitops.url is not set" in result.stderr
 
 
-# ---- the HTTP/1.1 client (reconciler/unixhttp.py) against a real HTTP server ---------------------
+# ---- the HTTP/1.1 client (hostcore/unixhttp.py) against a real HTTP server -----------------------
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -611,10 +611,14 @@ def _baseline_imports() -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
 
 
-def test_the_client_runs_as_its_two_files_alone(daemon, tmp_path):
-    """As in the host containers' zipapp: apiclient.py and unixhttp.py, no package, no site."""
-    for name in ("apiclient.py", "unixhttp.py"):
-        shutil.copy(REPO / "reconciler" / name, tmp_path / name)
+def test_the_client_runs_from_the_zipapp_files_alone(daemon, tmp_path):
+    """The files the host containers' zipapp carries, no installed package, no site."""
+    from reconciler.containers.executor import APICLIENT_LIBRARY
+
+    shutil.copy(REPO / "reconciler" / "apiclient.py", tmp_path / "apiclient.py")
+    for name in APICLIENT_LIBRARY:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
     result = subprocess.run(
         [sys.executable, "-S", "apiclient.py", "get", "motd"], cwd=tmp_path,
         env={"APICLIENT_SOCKET": str(daemon.socket)}, capture_output=True, text=True,

@@ -20,8 +20,7 @@ VARIANTS = ["aws-dev", "aws-k8s", "aws-ecs"]
 def test_shipped_metadata_loads_for_every_variant(variant: str) -> None:
     catalog = Catalog.load(variant, known_variants=VARIANTS)
     paths = {f.path for f in catalog.files.values()}
-    assert {"/etc/motd", "/etc/chrony.conf", "/etc/updog.toml",
-            "/etc/host-containers/host-containers.toml"} <= paths
+    assert {"/etc/motd", "/etc/chrony.conf", "/etc/updog.toml"} <= paths
     assert set(catalog.compiled) == {f.template for f in catalog.files.values()}
     assert catalog.services["chronyd"].restart_commands == (
         ("systemctl", "try-reload-or-restart", "chronyd.service"),

@@ -17,7 +17,8 @@ from reconciler.containers import (
     RunSpec,
     plan_containers,
 )
-from reconciler.containers.planner import DesiredContainer, identity
+from reconciler.containers.planner import DesiredContainer, desired_containers, identity
+from reconciler.schema import Schema
 
 V1, V2 = "oci-archive:/images/v1.tar", "registry.example.com/admin:v2"
 
@@ -89,6 +90,27 @@ def test_names_and_sources_that_could_escape_are_invalid():
         "-rm": "invalid", "ok": "invalid", "opt": "invalid"
     }
     assert "absolute path" in result["ok"][1]
+
+
+@pytest.mark.parametrize("source", [
+    "oci-archive:relative.tar", "docker-archive:images/a.tar", "oci:layout", "dir:x",
+    "--privileged", "-rf", "has space:1", "admin\n", "",
+])
+def test_the_schema_refuses_what_the_planner_refuses(source: str) -> None:
+    """One rule: a source the pass would refuse is refused at commit, with the key named."""
+    entry = {"source": source, "enabled": True}
+    problems = Schema.load("aws-dev").validate({"host-containers": {"admin": entry}})
+    assert [p.key for p in problems] == ["settings.host-containers.admin.source"]
+    assert desired_containers({"admin": entry}) == ({}, {"admin": str(problems[0])})
+
+
+@given(st.text(max_size=40), st.sampled_from(["", "oci-archive:", "dir:", "docker://"]))
+def test_planner_and_schema_agree_on_every_source(text: str, transport: str) -> None:
+    source = transport + text
+    entry = {"source": source, "enabled": True}
+    refused = bool(Schema.load("aws-dev").validate({"host-containers": {"admin": entry}}))
+    wanted, invalid = desired_containers({"admin": entry})
+    assert refused == ("admin" in invalid) != ("admin" in wanted)
 
 
 def test_identity_ignores_enabled_and_covers_the_rest():
@@ -178,9 +200,6 @@ class FakeEngine:
 
     def logs(self, name, lines=20):
         return "boom: no config\n"
-
-    def inspect(self, name):
-        return {}
 
     def events(self, stop: threading.Event):
         return iter(())

@@ -107,12 +107,6 @@ def test_every_k8s_template_renders_full_settings() -> None:
         "targets_base_url": "https://updates.example.com/targets/",
         "seed": 1234, "version_lock": "v1.2.3", "ignore_waves": True,
     }
-    hc = tomllib.loads(files["host-containers-toml"])["host-containers"]
-    assert hc["admin"] == {"source": "registry.example.com/admin:v1", "enabled": True,
-                           "superpowered": True, "user-data": "eyJzc2giOnt9fQ=="}
-    assert hc["control"] == {"source": "registry.example.com/control:v1", "enabled": True,
-                             "superpowered": False}
-    assert result.files["host-containers-toml"].mode == 0o600
 
 
 def test_ecs_config() -> None:
@@ -144,7 +138,6 @@ def test_optional_settings_absent_use_defaults() -> None:
     updog = tomllib.loads(files["updog-toml"])
     assert updog["version_lock"] == "latest" and updog["ignore_waves"] is False
     assert "seed" not in updog
-    assert tomllib.loads(files["host-containers-toml"]) == {}
 
     ecs = render("aws-ecs", {}, ["ecs-config"]).files["ecs-config"].content.decode()
     env = env_file(ecs)
@@ -188,9 +181,6 @@ def test_values_are_escaped_for_each_syntax() -> None:
     assert result.errors == {}
     files = {name: r.content.decode() for name, r in result.files.items()}
     assert tomllib.loads(files["updog-toml"])["version_lock"] == nasty
-    hc = tomllib.loads(files["host-containers-toml"])["host-containers"]
-    assert set(hc) == {"admin", "control"}
-    assert hc["admin"]["source"] == nasty + "\n[evil]\nx=1"
     kubeconfig = YAML(typ="safe").load(files["kubeconfig"])
     assert kubeconfig["users"][0]["user"]["exec"]["args"][:3] == ["token", "-i",
                                                                   nasty + "\n- injected"]

@@ -22,7 +22,8 @@ from reconciler.schema import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user-data"
 SCHEMAS = resources.files("schemas")
-COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "coordination"}
+COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "coordination",
+          "kernel", "network", "dns", "boot", "pki", "container-registry"}
 
 
 def problems_of(variant: str, settings: dict) -> list[Problem]:
@@ -40,8 +41,9 @@ def test_variants_and_sections():
     assert VARIANTS == ("aws-dev", "aws-ecs", "aws-k8s")
     assert DEFAULT_VARIANT == "aws-dev"
     assert set(Schema.load("aws-dev").sections) == COMMON
-    assert set(Schema.load("aws-k8s").sections) == COMMON | {"kubernetes"}
-    assert set(Schema.load("aws-ecs").sections) == COMMON | {"ecs"}
+    assert set(Schema.load("aws-k8s").sections) == COMMON | {
+        "kubernetes", "container-runtime", "oci-defaults"}
+    assert set(Schema.load("aws-ecs").sections) == COMMON | {"ecs", "oci-defaults"}
     assert Schema.load().variant == DEFAULT_VARIANT
     assert Schema.load("aws-k8s") is Schema.load("aws-k8s")
 

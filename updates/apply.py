@@ -2,13 +2,17 @@
 
 `update_image()` follows Bottlerocket's updog with the port's fixes:
 
-1. check that every image fits its partition (nothing is touched otherwise);
+1. read the first bytes of every image and refuse, before anything is touched, an image in a
+   format we do not decode or one that does not fit its partition (`imageformat.preflight`:
+   for an LZ4 frame, the decoded size its header declares);
 2. `clear_inactive` and write the table *before* any image byte is written, so a half-written
    set can never boot;
-3. for root, boot and hash: stream the verified TUF target straight into the partition
-   (no temporary copy, no page cache: see `partition_writer`), checking its signed length and
-   hashes on the way, then fsync;
-4. only then `mark_inactive_valid` and write the table.
+3. for root, boot and hash: stream the TUF target straight into the partition (no temporary
+   copy, no page cache: see `partition_writer`), verifying its signed length and hashes on the
+   bytes as delivered and decoding an LZ4 frame on the way (`imageformat.DecodingSink`), then
+   fsync;
+4. check the written set as the boot will read it (`setcheck`: headers, sizes,
+   `veritysetup verify`), and only then `mark_inactive_valid` and write the table.
 
 `update_flags()` (upgrade-to-inactive) and `revert_flags()` (cancel-upgrade) only edit flags.
 Killed at any point, the disk still boots the running set, and running the same command again
@@ -22,6 +26,7 @@ partition is touched; the migrator verifies them offline at the next boot.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -33,12 +38,14 @@ from tuf.api.metadata import TargetFile
 
 from hostcore import faults
 from hostcore.durable import replace_file
-from updates import gptprio
+from updates import gptprio, osimage
 from updates.errors import UpdateError
+from updates.imageformat import SNIFF_BYTES, DecodingSink, preflight
 from updates.manifest import Manifest, Update, find_migrations
 from updates.partition_writer import PartitionWriter
 from updates.partitions import OsDisk
 from updates.semver import Version
+from updates.setcheck import check_set
 from updates.tuf_client import TufClient
 
 IMAGE_ORDER = ("root", "boot", "hash")
@@ -48,17 +55,22 @@ Progress = Callable[[int, int], None]
 
 
 def write_image(disk: OsDisk, set_name: str, kind: str, client: TufClient, info: TargetFile,
-                progress: Progress | None = None) -> None:
-    """Stream the verified target into its partition and make it durable.
+                progress: Progress | None = None) -> int:
+    """Stream the verified target, decoded, into its partition and make it durable.
 
-    The signed length and hashes are checked on the stream (`copy_target` raises before `sync`
-    on any mismatch); the set is marked valid only after this returns.
+    The signed length and hashes are checked on the delivered stream (`copy_target` raises
+    before `sync` on any mismatch), the format and the image's header on its first bytes; the
+    set is marked valid only after this returns. Returns the decoded size.
     """
-    entry = disk.entry(set_name, kind)  # update_image checked that every image fits
-    with PartitionWriter(disk.path, entry.offset, entry.size) as sink:
+    entry = disk.entry(set_name, kind)
+    head_size, check = osimage.head_check(kind, info.path)
+    with PartitionWriter(disk.path, entry.offset, entry.size) as out:
+        sink = DecodingSink(out, entry.size, info.path, check_head=check, head_size=head_size)
         client.copy_target(info, sink, progress=progress)
+        decoded = sink.finish()
         faults.point(f"image-write:{kind}")
-        sink.sync()
+        out.sync()
+    return decoded
 
 
 @dataclass(frozen=True)
@@ -84,15 +96,18 @@ def update_image(disk: OsDisk, client: TufClient, update: Update,
     infos = {kind: client.get_target(getattr(update.images, kind)) for kind in IMAGE_ORDER}
     for kind, info in infos.items():
         entry = disk.entry(inactive, kind)
-        if info.length > entry.size:
+        if info.length > entry.size and not info.path.endswith(".lz4"):
             raise UpdateError(f"{kind} image {info.path} ({info.length} bytes) does not fit "
                               f"partition {disk.sets[inactive]} ({entry.size} bytes)")
+        preflight(client.peek(info, SNIFF_BYTES), info.path, info.length, entry.size)
     disk.write_state(gptprio.clear_inactive(sets))
     _step(hook, "cleared")
     for kind in IMAGE_ORDER:
         write_image(disk, inactive, kind, client, infos[kind],
                     progress(f"{kind} image") if progress else None)
         _step(hook, f"wrote-{kind}")
+    check_set(disk, inactive, version=str(update.version))
+    _step(hook, "checked")
     disk.write_state(gptprio.mark_inactive_valid(disk.state()))
     _step(hook, "marked-valid")
     return Staged(inactive, update)
@@ -193,3 +208,34 @@ class ProgressBar:
             self.stream.write("\n")
         with contextlib.suppress(Exception):
             self.stream.flush()
+
+
+class ProgressFile:
+    """Progress as JSON in a file (`{"image", "done", "total"}`), for a parent to poll.
+
+    The API's update manager runs updog in a child process and reports what this file says in
+    `/updates/status`. Replaced by rename, at most every 0.2 s and at each image's end.
+    """
+
+    def __init__(self, path: Path, label: str, also: Progress | None = None) -> None:
+        self.path, self.label, self.also = path, label, also
+        self.last = 0.0
+
+    @classmethod
+    def factory(cls, path: Path, also: Callable[[str], Progress] | None = None
+                ) -> Callable[[str], Progress]:
+        return lambda label: cls(path, label, also(label) if also else None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.also:
+            self.also(done, total)
+        now = time.monotonic()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        import json
+
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps({"image": self.label, "done": done, "total": total}))
+            os.replace(tmp, self.path)

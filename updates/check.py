@@ -15,7 +15,7 @@ from updates.config import OsIdentity, UpdogConfig, load_updog_toml, os_identity
 from updates.errors import UpdateError
 from updates.fetcher import UpdogFetcher
 from updates.manifest import Manifest, Update, parse_manifest
-from updates.selection import HostPolicy, applicable_updates, choose_update
+from updates.selection import HostPolicy, NoUpdate, applicable_updates, choose_update, explain
 from updates.semver import Version
 from updates.timefmt import utcnow
 from updates.tuf_client import TufClient
@@ -51,7 +51,6 @@ class CheckRequest:
     """Per-invocation options (CLI flags)."""
 
     ignore_waves: bool = False
-    absolute_seed: bool = False
     image: Version | None = None
 
 
@@ -73,7 +72,8 @@ def open_client(host: Host) -> TufClient:
     except OSError as e:
         raise UpdateError(f"cannot read the trusted root {host.paths.trusted_root}: {e}") from e
     fetcher = UpdogFetcher({"seed": str(host.config.seed),
-                            "version": str(host.identity.version)})
+                            "version": str(host.identity.version)},
+                           max_rate=host.config.max_download_rate)
     return TufClient(
         host.paths.metadata_dir,
         host.config.metadata_base_url,
@@ -97,7 +97,6 @@ def host_policy(host: Host, request: CheckRequest) -> HostPolicy:
         seed=host.config.seed,
         version_lock=host.config.locked_version(),
         ignore_waves=host.config.ignore_waves or request.ignore_waves,
-        absolute_seed=request.absolute_seed,
     )
 
 
@@ -111,9 +110,21 @@ def applicable(host: Host, request: CheckRequest, now: datetime | None = None) -
 
 def check_update(
     host: Host, request: CheckRequest, now: datetime | None = None
-) -> Update | None:
-    """The update this host should take now, or None."""
+) -> tuple[Update | None, NoUpdate | None]:
+    """The update this host should take now, or (None, why not)."""
     policy = host_policy(host, request)
     with open_client(host) as client:
         manifest = fetch_manifest(client)
-    return choose_update(manifest, policy, now or utcnow(), request.image)
+    now = now or utcnow()
+    chosen = choose_update(manifest, policy, now, request.image)
+    return chosen, None if chosen else explain(manifest, policy, now, request.image)
+
+
+def survey(host: Host, request: CheckRequest, now: datetime | None = None
+           ) -> tuple[list[Update], NoUpdate | None]:
+    """`check-update --all` and, when nothing would be chosen, why (one manifest fetch)."""
+    policy = host_policy(host, request)
+    with open_client(host) as client:
+        manifest = fetch_manifest(client)
+    now = now or utcnow()
+    return applicable_updates(manifest, policy, now), explain(manifest, policy, now)

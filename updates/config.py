@@ -32,6 +32,7 @@ class UpdogConfig:
     seed: int
     version_lock: str  # "latest" or a FriendlyVersion; parsed when used
     ignore_waves: bool
+    max_download_rate: int | None = None  # bytes/s (ours: settings.updates.max-download-rate)
 
     def locked_version(self) -> Version | None:
         """None for `latest`, else the pinned version (a bad value is an error here)."""
@@ -57,7 +58,10 @@ def parse_updog_toml(text: str, source: str = "updog.toml") -> UpdogConfig:
             raise ConfigError(f"{source}: `{key}` must be a {kind.__name__}")
     if not 0 <= data["seed"] <= U32_MAX:
         raise ConfigError(f"{source}: `seed` must be a u32 (bork picks one in [0, {MAX_SEED}))")
-    return UpdogConfig(**{k: data[k] for k in types})
+    rate = data.get("max_download_rate")
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or rate < 1):
+        raise ConfigError(f"{source}: `max_download_rate` must be a positive integer (bytes/s)")
+    return UpdogConfig(**{k: data[k] for k in types}, max_download_rate=rate)
 
 
 def load_updog_toml(path: Path) -> UpdogConfig:

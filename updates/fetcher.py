@@ -2,19 +2,30 @@
 
 It appends Bottlerocket's telemetry query parameters (sorted by name) to every HTTP
 request, and remembers the last URL so errors can name the role being fetched.
+
+Targets (images) are fetched by `fetch_target`: a download cut part-way resumes where it stopped
+with an HTTP `Range: bytes=N-` request (a server that ignores it answers 200 and the bytes
+already received are skipped), so the caller sees one uninterrupted stream and verifies the
+whole target as usual; and `max_rate` (bytes/s, `settings.updates.max-download-rate`) caps the
+rate by sleeping between chunks.
 """
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+import urllib3
 from tuf.api import exceptions as tuf_exc
 from tuf.ngclient import FetcherInterface, Urllib3Fetcher
 
 CHUNK_SIZE = 1 << 20  # large chunks keep Python overhead negligible next to hashing
+RESUMES = 5  # cut downloads resumed per target before giving up
+_CUT = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+        urllib3.exceptions.SSLError, ConnectionError)
 
 
 class UpdogFetcher(FetcherInterface):
@@ -27,10 +38,15 @@ class UpdogFetcher(FetcherInterface):
         socket_timeout: int = 30,
         chunk_size: int = CHUNK_SIZE,
         user_agent: str | None = "updog",
+        max_rate: int | None = None,
     ) -> None:
         self.params: dict[str, str] = dict(params or {})
         self.chunk_size = chunk_size
+        self.max_rate = max_rate
+        self.socket_timeout = socket_timeout
         self.last_url: str | None = None
+        self.resumed_at: list[int] = []  # offsets a cut target download resumed from
+        self.sleep = time.sleep  # the rate cap's pause (tests record it)
         self._http = Urllib3Fetcher(
             socket_timeout=socket_timeout, chunk_size=chunk_size, app_user_agent=user_agent
         )
@@ -50,6 +66,71 @@ class UpdogFetcher(FetcherInterface):
         if scheme in ("http", "https"):
             return self._http._fetch(self.with_query(url))
         raise tuf_exc.DownloadError(f"unsupported URL scheme {scheme!r} in {url}")
+
+    def fetch_target(self, url: str, length: int) -> Iterator[bytes]:
+        """The bytes of a target of signed `length`: resumed when cut, capped to `max_rate`."""
+        self.last_url = url
+        start = time.monotonic()
+        got = 0
+        chunks = self._resuming(url, length) if urllib.parse.urlsplit(url).scheme in (
+            "http", "https") else self.fetch(url)
+        for chunk in chunks:
+            got += len(chunk)
+            yield chunk
+            if self.max_rate:
+                ahead = got / self.max_rate - (time.monotonic() - start)
+                if ahead > 0:
+                    self.sleep(ahead)
+
+    def _resuming(self, url: str, length: int) -> Iterator[bytes]:
+        got, cuts = 0, 0
+        while True:
+            response = self._open_http(url, got)
+            skip = got if got and response.status != 206 else 0  # Range ignored: skip ahead
+            try:
+                for chunk in response.stream(self.chunk_size):
+                    if skip:
+                        drop = min(skip, len(chunk))
+                        chunk, skip = chunk[drop:], skip - drop
+                        if not chunk:
+                            continue
+                    got += len(chunk)
+                    yield chunk
+                    if got > length:
+                        return  # the caller refuses an overlong target
+            except _CUT as e:
+                cuts += 1
+                if cuts > RESUMES:
+                    raise tuf_exc.DownloadError(
+                        f"{url}: download cut {cuts} times, last at byte {got}: {e}") from e
+                self.resumed_at.append(got)
+                continue
+            finally:
+                response.release_conn()
+            if got >= length or response.status not in (200, 206):
+                return
+            cuts += 1  # ended early without an error: resume too
+            if cuts > RESUMES:
+                return  # the caller sees the short length and refuses it
+            self.resumed_at.append(got)
+
+    def _open_http(self, url: str, offset: int) -> urllib3.BaseHTTPResponse:
+        headers = {"User-Agent": "updog"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            response = self._http._proxy_env.request(
+                "GET", self.with_query(url), headers=headers, preload_content=False,
+                timeout=urllib3.Timeout(self.socket_timeout), retries=urllib3.Retry(3))
+        except urllib3.exceptions.MaxRetryError as e:
+            if isinstance(e.reason, urllib3.exceptions.TimeoutError):
+                raise tuf_exc.SlowRetrievalError(f"{url}: {e.reason}") from e
+            raise tuf_exc.DownloadError(f"{url}: {e.reason}") from e
+        if response.status >= 400:
+            response.close()
+            raise tuf_exc.DownloadHTTPError(f"HTTP error occurred with status "
+                                            f"{response.status}", response.status)
+        return response
 
     def _file_chunks(self, url: str) -> Iterator[bytes]:
         path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))

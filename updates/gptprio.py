@@ -181,3 +181,17 @@ OPERATIONS = {
     "cancel-upgrade": cancel_upgrade,
     "rollback-to-inactive": rollback_to_inactive,
 }
+
+
+def next_two_boots(flags: Sequence[Flags]) -> tuple[int | None, int | None, int | None]:
+    """(next boot, the boot after it if that one is marked successful, ... if it is not).
+
+    What GRUB's gptprio rule would do over the boot entries `flags` (table order): the second
+    boot depends on whether the first gets marked successful (fallback otherwise).
+    """
+    first, after = grub_select(flags)
+    if first is None:
+        return None, None, None
+    marked = list(after)
+    marked[first] = replace(marked[first], successful=True)
+    return first, grub_select(marked)[0], grub_select(after)[0]

@@ -11,12 +11,11 @@ Health checks are declared in settings (`settings.updates.health-checks.<name>`,
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hostcore.commands import CommandRunner, SubprocessRunner
 from updates.gpt import GptError
 from updates.partitions import DiskError, open_os_disk
 
@@ -51,19 +50,21 @@ def parse_checks(updates_settings: Mapping[str, Any] | None) -> list[HealthCheck
     return checks
 
 
-def run_checks(checks: Sequence[HealthCheck], env: Mapping[str, str]) -> list[CheckResult]:
+def run_checks(checks: Sequence[HealthCheck], env: Mapping[str, str],
+               runner: CommandRunner | None = None) -> list[CheckResult]:
+    """Run each check without a shell, in its own process group: a check that times out is
+    killed with everything it started (``hostcore.commands.SubprocessRunner``)."""
+    runner = runner or SubprocessRunner()
     results = []
     for check in checks:
-        try:
-            done = subprocess.run(list(check.command), capture_output=True, text=True,
-                                  errors="replace", timeout=check.timeout,
-                                  env={**os.environ, **env}, check=False)
-            ok = done.returncode == 0
-            detail = "" if ok else \
-                f"exited {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
-        except (OSError, subprocess.TimeoutExpired) as e:
-            ok, detail = False, str(e)
-        results.append(CheckResult(check.name, ok, detail))
+        done = runner.run(check.command, env, check.timeout)
+        if done.ok:
+            detail = ""
+        elif done.error is not None:
+            detail = done.error
+        else:
+            detail = f"exited {done.returncode}: {done.output.strip()[-300:]}"
+        results.append(CheckResult(check.name, done.ok, detail))
     return results
 
 

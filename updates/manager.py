@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from updates import status as sm
 from updates.gpt import GptError
 from updates.partitions import DiskError, open_os_disk
+from updates.selection import NoUpdate
 from updates.semver import Version
 from updates.timefmt import utcnow
 
 UPDOG = {
-    "refresh": ["check-update", "--all", "--json"],
+    "refresh": ["check-update", "--all", "--json", "--with-reason"],
     "prepare": ["update-image", "--json"],
     "activate": ["update-apply"],
     "deactivate": ["update-revert"],
@@ -49,8 +54,15 @@ class UpdateManager:
         on_done: Callable[[sm.UpdateStatus], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         timeout: float = 3600.0,
+        before: Mapping[str, Callable[[sm.UpdateStatus], None]] | None = None,
     ) -> None:
         self.updog = list(updog)
+        # Checks run before a command's updog; one that raises fails the command with its
+        # message (the daemon rehearses activation's migrations on a copy of its store here).
+        self.before = dict(before or {})
+        self.running: str | None = None  # the command in progress
+        self.hold: NoUpdate | None = None  # why automatic updates wait (set by the policy)
+        self._progress_file: Path | None = None
         self.disk = disk
         self.version_lock = version_lock
         self.on_done = on_done
@@ -80,9 +92,22 @@ class UpdateManager:
                 if found is None or found.update_state == sm.IDLE:
                     raise Uninitialized()
                 self._status = found
+            if self.hold is not None and self._status.no_update_reason is None:
+                return replace(self._status, no_update_reason=self.hold)
             return self._status
         finally:
             self._lock.release()
+
+    def progress(self) -> dict[str, Any] | None:
+        """Bytes done / total of the image prepare is writing now (None when idle)."""
+        path, command = self._progress_file, self.running
+        if path is None or command is None:
+            return None
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            found = {}
+        return {"command": command, **found}
 
     def peek(self) -> sm.UpdateStatus | None:
         """The last complete status, without waiting or raising (for GET /status)."""
@@ -127,7 +152,10 @@ class UpdateManager:
     def _run(self, command: str) -> None:
         status = self._status
         assert status is not None
+        self.running = command
         try:
+            if command in self.before:
+                self.before[command](status)
             code, stdout, stderr = self._updog(command, status)
             result = sm.Command(command, "Success" if code == 0 else "Failed", self.clock(),
                                 code, stderr)
@@ -137,6 +165,7 @@ class UpdateManager:
                                 f"{type(e).__name__}: {e}")
             self._status = self._next(status, command, result, "")
         finally:
+            self.running = None
             self._lock.release()
         if self.on_done:
             self.on_done(self._status)
@@ -147,28 +176,39 @@ class UpdateManager:
             args += ["--image", status.chosen_update.version]
         if self.disk:
             args += ["--disk", self.disk]
-        try:
-            done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
-                                  errors="replace", timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
+        with tempfile.TemporaryDirectory(prefix="updog-progress-") as tmp:
+            if command == "prepare":
+                self._progress_file = Path(tmp) / "progress.json"
+                args += ["--progress-file", str(self._progress_file)]
+            try:
+                done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
+                                      errors="replace", timeout=self.timeout, check=False)
+            except subprocess.TimeoutExpired as e:
+                return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
+            finally:
+                self._progress_file = None
         code = done.returncode if done.returncode >= 0 else -done.returncode  # signal number
         return code, done.stdout, done.stderr
 
     def _next(self, status: sm.UpdateStatus, command: str, result: sm.Command,
               stdout: str) -> sm.UpdateStatus:
         if command == "refresh":
-            updates = []
+            updates, reason = [], None
             if result.cmd_status == "Success":
                 try:
-                    updates = json.loads(stdout or "[]")
+                    found = json.loads(stdout or "[]")
+                    if isinstance(found, dict):  # --with-reason
+                        updates, reason = found.get("updates") or [], found.get("reason")
+                    else:
+                        updates = found
                 except json.JSONDecodeError as e:
                     result = sm.Command(command, "Failed", result.timestamp, result.exit_status,
                                         f"{result.stderr}\nunreadable updog output: {e}")
             running = status.active_partition.image if status.active_partition else None
             version = Version.parse(running.version) if running and running.version \
                 else Version.parse("0.0.0")
-            return sm.after_refresh(status, result, updates, version, self.version_lock())
+            return sm.after_refresh(status, result, updates, version, self.version_lock(),
+                                    reason=NoUpdate.from_json(reason) if reason else None)
         return {"prepare": sm.after_prepare, "activate": sm.after_activate,
                 "deactivate": sm.after_deactivate}[command](status, result)
 

@@ -286,7 +286,9 @@ def find_migrations(manifest: Manifest, from_: Version, to: Version) -> list[str
     """Migration target names to go from `from_` to `to`, in the order to run them.
 
     Walks upward from the lower version, always taking the longest step (shortcut) that
-    does not pass the higher one; going down reverses the whole list.
+    does not pass the higher one; going down reverses the whole list. Where no step starts at
+    the current version, the releases up to the next step (or the target) have no migrations:
+    unlike Bottlerocket, a release without migrations needs no `"(A, B)" = []` entry.
     """
     if from_ == to:
         return []
@@ -295,8 +297,10 @@ def find_migrations(manifest: Manifest, from_: Version, to: Version) -> list[str
     v = lo
     while v != hi:
         steps = [k for k in manifest.migrations if k[0] == v and v < k[1] <= hi]
-        if not steps:
-            raise ManifestError(f"Reached end of migration chain at {v} but target is {hi}")
+        if not steps:  # a gap: nothing to migrate until the next step that fits
+            later = [k[0] for k in manifest.migrations if v < k[0] < hi and k[1] <= hi]
+            v = min(later) if later else hi
+            continue
         step = max(steps, key=lambda k: k[1])
         names.extend(manifest.migrations[step])
         v = step[1]

@@ -225,15 +225,23 @@ class OsDisk:
 
 def create_os_disk(path: Path | str, size: int, *, version: str = "1.0.0",
                    variant: str = "aws-dev", arch: str | None = None) -> None:
-    """A disk image with both sets; set A holds `version` and runs (priority 1, successful)."""
+    """A disk image with both sets; set A holds `version` and runs (priority 1, successful).
+
+    Set A gets a complete image set (root, verity hash tree, boot: `osimage.build_set`), so a
+    rollback to it passes the same checks as an update."""
     table = gpt.create_disk(path, size)
     sets = find_sets(table)
     attrs = gptprio.encode(0, Flags(priority=1, tries_left=0, successful=True))
     table = table.with_attributes(sets["A"].boot, attrs)
+    images = osimage.build_set(version, variant, arch=arch)
     fd = gpt.open_disk(path)
     try:
-        root = table.entry(sets["A"].root)
-        os.pwrite(fd, osimage.root_image(version, variant, arch=arch), root.offset)
+        for kind in osimage.KINDS:
+            entry = table.entry(getattr(sets["A"], kind))
+            data = getattr(images, kind)
+            if len(data) > entry.size:
+                raise DiskError(f"a {size}-byte disk is too small for the {kind} image")
+            os.pwrite(fd, data, entry.offset)
         gpt.write_table(fd, table)
     finally:
         os.close(fd)

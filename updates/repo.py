@@ -13,6 +13,7 @@ touched and everything above it (targets -> snapshot -> timestamp).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tomllib
@@ -121,6 +122,30 @@ def load_signer(pem_path: Path) -> CryptoSigner:
         raise RepoError(f"cannot load private key {pem_path}: {e}") from None
 
 
+def default_keys_dir(path: Path) -> Path:
+    """Where `create` keeps the private keys: next to the repository, never inside it (the
+    repository directory is what gets published; `REPO.keys/` is not under it)."""
+    path = Path(path).absolute()
+    return path.parent / f"{path.name}.keys"
+
+
+def recorded_keys_dir(path: Path) -> Path:
+    """The key dir `create` recorded in `REPO/updata.toml` (older repositories: `REPO/keys`)."""
+    path = Path(path)
+    try:
+        recorded = tomllib.loads((path / "updata.toml").read_text()).get("keys_dir")
+    except (OSError, tomllib.TOMLDecodeError):
+        recorded = None
+    if recorded:
+        return Path(recorded)
+    return path / "keys" if (path / "keys").is_dir() else default_keys_dir(path)
+
+
+def is_published(keys_dir: Path, repo: Path) -> bool:
+    """Whether `keys_dir` lies inside the repository directory (served with it)."""
+    return Path(keys_dir).resolve().is_relative_to(Path(repo).resolve())
+
+
 @dataclass
 class Repository:
     """An on-disk repository and the keys that sign it (see the module docstring)."""
@@ -159,11 +184,13 @@ class Repository:
         path = Path(path)
         if (path / "metadata").exists() and any((path / "metadata").iterdir()):
             raise RepoError(f"{path}/metadata already exists and is not empty")
-        repo = cls(path, Path(keys_dir) if keys_dir else path / "keys", policy)
+        keys_dir = Path(keys_dir).absolute() if keys_dir else default_keys_dir(path)
+        repo = cls(path, keys_dir, policy)
         repo.metadata_dir.mkdir(parents=True, exist_ok=True)
         repo.targets_dir.mkdir(parents=True, exist_ok=True)
         repo.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (path / "updata.toml").write_text(policy.to_toml())
+        (path / "updata.toml").write_text(
+            policy.to_toml() + f"keys_dir = {json.dumps(str(repo.keys_dir))}\n")
         now = now or _utcnow()
         root = Root(expires=now + policy.root, consistent_snapshot=True)
         given = {role: list(signers) for role, signers in (keys or {}).items()}
@@ -194,7 +221,7 @@ class Repository:
         policy_file = path / "updata.toml"
         policy = ExpiryPolicy.from_toml(policy_file.read_text()) if policy_file.exists() \
             else ExpiryPolicy()
-        repo = cls(path, Path(keys_dir) if keys_dir else path / "keys", policy)
+        repo = cls(path, Path(keys_dir) if keys_dir else recorded_keys_dir(path), policy)
         roots = sorted(int(p.name.split(".")[0]) for p in meta.glob("*.root.json"))
         if not roots:
             raise RepoError(f"{meta} holds no N.root.json: not a repository (run create)")
@@ -230,7 +257,7 @@ class Repository:
         if len(found) < root.roles[role].threshold:
             raise RepoError(
                 f"{role}: only {len(found)} of threshold {root.roles[role].threshold} private "
-                f"keys in {self.keys_dir}"
+                f"keys in {self.keys_dir} (pass --keys-dir DIR where `updata create` put them)"
             )
         return found
 

@@ -6,6 +6,7 @@
     signpost --disk PATH create-disk [--size BYTES] [--os-version V] [--variant V] [--arch A]
     signpost --disk PATH boot          # the bootloader: pick a set, use a try, print the set
     signpost --disk PATH version       # VERSION_ID of the running set
+    signpost [--disk PATH] explain     # versions, flags and the next two boots
 
 Without `--disk` the OS disk is found from the running root (block-party). Usage errors and
 failed preconditions print a message on stderr and exit 1, as Bottlerocket's signpost does.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from updates import gpt, gptprio
-from updates.partitions import DiskError, create_os_disk, open_os_disk
+from updates.partitions import SET_NAMES, DiskError, OsDisk, create_os_disk, open_os_disk
 
 USAGE = """\
 USAGE:
@@ -37,6 +38,8 @@ SUBCOMMANDS:
         [ --size BYTES ] [ --os-version V ] [ --variant V ] [ --arch A ]
     boot                    Simulate the bootloader (needs --disk): prints the booted set
     version                 Print the running set's OS version
+    explain                 Each set's version and gptprio bits, and the next two boots
+                            the bootloader would make (fallback included)
 
 OPTIONS:
     [ --disk PATH ]         OS disk or disk image (default: the disk behind /)
@@ -44,7 +47,7 @@ OPTIONS:
 
 DEFAULT_SIZE = 8 << 20
 VERBS = (*gptprio.OPERATIONS, "status", "has-boot-ever-succeeded", "rewrite-table",
-         "create-disk", "boot", "version")
+         "create-disk", "boot", "version", "explain")
 _VALUED = {"--disk": "disk", "--size": "size", "--os-version": "version", "--variant": "variant",
            "--arch": "arch"}
 
@@ -62,6 +65,8 @@ def parse(argv: list[str]) -> dict[str, str]:
             if value is None:
                 raise UsageError(f"{arg} needs a value")
             opts[_VALUED[arg]] = value
+        elif arg in ("-h", "--help"):
+            opts["help"] = "1"
         elif arg.startswith("-"):
             raise UsageError(f"unknown option {arg}")
         elif "verb" in opts:
@@ -69,6 +74,8 @@ def parse(argv: list[str]) -> dict[str, str]:
         else:
             opts["verb"] = arg
     verb = opts.get("verb")
+    if "help" in opts:
+        return opts
     if verb not in VERBS:
         raise UsageError("missing subcommand" if verb is None else f"unknown subcommand {verb!r}")
     if verb in ("create-disk", "boot") and "disk" not in opts:
@@ -88,7 +95,7 @@ def run(opts: dict[str, str]) -> int:
                        version=opts.get("version", "1.0.0"),
                        variant=opts.get("variant", "aws-dev"), arch=opts.get("arch"))
         return 0
-    writable = verb not in ("status", "has-boot-ever-succeeded", "version")
+    writable = verb not in ("status", "has-boot-ever-succeeded", "version", "explain")
     with open_os_disk(opts.get("disk"), writable=writable) as disk:
         if verb == "status":
             print(disk.status_text())
@@ -105,6 +112,8 @@ def run(opts: dict[str, str]) -> int:
                       file=sys.stderr)
                 return 1
             print(version)
+        elif verb == "explain":
+            print(explain(disk))
         elif verb == "has-boot-ever-succeeded":
             print(str(gptprio.has_boot_ever_succeeded(disk.state())).lower())
         elif verb == "rewrite-table":
@@ -112,6 +121,51 @@ def run(opts: dict[str, str]) -> int:
         else:
             disk.apply(verb)
     return 0
+
+
+def explain(disk: OsDisk) -> str:
+    """Versions, gptprio bits, and what the bootloader does at the next two boots."""
+    lines = []
+    for name in SET_NAMES:
+        version = (disk.identity(name) or {}).get("VERSION_ID", "(no OS image)")
+        lines.append(f"Set {name}:  {version:<14} {disk.flags(name).describe()}")
+    lines.append(f"Active:  Set {disk.active or '?'}")
+    boots = [(n, e) for n, e in disk.table.partitions() if e.type_guid == gpt.BOOT_TYPE]
+    names = {s.boot: s.name for s in disk.sets.values()}
+    first, if_marked, if_not = gptprio.next_two_boots(
+        [gptprio.decode(e.attributes) for _, e in boots])
+
+    def label(index: int | None) -> str:
+        return "None (nothing bootable)" if index is None else f"Set {names[boots[index][0]]}"
+
+    if first is None:
+        lines.append("Next boot:       None (nothing bootable)")
+        return "\n".join(lines)
+    chosen = gptprio.decode(boots[first][1].attributes)
+    note = " (uses its last try)" if chosen.tries_left == 1 and not chosen.successful else ""
+    lines.append(f"Next boot:       {label(first)}{note}")
+    if if_marked == if_not:
+        lines.append(f"Boot after that: {label(if_marked)}")
+    else:
+        lines.append(f"Boot after that: {label(if_marked)} if that boot is marked successful, "
+                     f"otherwise {label(if_not)} (fallback)")
+    return "\n".join(lines)
+
+
+def verb_help(verb: str) -> str:
+    """The usage lines of one subcommand, for `signpost VERB --help`."""
+    lines = USAGE.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().split(" ")[0] == verb), None)
+    if start is None:
+        return USAGE
+    picked = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("        "):
+            break
+        picked.append(line)
+    return f"USAGE:\n    signpost [--disk PATH] {verb}\n\n" + "\n".join(picked) + \
+        "\n\nOPTIONS:\n    [ --disk PATH ]         OS disk or disk image (default: the disk " \
+        "behind /)\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"signpost: {e}\n\n{USAGE}", file=sys.stderr)
         return 1
+    if "help" in opts:
+        print(verb_help(opts["verb"]) if opts.get("verb") in VERBS else USAGE)
+        return 0
     try:
         return run(opts)
     except (gptprio.SignpostError, DiskError, gpt.GptError, OSError) as e:

@@ -11,18 +11,23 @@ from the command's result. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from updates.gptprio import Sets
-from updates.selection import pick
+from updates.selection import (
+    MAINTENANCE_WINDOW,
+    UNCONFIRMED_BOOT,
+    VERSION_LOCK,
+    NoUpdate,
+    pick,
+)
 from updates.semver import Version
 from updates.timefmt import format_time
 
 IDLE, AVAILABLE, STAGED, READY = "Idle", "Available", "Staged", "Ready"
-COMMANDS = ("refresh", "prepare", "activate", "deactivate")
 ALLOWED = {
     "refresh": (IDLE, AVAILABLE, STAGED, READY),
     "prepare": (AVAILABLE, STAGED),
@@ -94,6 +99,9 @@ class UpdateStatus:
     active_partition: Partition | None = None
     staging_partition: Partition | None = None
     most_recent_command: Command | None = None
+    # Not in Bottlerocket's status: why no update is chosen (None when one is, or unknown).
+    no_update_reason: NoUpdate | None = None
+    progress: Mapping[str, Any] | None = None  # while prepare writes: bytes done / total
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +114,9 @@ class UpdateStatus:
             else None,
             "most_recent_command": self.most_recent_command.to_json()
             if self.most_recent_command else None,
+            "no_update_reason": self.no_update_reason.to_json() if self.no_update_reason
+            else None,
+            "progress": dict(self.progress) if self.progress else None,
         }
 
 
@@ -160,14 +171,27 @@ def _image(u: dict[str, Any]) -> Image:
 
 
 def after_refresh(status: UpdateStatus, command: Command, updates: Sequence[dict[str, Any]],
-                  running: Version, version_lock: Version | None) -> UpdateStatus:
-    """Refresh recomputes the list and the choice; only Idle/Available change state."""
+                  running: Version, version_lock: Version | None, *,
+                  reason: NoUpdate | None = None) -> UpdateStatus:
+    """Refresh recomputes the list and the choice; only Idle/Available change state.
+
+    `reason` is updog's account of why it would choose nothing; the API's own version lock
+    (read from the settings, as thar-be-updates does) may differ, and then says so itself.
+    """
     if command.cmd_status != "Success":
         updates = ()
     chosen = choose(updates, running, version_lock)
+    if chosen is not None or command.cmd_status != "Success":
+        reason = None
+    elif reason is None and version_lock is not None:
+        offered = ", ".join(sorted((u["version"] for u in updates), key=Version.parse))
+        reason = NoUpdate(VERSION_LOCK, f"version-lock {version_lock} selects none of the "
+                          f"applicable updates ({offered or 'none'})",
+                          {"version_lock": str(version_lock)})
     ordered = sorted((u["version"] for u in updates), key=Version.parse, reverse=True)
     new = replace(status, available_updates=tuple(ordered),
-                  chosen_update=_image(chosen) if chosen else None, most_recent_command=command)
+                  chosen_update=_image(chosen) if chosen else None, most_recent_command=command,
+                  no_update_reason=reason)
     if status.update_state in (IDLE, AVAILABLE):
         new = replace(new, update_state=AVAILABLE if chosen else IDLE)
     return new
@@ -200,6 +224,20 @@ def after_deactivate(status: UpdateStatus, command: Command) -> UpdateStatus:
 
 def _flip(p: Partition | None, next_to_boot: bool) -> Partition | None:
     return replace(p, next_to_boot=next_to_boot) if p else None
+
+
+def hold_reason(state: str, in_window: bool, boot_confirmed: bool, window: Mapping[str, Any]
+                ) -> NoUpdate | None:
+    """Why automatic updates wait (pure): outside the maintenance window, or an update is
+    available but this boot, whose fallback it would overwrite, is not confirmed yet."""
+    if not in_window and state in (IDLE, AVAILABLE, STAGED):
+        return NoUpdate(MAINTENANCE_WINDOW, f"automatic updates wait for the maintenance window "
+                        f"{window.get('start')}-{window.get('end')} UTC",
+                        {"start": window.get("start"), "end": window.get("end")})
+    if state == AVAILABLE and not boot_confirmed:
+        return NoUpdate(UNCONFIRMED_BOOT, "this boot is not marked successful yet: the other "
+                        "set is its fallback and is not overwritten before then")
+    return None
 
 
 def auto_command(state: str, in_window: bool, boot_confirmed: bool = True) -> str | None:

@@ -262,6 +262,27 @@ class TufClient:
             path = f"{dirname}{sep}{next(iter(info.hashes.values()))}.{basename}"
         return base + path
 
+    def peek(self, info: TargetFile, size: int, *, base_url: str | None = None) -> bytes:
+        """The first `size` bytes of target `info`, *unverified*: only for refusing it early
+        (its format, its declared size), never for trusting it."""
+        head = bytearray()
+        try:
+            stream = self.fetcher.fetch(self.target_url(info, base_url))
+            try:
+                for chunk in stream:
+                    head += chunk
+                    if len(head) >= size:
+                        break
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+        except UpdateError:
+            raise
+        except Exception as e:
+            raise classify(e, f"target {info.path}") from e
+        return bytes(head[:size])
+
     def copy_target(
         self,
         info: TargetFile,
@@ -283,7 +304,7 @@ class TufClient:
             # may run one chunk behind, never more (that bounds the memory held).
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 behind: Future[None] | None = None
-                for chunk in self.fetcher.fetch(url):
+                for chunk in self.fetcher.fetch_target(url, info.length):
                     verifier.count(chunk)
                     hashed = hasher.submit(verifier.digest, chunk)
                     sink.write(chunk)

@@ -4,27 +4,41 @@ Manifest commands edit a `manifest.json` file exactly like Bottlerocket's `updat
 repository commands create, sign and rotate a TUF repository (see `updates.repo`).
 A typical release:
 
-    updata create REPO
+    updata create REPO                       # keys go to REPO.keys, outside REPO
     updata init MANIFEST
-    updata add-update MANIFEST -f VARIANT -a ARCH -v VERSION -b BOOT -r ROOT -h HASH
+    updata make-images --os-version VERSION --variant VARIANT -o DIR
+    updata add-update MANIFEST -f VARIANT -a ARCH -v VERSION --compress lz4 \
+        -b DIR/BOOT.img -r DIR/ROOT.img -h DIR/HASH.img
     updata set-waves MANIFEST -f VARIANT -a ARCH -v VERSION -w default
-    updata add-targets REPO MANIFEST BOOT_FILE ROOT_FILE HASH_FILE
+    updata add-targets REPO MANIFEST DIR/*.lz4
     updata resign REPO                       # periodically: fresh snapshot + timestamp
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import lz4.frame
 from securesystemslib.signer import CryptoSigner
 
-from hostcore.durable import replace_file
+from hostcore.durable import replace_file, replacing
 from updates import manifest as mf
-from updates.repo import ROLES, ExpiryPolicy, RepoError, Repository, load_signer, parse_duration
+from updates import osimage
+from updates.errors import UpdateError
+from updates.repo import (
+    ROLES,
+    ExpiryPolicy,
+    RepoError,
+    Repository,
+    is_published,
+    load_signer,
+    parse_duration,
+)
 from updates.semver import Version, VersionError
 from updates.timefmt import TimeFormatError, parse_time, utcnow
 from updates.waves import WaveError, load_policy
@@ -74,10 +88,29 @@ def cmd_init(a: argparse.Namespace) -> None:
     _write_manifest(a.file, mf.Manifest())
 
 
+def compress_lz4(path: Path) -> Path:
+    """`path` as an LZ4 frame at `path.lz4` (decoded size stored: updog checks it up front)."""
+    dest = path.with_name(path.name + ".lz4")
+    enc = lz4.frame.LZ4FrameCompressor(content_checksum=True)
+    with open(path, "rb") as src, replacing(dest) as out:
+        out.write(enc.begin(source_size=os.fstat(src.fileno()).st_size))
+        while chunk := src.read(1 << 20):
+            out.write(enc.compress(chunk))
+        out.write(enc.flush())
+    return dest
+
+
 def cmd_add_update(a: argparse.Namespace) -> None:
+    names = {"boot": a.boot, "root": a.root, "hash": a.hash}
+    if a.compress == "lz4":  # the values are image files; publish their LZ4 frames
+        for kind, value in names.items():
+            dest = compress_lz4(Path(value))
+            print(f"{dest}: {kind} image, {Path(value).stat().st_size} -> "
+                  f"{dest.stat().st_size} bytes (lz4)")
+            names[kind] = dest.name
     m = mf.add_update(
         _load_manifest(a.file), variant=a.variant, arch=a.arch, version=a.version,
-        max_version=a.max_version, images=mf.Images(boot=a.boot, root=a.root, hash=a.hash),
+        max_version=a.max_version, images=mf.Images(**names),
     )
     _write_manifest(a.file, m)
 
@@ -104,8 +137,19 @@ def cmd_set_waves(a: argparse.Namespace) -> None:
 
 
 def cmd_set_migrations(a: argparse.Namespace) -> None:
-    _, migrations = mf.parse_release(Path(a.from_).read_text())
-    _write_manifest(a.to, mf.set_migrations(_load_manifest(a.to), migrations))
+    _, migrations = mf.parse_release(Path(a.release).read_text())
+    _write_manifest(a.manifest, mf.set_migrations(_load_manifest(a.manifest), migrations))
+
+
+def cmd_make_images(a: argparse.Namespace) -> None:
+    """Root image (header + payload), its verity hash tree, the boot image with the root hash."""
+    payload = a.payload.read_bytes() if a.payload else b""
+    images = osimage.build_set(str(a.version), a.variant, arch=a.arch, payload=payload)
+    a.out.mkdir(parents=True, exist_ok=True)
+    for kind, name in osimage.image_names(a.variant, str(a.version)).items():
+        replace_file(a.out / name, getattr(images, kind))
+        print(f"{a.out / name}: {kind} image, {len(getattr(images, kind))} bytes")
+    print(f"verity root hash {images.root_hash} (in the boot image)")
 
 
 def cmd_validate(a: argparse.Namespace) -> None:
@@ -123,7 +167,11 @@ def cmd_create(a: argparse.Namespace) -> None:
     thresholds = {role: int(n) for role, n in a.threshold or []}
     repo = Repository.create(a.repo, keys_dir=a.keys_dir, policy=policy, keytype=a.keytype,
                              keys=_keys(a.key), thresholds=thresholds)
-    print(f"created {repo.path} (keys in {repo.keys_dir}; serve metadata/ and targets/)")
+    where = "INSIDE the published directory: do not serve it as it is" \
+        if is_published(repo.keys_dir, repo.path) else "outside the published directory"
+    print(f"created {repo.path}: serve it (metadata/ and targets/); private keys in "
+          f"{repo.keys_dir} ({where}); install metadata/1.root.json on hosts with "
+          f"`updog install-root {repo.metadata_dir / '1.root.json'}`")
 
 
 def _parse_target_arg(text: str) -> tuple[str, Path]:
@@ -133,6 +181,8 @@ def _parse_target_arg(text: str) -> tuple[str, Path]:
 
 def cmd_add_targets(a: argparse.Namespace) -> None:
     repo = Repository.open(a.repo, keys_dir=a.keys_dir)
+    for role in ("targets", "snapshot", "timestamp"):
+        repo.signers(role)  # fail before copying anything when a key is missing
     for item in a.targets:
         name, path = _parse_target_arg(item)
         info = repo.add_target(name, path)
@@ -187,7 +237,8 @@ def _repo_parser(sub: argparse._SubParsersAction, name: str, fn: Callable,
                  help_: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_)
     p.add_argument("repo", type=Path, help="repository directory")
-    p.add_argument("--keys-dir", type=Path, help="private keys (default REPO/keys)")
+    p.add_argument("--keys-dir", type=Path,
+                   help="private keys (default: REPO.keys next to REPO, recorded by create)")
     p.add_argument("--expires", type=_role_value, action="append", metavar="ROLE=DURATION",
                    help="override the expiry policy for this signing, e.g. timestamp=1d")
     p.set_defaults(fn=fn)
@@ -204,9 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_init)
     p = _manifest_parser(sub, "add-update", cmd_add_update, "append an update")
     p.add_argument("-m", "--max-version", type=_version)
-    p.add_argument("-b", "--boot", required=True, help="boot image target name")
-    p.add_argument("-r", "--root", required=True, help="root image target name")
-    p.add_argument("-h", "--hash", required=True, help="verity hash image target name")
+    p.add_argument("-b", "--boot", required=True, help="boot image target name (a file "
+                   "with --compress)")
+    p.add_argument("-r", "--root", required=True, help="root image target name (a file "
+                   "with --compress)")
+    p.add_argument("-h", "--hash", required=True, help="verity hash image target name (a "
+                   "file with --compress)")
+    p.add_argument("--compress", choices=("lz4",),
+                   help="compress the image files given to -b/-r/-h into FILE.lz4 and list "
+                        "those (add them with add-targets)")
     _manifest_parser(sub, "remove-update", cmd_remove_update, "drop matching updates")
     p = _manifest_parser(sub, "set-max-version", cmd_set_max_version,
                          "set max_version on all updates (the regret lever)", match=False)
@@ -215,10 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--wave-file", "--policy", required=True,
                    help="default, accelerated, ohno, or a wave policy TOML file")
     p.add_argument("--start-at", help="RFC 3339 start of the release (default now)")
-    p = sub.add_parser("set-migrations", help="replace migrations from a Release.toml")
-    p.add_argument("-f", "--from", dest="from_", required=True, type=Path)
-    p.add_argument("-t", "--to", required=True, type=Path)
+    p = sub.add_parser(
+        "set-migrations", help="replace the manifest's migrations with a Release.toml's",
+        description="Replace MANIFEST's migrations with those of a Release.toml: "
+        'version = "1.1.0" and a [migrations] table of "(FROM, TO)" = [names]. Releases '
+        "without migrations need no entry.")
+    p.add_argument("--release", "-f", "--from", dest="release", required=True, type=Path,
+                   metavar="RELEASE_TOML", help="the Release.toml (-f/--from: old spelling)")
+    p.add_argument("--manifest", "-t", "--to", dest="manifest", required=True, type=Path,
+                   metavar="MANIFEST", help="manifest.json to edit (-t/--to: old spelling)")
     p.set_defaults(fn=cmd_set_migrations)
+    p = sub.add_parser("make-images", help="build a release's root, hash and boot images",
+                       description=osimage.__doc__.split("\n\n")[0])
+    p.add_argument("--os-version", dest="version", type=_version, required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--arch")
+    p.add_argument("--payload", type=Path, help="file appended to the root image's header")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
+    p.set_defaults(fn=cmd_make_images)
     p = sub.add_parser("validate", help="parse a manifest")
     p.add_argument("file", type=Path)
     p.set_defaults(fn=cmd_validate)
@@ -247,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (mf.ManifestError, WaveError, RepoError, TimeFormatError, OSError) as e:
+    except (mf.ManifestError, WaveError, RepoError, TimeFormatError, OSError, UpdateError) as e:
         print(f"updata: {e}", file=sys.stderr)
         return 1
     return 0

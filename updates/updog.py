@@ -20,24 +20,25 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hostcore.durable import replace_file
 from updates import apply, conformance
 from updates.check import (
     CheckRequest,
     Host,
     HostPaths,
-    applicable,
     check_update,
     fetch_manifest,
     host_policy,
     load_host,
     open_client,
+    survey,
 )
 from updates.errors import UpdateError
 from updates.gpt import GptError
 from updates.gptprio import SignpostError
 from updates.manifest import ManifestError
 from updates.partitions import DiskError, open_os_disk
-from updates.selection import choose_update
+from updates.selection import NoUpdate, choose_update, explain
 from updates.semver import Version, VersionError
 from updates.timefmt import utcnow
 from updates.waves import WaveError
@@ -52,6 +53,7 @@ SUBCOMMANDS:
         [ -a | --all ]                Output all applicable updates
         [ --ignore-waves ]            Ignore release schedule (also -n, --now)
         [ -i | --image version ]      Consider only this version
+        [ --with-reason ]             With --all --json: {"updates": [...], "reason": ...}
     whats                   Same as check-update
     update                  Write the update to the inactive set and activate it
         [ --ignore-waves ] [ -i | --image version ] [ -r | --reboot ]
@@ -61,6 +63,8 @@ SUBCOMMANDS:
         [ -r | --reboot ]
     update-revert           Deactivate it again (the running set boots next)
     prepare                 Load the repository and manifest, then do nothing
+    install-root FILE       Install FILE (a repository's 1.root.json) as the trusted root
+                            at <root>/usr/share/updog/root.json (or --trusted-root)
     tuf-client              TUF conformance client (run `updog tuf-client` for its usage)
 
 GLOBAL OPTIONS:
@@ -74,7 +78,6 @@ GLOBAL OPTIONS:
     [ --version V ]               Override VERSION_ID
     [ --variant V ]               Override VARIANT_ID
     [ --arch A ]                  Override the architecture (default: this machine)
-    [ --absolute-seed-quirk ]     Place hosts in a wave by absolute seed, as upstream did
     [ --disk PATH ]               OS disk or disk image (default: the disk behind /)
 """
 
@@ -83,11 +86,14 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
 _VALUED = {"-i": "image", "--image": "image", "--log-level": "log_level", "--root": "root",
            "--config": "config", "--state-dir": "state_dir", "--trusted-root": "trusted_root",
            "--os-release": "os_release", "--version": "version", "--variant": "variant",
-           "--arch": "arch", "--disk": "disk"}
+           "--arch": "arch", "--disk": "disk",
+           "--progress-file": "progress_file"}
 _FLAGS = {"-j": "json", "--json": "json", "-a": "all", "--all": "all", "-n": "ignore_waves",
           "--now": "ignore_waves", "--ignore-waves": "ignore_waves",
-          "--absolute-seed-quirk": "absolute_seed", "-r": "reboot", "--reboot": "reboot"}
-SUBCOMMANDS = ("check-update", "whats", "prepare")
+          "--absolute-seed-quirk": "deprecated", "-r": "reboot", "--reboot": "reboot",
+          "--with-reason": "with_reason", "-h": "help", "--help": "help"}
+# --absolute-seed-quirk is accepted and ignored: Bottlerocket's rule is now the only one.
+SUBCOMMANDS = ("check-update", "whats", "prepare", "install-root")
 LATER = ("update", "update-image", "update-apply", "update-revert")  # the A/B verbs
 
 
@@ -101,8 +107,11 @@ class Args:
     json: bool = False
     all: bool = False
     ignore_waves: bool = False
-    absolute_seed: bool = False
+    deprecated: bool = False
+    with_reason: bool = False
+    help: bool = False
     reboot: bool = False
+    progress_file: str | None = None
     disk: str | None = None
     image: str | None = None
     log_level: str = "info"
@@ -130,10 +139,16 @@ def parse_args(argv: list[str]) -> Args:
             setattr(args, _VALUED[arg], value)
         elif arg.startswith("-"):
             raise UsageError(f"unknown option {arg}")
+        elif args.subcommand == "install-root" and not args.extra:
+            args.extra.append(arg)
         elif args.subcommand:
             raise UsageError(f"unexpected argument {arg!r}")
         else:
             args.subcommand = arg
+    if args.help:
+        return args
+    if args.subcommand == "install-root" and not args.extra:
+        raise UsageError("install-root needs the root.json to install")
     if not args.subcommand:
         raise UsageError("missing subcommand")
     if args.subcommand not in SUBCOMMANDS + LATER:
@@ -189,6 +204,13 @@ def _reboot(args: Args) -> None:
     subprocess.run(["shutdown", "-r", "now"], check=True)
 
 
+def _progress(args: Args):  # -> Callable[[str], Progress]
+    """A bar on a terminal; with `--progress-file`, also bytes done/total for the API."""
+    if not args.progress_file:
+        return apply.ProgressBar
+    return apply.ProgressFile.factory(Path(args.progress_file), also=apply.ProgressBar)
+
+
 def run_ab(args: Args, request: CheckRequest) -> int:
     """update, update-image, update-apply, update-revert."""
     if args.subcommand == "update-apply":
@@ -205,16 +227,17 @@ def run_ab(args: Args, request: CheckRequest) -> int:
     policy = host_policy(host, request)
     with open_client(host) as client:
         manifest = fetch_manifest(client)
-        chosen = choose_update(manifest, policy, utcnow(), request.image)
+        now = utcnow()
+        chosen = choose_update(manifest, policy, now, request.image)
         if chosen is None:
-            print("No update required", file=sys.stderr)
+            no_update(explain(manifest, policy, now, request.image), "No update required")
             return 0
         print(f"Starting update to {chosen.version}", file=sys.stderr)
         client.fetcher.params["target"] = str(chosen.version)
         apply.cache_for_migrator(client, manifest, host.identity.version, chosen.version,
                                  apply.MigrationCache.under(host.paths.state_dir))
         with open_os_disk(args.disk) as disk:
-            apply.update_image(disk, client, chosen, progress=apply.ProgressBar)
+            apply.update_image(disk, client, chosen, progress=_progress(args))
             if args.subcommand == "update":
                 apply.update_flags(disk)
     if args.json:
@@ -226,12 +249,50 @@ def run_ab(args: Args, request: CheckRequest) -> int:
     return 0
 
 
+def subcommand_help(name: str) -> str:
+    """The usage lines of one subcommand (with the global options), for `updog SUB --help`."""
+    lines, keep = [], False
+    for line in USAGE.splitlines():
+        if line.startswith("    ") and not line.startswith("     "):
+            keep = line.split()[0] == name
+        elif not line.startswith("     "):
+            keep = False
+        if keep:
+            lines.append(line)
+    globals_ = USAGE[USAGE.index("GLOBAL OPTIONS:"):]
+    return f"USAGE:\n    updog {name} <OPTIONS>\n\n" + "\n".join(lines) + "\n\n" + globals_
+
+
+def install_root(args: Args) -> int:
+    """Verify that a file is a self-signed TUF root, then install it where updog reads it."""
+    from tuf.api.metadata import Metadata, Root
+
+    source = Path(args.extra[0])
+    raw = source.read_bytes()
+    try:
+        md = Metadata[Root].from_bytes(raw)
+        md.signed.verify_delegate("root", md.signed_bytes, md.signatures)
+    except Exception as e:
+        raise UpdateError(f"{source} is not a root.json signed by its own root keys: {e}") \
+            from None
+    dest = _paths(args).trusted_root
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(dest, raw)
+    print(f"Installed trusted root v{md.signed.version} ({source}) at {dest}")
+    return 0
+
+
+def no_update(reason: NoUpdate | None, headline: str) -> None:
+    print(f"{headline}: {reason.message}" if reason else headline, file=sys.stderr)
+
+
 def run(args: Args) -> int:
     request = CheckRequest(
         ignore_waves=args.ignore_waves,
-        absolute_seed=args.absolute_seed,
         image=Version.parse(args.image) if args.image else None,
     )
+    if args.subcommand == "install-root":
+        return install_root(args)
     if args.subcommand in LATER:
         return run_ab(args, request)
     host = _load_host(args)
@@ -239,16 +300,21 @@ def run(args: Args) -> int:
         check_update(host, request)  # loads repository and manifest, like upstream
         return 0
     if args.all:
-        updates = applicable(host, request)
-        if args.json:
+        updates, reason = survey(host, request)
+        if args.json and args.with_reason:
+            _print_json({"updates": [u.to_json() for u in updates],
+                         "reason": reason.to_json() if reason else None})
+        elif args.json:
             _print_json([u.to_json() for u in updates])
         else:
             for u in updates:
                 print(f"{u.variant} {u.version}", file=sys.stderr)
         return 0
-    chosen = check_update(host, request)
+    chosen, reason = check_update(host, request)
     if chosen is None:
-        print("No update available", file=sys.stderr)
+        no_update(reason, "No update available")
+        if args.json and args.with_reason and reason:
+            _print_json({"reason": reason.to_json()})
         return 1
     if args.json:
         _print_json(chosen.to_json())
@@ -269,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"updog: {e}\n\n{USAGE}", file=sys.stderr)
         return 1
+    if args.help:
+        known = args.subcommand in SUBCOMMANDS + LATER
+        print(subcommand_help(args.subcommand) if known else USAGE)
+        return 0
     logging.basicConfig(level=_LEVELS[args.log_level], stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from updates.timefmt import TimeFormatError, parse_time
+from updates.timefmt import TimeFormatError, format_time, parse_time
 
 MAX_SEED = 2048
 
@@ -189,39 +189,56 @@ def _ns(value: datetime) -> int:
     return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 
-def ready_time(
-    waves: dict[int, datetime], seed: int, *, absolute_seed: bool = False
-) -> datetime | None:
-    """When an update with these waves becomes ready for `seed` (None: ready now, always).
+@dataclass(frozen=True)
+class WavePlace:
+    """Where a seed falls in an update's waves, and when the update becomes ready for it."""
 
-    Within a wave, hosts are spread linearly between its start and end. Upstream multiplies
-    the per-seed step by the *absolute* seed, so in every wave but the first most hosts wait
-    for the wave's end; that quirk is reproduced only with `absolute_seed=True`.
+    start_seed: int | None  # None: the initial wave (below the first bound, or seed 0)
+    end_seed: int | None  # None: the last wave (no rate limit)
+    starts: datetime | None  # when the host's wave begins
+    ready_at: datetime | None  # None: ready at once (no waves, or the initial wave)
+
+    def describe(self) -> str:
+        """E.g. `wave 512..1536 (started 2026-12-01T09:00:00Z)`."""
+        end = self.end_seed if self.end_seed is not None else MAX_SEED
+        began = f" (starts {format_time(self.starts)})" if self.starts else ""
+        return f"wave {self.start_seed or 0}..{end}{began}"
+
+
+def place(waves: dict[int, datetime], seed: int) -> WavePlace:
+    """Bottlerocket's `update_wave` + `update_ready`, as one answer for `seed`.
+
+    The start bound is the largest key below the seed, the end bound the smallest key from the
+    seed up to `MAX_SEED`. In a wave with both, hosts are spread by `per_seed * seed` after the
+    wave's start, where `per_seed = (end_time - start_time) / (end - start)` in integer
+    nanoseconds: Bottlerocket multiplies by the *absolute* seed, not by `seed - start`, so in
+    every wave but the first most hosts wait for the wave's end. That is the fleet's behaviour,
+    reproduced exactly (there is no other rule).
     """
-    if not waves:
-        return None
     keys = sorted(waves)
     lower = [k for k in keys if k < seed]
     upper = [k for k in keys if seed <= k <= MAX_SEED]
-    if not lower:
-        return None  # the initial wave (including seed 0) is always ready
+    if not keys or not lower:
+        return WavePlace(None, upper[0] if upper else None, None, None)
     start = lower[-1]
     start_time = waves[start]
     if not upper:
-        return start_time  # the last wave has no rate limit
+        return WavePlace(start, None, start_time, start_time)  # the last wave has no rate limit
     end = upper[0]
     end_time = waves[end]
     if end_time <= start_time:
-        return end_time  # unordered waves: ready once the later wave has begun
+        return WavePlace(start, end, start_time, end_time)  # unordered: ready once end passed
     per_seed_ns = (_ns(end_time) - _ns(start_time)) // (end - start)
-    position = seed if absolute_seed else seed - start
-    target = start_time + timedelta(microseconds=-(-per_seed_ns * position // 1000))
-    return min(target, end_time)
+    target = start_time + timedelta(microseconds=-(-per_seed_ns * seed // 1000))
+    return WavePlace(start, end, start_time, min(target, end_time))
 
 
-def update_ready(
-    waves: dict[int, datetime], seed: int, now: datetime, *, absolute_seed: bool = False
-) -> bool:
+def ready_time(waves: dict[int, datetime], seed: int) -> datetime | None:
+    """When an update with these waves becomes ready for `seed` (None: ready now, always)."""
+    return place(waves, seed).ready_at
+
+
+def update_ready(waves: dict[int, datetime], seed: int, now: datetime) -> bool:
     """Whether a host with `seed` may take an update with these waves at time `now`."""
-    when = ready_time(waves, seed, absolute_seed=absolute_seed)
+    when = ready_time(waves, seed)
     return when is None or now >= when

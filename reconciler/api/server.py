@@ -475,6 +475,12 @@ async def plan(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(dry_run))
 
 
+def _call(executor: Any, method: str, default: Any) -> Any:
+    """An executor's optional status hook (`degraded_reasons`, `conditions`)."""
+    hook = getattr(executor, method, None)
+    return hook() if hook else default
+
+
 def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     live = host.store.generation()
     applied = host.store.applied_generation()
@@ -486,7 +492,9 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
     ]
     if receipt and receipt.get("error"):
         failures.append(receipt["error"])
-    degraded = bool(receipt) and not receipt["ok"]
+    extra = [r for e in host.reconciler.executors for r in _call(e, "degraded_reasons", [])]
+    failures += extra  # e.g. a boot that failed its health checks
+    degraded = (bool(receipt) and not receipt["ok"]) or bool(extra)
     reconciling = worker.busy or applied < live
     if degraded:
         state = "Degraded"
@@ -508,6 +516,7 @@ def status_view(host: Host, worker: Worker) -> dict[str, Any]:
                 "reason": f"applied generation {applied} of {live}",
             },
             {"type": "Degraded", "status": degraded, "reasons": failures},
+            *(c for e in host.reconciler.executors for c in _call(e, "conditions", [])),
             *_boot_conditions(host),
         ],
         "variant": host.variant,

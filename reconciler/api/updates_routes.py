@@ -3,8 +3,9 @@ deactivate-update}` and `GET /updates/status`, Bottlerocket's shapes and codes.
 
 204 when the command started (poll the status for its outcome); 409 not allowed in this state;
 404 no chosen update / no staged image / status uninitialized; 423 another update command runs
-(also for `GET /updates/status`, as upstream: clients retry). Without an OS disk the endpoints
-answer 404 "updates are not configured".
+(also for `GET /updates/status`, as upstream: clients retry; its JSON body carries the running
+command's `progress`, bytes done / total of the image being written). Without an OS disk the
+endpoints answer 404 "updates are not configured".
 
 Wiring: `updates_routes.register(app, host)` in `make_app`; it finds the host's
 `UpdatesExecutor` among `host.reconciler.executors`.
@@ -70,6 +71,9 @@ async def update_status(request: web.Request) -> web.Response:
     manager = _manager(request)
     try:
         current = manager.status()
+    except sm.Busy as e:  # 423, as upstream; the body says how far the command got
+        return web.json_response({"error": str(e), "progress": manager.progress()},
+                                 status=e.status, dumps=_dumps)
     except (sm.CommandRefused, Uninitialized) as e:
         return web.Response(status=e.status, text=str(e))
     return web.json_response(current.to_json(), dumps=_dumps)

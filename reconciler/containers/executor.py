@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hostcore
 from hostcore import faults
 from hostcore.durable import replace_file
 from reconciler.containers.engine import (
@@ -62,8 +63,11 @@ SOCKET_TARGET = "/run/api.sock"
 API_DIR_TARGET = "/run/reconciler"
 APICLIENT_TARGET = "/usr/local/bin/apiclient"
 APICLIENT_SOURCE = Path(__file__).resolve().parent.parent / "apiclient.py"
-# the modules apiclient imports beside it in its zipapp (its HTTP client)
-APICLIENT_MODULES = (APICLIENT_SOURCE, APICLIENT_SOURCE.with_name("unixhttp.py"))
+# What the zipapp carries besides the client: the document parser `apply` shares with user data.
+APICLIENT_LIBRARY = tuple(
+    f"hostcore/{name}" for name in ("__init__.py", "keys.py", "documents.py", "unixhttp.py")
+)
+HOSTCORE_DIR = Path(hostcore.__file__).resolve().parent
 WAKE_EVENTS = {"died", "remove", "oom", "kill"}
 EVENT_SETTLE = 0.3  # seconds to let a burst of engine events settle before one wake-up
 
@@ -605,8 +609,8 @@ class HostContainers:
 
     def _apiclient(self) -> Path:
         """``reconciler/apiclient.py`` as a one-file zipapp (rebuilt when its source changes)."""
-        sources = {path.name: path.read_bytes() for path in APICLIENT_MODULES}
-        source = b"".join(sources.values())
+        library = {name: (HOSTCORE_DIR.parent / name).read_bytes() for name in APICLIENT_LIBRARY}
+        source = APICLIENT_SOURCE.read_bytes() + b"".join(library.values())
         stamp = self.apiclient_path.with_suffix(".source")
         if self.apiclient_path.is_file() and stamp.is_file() and stamp.read_bytes() == source:
             return self.apiclient_path
@@ -614,8 +618,10 @@ class HostContainers:
         with tempfile.TemporaryDirectory(dir=self.apiclient_path.parent) as tmp:
             package = Path(tmp) / "app"
             package.mkdir()
-            for name, text in sources.items():
-                (package / name).write_bytes(text)
+            (package / "apiclient.py").write_bytes(APICLIENT_SOURCE.read_bytes())
+            for name, data in library.items():
+                (package / name).parent.mkdir(exist_ok=True)
+                (package / name).write_bytes(data)
             (package / "__main__.py").write_text(
                 "import sys\n\nimport apiclient\n\nsys.exit(apiclient.main())\n"
             )

@@ -13,10 +13,8 @@ observed labels alone, across daemon restarts, without any other record.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +28,8 @@ LABEL_SUPERPOWERED = "reconciler.superpowered"
 LABEL_USER_DATA = "reconciler.user-data"  # a short hash, never the (secret) data itself
 LABEL_GENERATION = "reconciler.generation"
 
-# An identifier (schema: [A-Za-z0-9-]) that is also a valid container name and a plain directory
-# name: it must not start with "-" (it would read as an option) and is never "." or "..".
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
-ARCHIVE_TRANSPORTS = ("oci-archive:", "docker-archive:", "oci:", "dir:")
+SECTION = "host-containers"
+ARCHIVE_TRANSPORTS = ("oci-archive:", "docker-archive:", "oci:", "dir:")  # local, never pulled
 
 CREATE, RECREATE, START, REMOVE, KEEP, INVALID, CONFLICT = (
     "create",
@@ -139,48 +135,33 @@ def desired_containers(
     for name, entry in sorted((entries or {}).items()):
         if not isinstance(entry, Mapping) or not entry.get("enabled", False):
             continue
-        problem = check_name(name)
-        source = entry.get("source")
-        if problem is None:
-            problem = check_source(source)
-        user_data = entry.get("user-data")
-        if problem is None and user_data is not None:
-            try:
-                base64.b64decode(str(user_data), validate=True)
-            except (binascii.Error, ValueError):
-                problem = "user-data is not valid base64"
-        if problem is not None:
-            invalid[name] = problem
+        problems = entry_problems(name, entry)
+        if problems:
+            invalid[name] = "; ".join(problems)
             continue
+        user_data = entry.get("user-data")
         desired[name] = DesiredContainer(
             name=name,
-            source=str(source),
+            source=str(entry["source"]),
             superpowered=bool(entry.get("superpowered", False)),
             user_data=None if user_data is None else str(user_data),
         )
     return desired, invalid
 
 
-def check_name(name: str) -> str | None:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        return (
-            f"invalid host container name {name!r}: 1-128 letters, digits and '-', "
-            "not starting with '-'"
-        )
-    return None
+def entry_problems(name: Any, entry: Any) -> list[str]:
+    """What the settings schema refuses in one host container, its name included.
 
+    The schema is the only rule of what a host container is (a name that is a plain directory
+    and container name, an image reference that cannot read as an option, a local archive by
+    absolute path, base64 user-data). Committed settings passed it already; asking it again here
+    guards what reached the store another way (a migration is not validated) before a name
+    becomes a directory or a source becomes a podman argument.
+    """
+    from reconciler.schema import DEFAULT_VARIANT, Schema  # every variant has this section
 
-def check_source(source: Any) -> str | None:
-    if not isinstance(source, str) or not source.strip():
-        return "no source"
-    if source.startswith("-") or any(ord(c) < 0x20 or c.isspace() for c in source):
-        return f"invalid source {source!r}"
-    for transport in ARCHIVE_TRANSPORTS:
-        if source.startswith(transport):
-            path = source[len(transport) :]
-            if not path.startswith("/"):
-                return f"source {source!r}: a local archive needs an absolute path"
-    return None
+    settings = {SECTION: {name: entry}}
+    return [str(p) for p in Schema.load(DEFAULT_VARIANT).validate(settings, sections=(SECTION,))]
 
 
 def _changes(desired: DesiredContainer, observed: ObservedContainer) -> str:

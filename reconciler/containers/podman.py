@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -41,11 +42,48 @@ def runtime_dir(storage: Path) -> Path:
     return Path(base) / "reconciler-podman" / tag
 
 
+def read_env_file(path: Path | None) -> dict[str, str]:
+    """``KEY=value`` lines of a systemd EnvironmentFile (values may be shell-quoted)."""
+    found: dict[str, str] = {}
+    if path is None:
+        return found
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return found
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#") or not key.replace("_", "").isalnum():
+            continue
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            continue
+        found[key] = words[0] if len(words) == 1 else value
+    return found
+
+
 class PodmanEngine:
-    def __init__(self, storage: Path, binary: str = "podman", runtime: Path | None = None):
+    def __init__(
+        self,
+        storage: Path,
+        binary: str = "podman",
+        runtime: Path | None = None,
+        registries_conf: Path | None = None,
+        auth_file: Path | None = None,
+        proxy_env: Path | None = None,
+        ca_bundle: Path | None = None,
+    ):
         self.storage = Path(storage)
         self.binary = binary
         self.runtime = Path(runtime) if runtime else runtime_dir(self.storage)
+        # The rendered registries.conf (settings.container-registry.mirrors) and auth file
+        # (credentials): pulls of host-container images go through the mirrors, with the
+        # credentials, like containerd's. Used once the renderer has written them.
+        self.registries_conf = registries_conf
+        self.auth_file = auth_file
+        self.proxy_env = proxy_env  # HTTPS_PROXY / NO_PROXY (settings.network), as containerd's
+        self.ca_bundle = ca_bundle  # the host's CA bundle (settings.pki), as SSL_CERT_FILE
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -70,7 +108,10 @@ class PodmanEngine:
     def initialized(self) -> bool:
         return (self.storage / "storage").is_dir()
 
-    def _run(self, args: Sequence[str], timeout: float = TIMEOUT_QUICK) -> str:
+    def _run(
+        self, args: Sequence[str], timeout: float = TIMEOUT_QUICK,
+        env: dict[str, str] | None = None,
+    ) -> str:
         problem = self.available()
         if problem:
             raise EngineUnavailable(problem)
@@ -83,6 +124,7 @@ class PodmanEngine:
                 text=True,
                 timeout=timeout,
                 check=False,
+                env=env,
             )
         except subprocess.TimeoutExpired:
             raise EngineError(f"podman {args[0]} timed out after {timeout:.0f} s") from None
@@ -117,8 +159,40 @@ class PodmanEngine:
             )
         return answer
 
+    def pull_options(self) -> tuple[list[str], dict[str, str] | None]:
+        """``podman pull`` flags and environment for the rendered registry files (if written).
+
+        An operator's own ``CONTAINERS_REGISTRIES_CONF`` wins over ours.
+        """
+        args: list[str] = []
+        extra: dict[str, str] = {}
+        if self.auth_file is not None and self.auth_file.is_file():
+            args += ["--authfile", str(self.auth_file)]
+        if self._registries_conf_needed():
+            extra["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
+        extra.update(read_env_file(self.proxy_env))
+        with contextlib.suppress(OSError):
+            if self.ca_bundle is not None and self.ca_bundle.stat().st_size > 0:
+                extra["SSL_CERT_FILE"] = str(self.ca_bundle)
+        return args, ({**os.environ, **extra} if extra else None)
+
+    def _registries_conf_needed(self) -> bool:
+        """Point podman at our registries file only when it has mirrors and podman would not
+        read it anyway: under ``--root /`` it is a drop-in of /etc/containers/registries.conf.d,
+        and the variable would hide the system's registries.conf (its search registries)."""
+        path = self.registries_conf
+        if path is None or "CONTAINERS_REGISTRIES_CONF" in os.environ:
+            return False
+        if path.parent == Path("/etc/containers/registries.conf.d"):
+            return False
+        try:
+            return "[[registry]]" in path.read_text(encoding="utf-8")
+        except OSError:
+            return False
+
     def pull(self, source: str) -> Image:
-        output = self._run(["pull", "--quiet", source], timeout=TIMEOUT_PULL)
+        flags, env = self.pull_options()
+        output = self._run(["pull", "--quiet", *flags, source], timeout=TIMEOUT_PULL, env=env)
         lines = output.split()
         if not lines:
             raise EngineError(f"podman pull {source}: no image id in the answer")
@@ -169,10 +243,6 @@ class PodmanEngine:
         except (OSError, subprocess.TimeoutExpired):
             return ""
         return (result.stdout + result.stderr).strip()
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        answer = json.loads(self._run(["container", "inspect", name]) or "[]")
-        return answer[0] if answer else {}
 
     def events(self, stop: threading.Event) -> Iterator[dict[str, Any]]:
         """Container events of managed containers, until ``stop`` is set (or podman exits)."""

@@ -59,16 +59,60 @@ PROBES: dict[str, Probe] = {
         _file_has("/etc/updog.toml", lambda n: f'version_lock = "v1.0.{n}"'),
         why="updog reads /etc/updog.toml on each run; there is no unit to restart",
     ),
-    "host-containers": Probe(
-        lambda n: {"host-containers": {"probe": {
-            "source": f"localhost/probe:v{n}", "enabled": False}}},
-        _file_has("/etc/host-containers/host-containers.toml",
-                  lambda n: f'source = "localhost/probe:v{n}"'),
-        why="read by the daemon's own host-containers engine, not by a unit",
-    ),
     "kubernetes": Probe(
         lambda n: {"kubernetes": {"max-pods": 20 + n}},
         _file_has("/etc/kubernetes/kubelet/config", lambda n: f"maxPods: {20 + n}"),
+        why="the image has no kubelet: the service must be reported not installed",
+    ),
+    # ---- host settings (kernel, network, dns, registries, pki, boot) ----
+    "sysctl": Probe(
+        lambda n: {"kernel": {"sysctl": {"vm.max_map_count": str(262144 + n)}}},
+        _file_has("/etc/sysctl.d/90-host-reconciler.conf",
+                  lambda n: f"vm.max_map_count = {262144 + n}"),
+        why="systemd-sysctl applies sysctl.d files; in a container /proc/sys is read-only",
+    ),
+    "kernel-modules": Probe(
+        lambda n: {"kernel": {"modules": {f"probe{n}": {"allowed": False}}}},
+        _file_has("/etc/modprobe.d/90-host-reconciler.conf", lambda n: f"blacklist probe{n}"),
+        why="modprobe reads modprobe.d on every load",
+    ),
+    "bootconfig": Probe(
+        lambda n: {"boot": {"kernel-parameters": {"probe": [str(n)]}}},
+        _file_has("/etc/bootconfig.conf", lambda n: f'kernel.probe = "{n}"'),
+        why="boot parameters are read at the next boot (RebootRequired in /status)",
+    ),
+    "hosts": Probe(
+        lambda n: {"network": {"hosts": [[f"10.9.{n % 250}.1", [f"probe-{n}.example.com"]]]}},
+        lambda machine, n: eventually(
+            lambda: f"10.9.{n % 250}.1" in machine.out("getent", "hosts", f"probe-{n}.example.com"),
+            10, lambda: machine.read("/etc/hosts")),
+        why="the resolver (getent) reads /etc/hosts on every lookup",
+    ),
+    "dns": Probe(
+        lambda n: {"dns": {"name-servers": [f"127.0.{n % 250}.53"]}},
+        _file_has("/etc/resolv.conf", lambda n: f"nameserver 127.0.{n % 250}.53"),
+        why="glibc re-reads /etc/resolv.conf when it changes",
+    ),
+    "hostname": Probe(
+        lambda n: {"network": {"hostname": f"probe-{n}"}},
+        lambda machine, n: eventually(lambda: machine.out("hostname").strip() == f"probe-{n}",
+                                      10, lambda: machine.read("/etc/hostname")),
+    ),
+    "containerd": Probe(
+        lambda n: {"container-runtime": {"max-concurrent-downloads": n}},
+        _file_has("/etc/containerd/config.toml", lambda n: f"max_concurrent_downloads = {n}"),
+        why="the image has no containerd: the service must be reported not installed",
+    ),
+    "podman-registries": Probe(
+        lambda n: {"container-registry": {"mirrors": [
+            {"registry": "docker.io", "endpoint": [f"https://m{n}.example.com"]}]}},
+        _file_has("/etc/containers/registries.conf.d/50-host-reconciler.conf",
+                  lambda n: f'location = "m{n}.example.com"'),
+        why="podman reads registries.conf.d and its auth file on every pull",
+    ),
+    "kubelet-proxy": Probe(
+        lambda n: {"network": {"https-proxy": f"http://127.0.0.1:{3000 + n}"}},
+        _file_has("/etc/network/proxy.env", lambda n: f"HTTPS_PROXY=http://127.0.0.1:{3000 + n}"),
         why="the image has no kubelet: the service must be reported not installed",
     ),
 }

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lz4.frame
 import pytest
 
 from updates import updata
@@ -130,7 +131,8 @@ def build_release(tmp: Path, version: str = "1.1.0", *, waves: str | None = None
     files = {}
     for kind, name in names.items():
         files[kind] = tmp / "work" / name
-        files[kind].write_bytes(IMAGES[kind].replace(b"1.1.0", version.encode()))
+        files[kind].write_bytes(lz4.frame.compress(IMAGES[kind].replace(b"1.1.0",
+                                                                       version.encode())))
     run_updata("add-update", manifest, "-f", VARIANT, "-a", ARCH, "-v", version,
                "-b", names["boot"], "-r", names["root"], "-h", names["hash"])
     if waves:

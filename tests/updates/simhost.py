@@ -7,6 +7,7 @@ header (`updates.osimage`), adds it (and its migration documents) to the manifes
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import lz4.frame
 
 from tests.updates.conftest import ARCH, VARIANT, Server, run_updata, write_host_root
 from updates import osimage
@@ -23,11 +26,20 @@ DISK_SIZE = 8 << 20
 REPO = Path(__file__).resolve().parents[2]
 
 
-def image_bytes(version: str, kind: str, size: int = 96 * 1024) -> bytes:
-    payload = (f"{kind} {version} ".encode() * (size // 8))[:size]
-    if kind == "root":
-        return osimage.root_image(version, VARIANT, arch=ARCH, payload=payload)
-    return payload
+@functools.lru_cache(maxsize=32)
+def image_set(version: str, root_size: int = 96 * 1024, boot_size: int = 0,
+              variant: str = VARIANT) -> osimage.ImageSet:
+    """A release's three images (root with header, its verity tree, boot with the root hash)."""
+    payload = (f"root {version} ".encode() * (root_size // 8))[:root_size]
+    boot = (f"boot {version} ".encode() * (boot_size // 8))[:boot_size]
+    return osimage.build_set(version, variant, arch=ARCH, payload=payload, boot_payload=boot)
+
+
+def image_bytes(version: str, kind: str, sizes: dict[str, int] | None = None) -> bytes:
+    sizes = sizes or {}
+    images = image_set(version, sizes.get("root", 96 * 1024), sizes.get("boot", 0))
+    data = getattr(images, kind)
+    return data.ljust(sizes.get("hash", 0), b"\0") if kind == "hash" else data
 
 
 @dataclass
@@ -47,13 +59,20 @@ class Sim:
         return self.tmp / "work" / "manifest.json"
 
     def publish(self, version: str, *, migrations: dict[str, dict[str, Any]] | None = None,
-                from_version: str | None = None, sizes: dict[str, int] | None = None) -> None:
+                from_version: str | None = None, sizes: dict[str, int] | None = None,
+                lz4: bool = False, images: dict[str, bytes] | None = None) -> None:
+        """Publish `version`: its images (LZ4 frames with `lz4`; `images` replaces some, as
+        published bytes), its migrations, the manifest, all signed."""
         work = self.tmp / "work"
-        names = {k: f"{VARIANT}-{version}-{k}.img" for k in ("boot", "root", "hash")}
+        suffix = ".img.lz4" if lz4 else ".img"
+        names = {k: f"{VARIANT}-{version}-{k}{suffix}" for k in ("boot", "root", "hash")}
         files = []
         for kind, name in names.items():
             path = work / name
-            path.write_bytes(image_bytes(version, kind, (sizes or {}).get(kind, 96 * 1024)))
+            data = image_bytes(version, kind, sizes)
+            if lz4:
+                data = lz4_frame(data)
+            path.write_bytes((images or {}).get(kind, data))
             files.append(path)
         run_updata("add-update", self.manifest, "-f", VARIANT, "-a", ARCH, "-v", version,
                    "-b", names["boot"], "-r", names["root"], "-h", names["hash"])
@@ -106,6 +125,11 @@ class Sim:
         with OsDisk(self.disk, writable=False) as d:
             return {"A": d.flags("A"), "B": d.flags("B"), "active": d.active,
                     "next": d.state().next()}
+
+
+def lz4_frame(data: bytes) -> bytes:
+    """An LZ4 frame as `updata add-update --compress lz4` writes it (decoded size stored)."""
+    return lz4.frame.compress(data, store_size=True)
 
 
 def make_sim(tmp: Path, serve, *, version: str = "1.0.0", seed: int = 100) -> Sim:

@@ -118,6 +118,7 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         assert outcome["set"] == "A"
         assert outcome["health_checks"] == [{"name": "workload", "ok": True, "detail": ""}]
         assert sim.flags()["A"].successful
+        assert eventually(lambda: "boot marked successful (set A)" in daemon.logs())
         assert settings(daemon)["host-containers"]["admin"]["source"] == \
             "registry.example.com/admin:v1"
         assert f'metadata_base_url = "{sim.server.base_url}/metadata/"' in \
@@ -173,6 +174,20 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         assert outcome["health_checks"][0]["ok"] is False
         status = daemon.ok("GET", "/status")
         assert status["last_receipt"]["ok"] is True  # the pass itself was fine
+        assert status["state"] == "Degraded"  # ...but the boot failed its health gate
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert any("boot not marked successful" in r and "workload" in r
+                   for r in degraded["reasons"]), degraded
+        assert any(e["type"] == "boot-health" and e["marked_successful"] is False
+                   and e["failed_checks"] == ["workload"]
+                   for e in daemon.ok("GET", "/events"))
+        assert eventually(lambda: "boot NOT marked successful" in daemon.logs())
+        assert "warn" in next(line for line in daemon.logs().splitlines()
+                              if "boot NOT marked successful" in line).lower()
+        rollback = eventually(lambda: next(
+            (c for c in daemon.ok("GET", "/status")["conditions"]
+             if c["type"] == "RollbackAvailable" and c["status"] is not None), None))
+        assert rollback["status"] is True and "set B holds 1.1.0" in rollback["reason"]
         assert sim.flags()["A"] == Flags(2, 0, False)
         fallback = sim.flags()["B"]
         assert fallback.successful and fallback.priority > 0

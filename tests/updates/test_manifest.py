@@ -153,8 +153,13 @@ def test_migrations_equal_and_missing_chain() -> None:
     assert mf.find_migrations(CHAIN, V("1.1.0"), V("1.1.0")) == []
     assert mf.find_migrations(CHAIN, V("1.1.0"), V("1.3.0")) == [
         "migration_1.2.0_a", "migration_1.2.0_b", "migration_1.3.0_a"]
-    with pytest.raises(mf.ManifestError, match="end of migration chain at 1.3.0"):
-        mf.find_migrations(CHAIN, V("1.0.0"), V("1.4.0"))
+    # 1.3.0 -> 1.4.0 has no entry: no migrations (no empty entry needed)
+    assert mf.find_migrations(CHAIN, V("1.0.0"), V("1.4.0")) == [
+        "migration_1.1.0_a", "migration_1.1.0_b", "migration_1.2.0_a", "migration_1.2.0_b",
+        "migration_1.3.0_a"]
+    assert mf.find_migrations(CHAIN, V("0.9.0"), V("1.1.0")) == [
+        "migration_1.1.0_a", "migration_1.1.0_b"]  # 0.9.0 -> 1.0.0 had none
+    assert mf.find_migrations(CHAIN, V("2.0.0"), V("2.1.0")) == []
 
 
 # -- editing, as updata does it

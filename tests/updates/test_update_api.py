@@ -74,7 +74,8 @@ def test_choose_with_version_lock_and_regret() -> None:
 def test_status_json_field_order() -> None:
     assert list(sm.initial(IMG, True).to_json()) == [
         "update_state", "available_updates", "chosen_update", "active_partition",
-        "staging_partition", "most_recent_command"]
+        "staging_partition", "most_recent_command",
+        "no_update_reason", "progress"]  # ours, after upstream's fields
 
 
 def test_maintenance_window_and_auto_command() -> None:

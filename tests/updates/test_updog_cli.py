@@ -65,7 +65,8 @@ def test_telemetry_sent(env: Env, tmp_path: Path, capsys) -> None:
 def test_no_update_available(env: Env, tmp_path: Path, capsys) -> None:
     root = make_host(env, tmp_path, version="1.1.0")
     assert updog_run(capsys, "check-update", "--root", root, "--arch", ARCH) == (
-        1, "", "No update available\n")
+        1, "", f"No update available: running 1.1.0, the newest release for {VARIANT} {ARCH} "
+        "is 1.1.0\n")
 
 
 def test_all_lists_applicable_updates(env: Env, tmp_path: Path, capsys) -> None:

@@ -15,6 +15,7 @@ from updates.waves import (
     load_policy,
     parse_offset,
     parse_policy,
+    place,
     ready_time,
     update_ready,
 )
@@ -23,11 +24,10 @@ T0 = datetime(2000, 1, 1, tzinfo=UTC)
 ms = lambda n: timedelta(milliseconds=n)  # noqa: E731
 
 
-def quirk(waves, seed, now):
-    return update_ready(waves, seed, now, absolute_seed=True)
+quirk = update_ready  # Bottlerocket's rule (absolute seed) is the only one
 
 
-# -- upstream update_metadata vectors (absolute-seed behaviour)
+# -- upstream update_metadata vectors (Bottlerocket's test_update_ready_* functions)
 
 def test_no_waves_is_ready() -> None:
     assert update_ready({}, 100, T0)
@@ -35,16 +35,15 @@ def test_no_waves_is_ready() -> None:
 
 def test_single_wave_spreads_seeds_one_ms_apart() -> None:
     waves = {0: T0, MAX_SEED: T0 + ms(MAX_SEED)}
-    for fn in (quirk, update_ready):  # identical in the first wave
-        for seed in range(100, 500, 100):
-            assert not fn(waves, seed, T0 + ms(seed - 1))
-            assert fn(waves, seed, T0 + ms(seed))
+    for seed in range(100, 500, 100):  # test_update_ready_single_wave
+        assert not update_ready(waves, seed, T0 + ms(seed - 1))
+        assert update_ready(waves, seed, T0 + ms(seed))
 
 
 TEST_WAVES = {0: T0, 50: T0 + ms(200), 100: T0 + ms(1024), 1024: T0 + ms(4096)}
 
 
-def test_second_wave_upstream() -> None:
+def test_update_ready_second_wave() -> None:
     seed = 60
     for d in range(0, 200, 10):
         assert not quirk(TEST_WAVES, seed, T0 + ms(d))
@@ -57,7 +56,7 @@ def test_second_wave_upstream() -> None:
         assert quirk(TEST_WAVES, seed, T0 + ms(d))
 
 
-def test_third_wave_upstream() -> None:
+def test_update_ready_third_wave() -> None:
     seed = 148
     for d in list(range(0, 200, 10)) + list(range(200, 1024, 4)):
         assert not quirk(TEST_WAVES, seed, T0 + ms(d))
@@ -68,7 +67,7 @@ def test_third_wave_upstream() -> None:
         assert quirk(TEST_WAVES, seed, T0 + ms(1024 + 200) + ms(d))
 
 
-def test_final_wave_passed() -> None:
+def test_update_ready_final_wave() -> None:
     waves = {0: T0 - timedelta(hours=3), 256: T0 - timedelta(hours=2),
              512: T0 - timedelta(hours=1)}
     assert quirk(waves, 1024, T0)
@@ -105,29 +104,34 @@ DEFAULT = expand_policy(load_policy("default"), START)
     (2047, "2020-09-07T00:00"),
 ])
 def test_default_policy_absolute_seed_measurements(seed: int, ready_at: str) -> None:
-    at = ready_time(DEFAULT, seed, absolute_seed=True)
+    at = ready_time(DEFAULT, seed)
     ceil_minute = (at + timedelta(seconds=59, microseconds=999999)).replace(second=0,
                                                                            microsecond=0)
     assert ceil_minute.strftime("%Y-%m-%dT%H:%M") == ready_at
 
 
-# -- the fixed placement: position within the wave is seed - start
+# -- where a seed falls, and when its wave opens (the "no update" reason)
 
-def test_fixed_mode_spreads_hosts_linearly_within_each_wave() -> None:
-    # seed 60 in the 50..100 wave (200 ms .. 1024 ms): 10/50 of the way.
-    at = ready_time(TEST_WAVES, 60)
-    assert at == T0 + ms(200) + timedelta(microseconds=(824_000 // 50) * 10)
-    assert not update_ready(TEST_WAVES, 60, at - timedelta(microseconds=1))
-    assert update_ready(TEST_WAVES, 60, at)
+def test_issue_waves_seed_1000_waits_for_its_position() -> None:
+    now = T0
+    waves = {0: now - timedelta(hours=2), 512: now - timedelta(hours=1),
+             1536: now + timedelta(hours=1)}
+    where = place(waves, 1000)
+    assert (where.start_seed, where.end_seed) == (512, 1536)
+    assert where.starts == now - timedelta(hours=1)
+    # absolute seed: 1 h before now + 1000 * (2 h / 1024 seeds)
+    assert where.ready_at == now - timedelta(hours=1) + timedelta(
+        microseconds=-(-(7200 * 10**9 // 1024) * 1000 // 1000))
+    assert now < where.ready_at < now + timedelta(hours=1)
+    assert not update_ready(waves, 1000, now)
+    assert update_ready(waves, 1000, where.ready_at)
 
 
-def test_fixed_mode_default_policy_is_monotonic_and_within_waves() -> None:
-    times = [ready_time(DEFAULT, s) or START for s in range(MAX_SEED)]
-    assert times == sorted(times)
-    bounds = sorted(DEFAULT)
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
-        for seed in range(lo + 1, hi + 1):
-            assert DEFAULT[lo] <= times[seed] <= DEFAULT[hi]
+def test_place_initial_and_last_waves() -> None:
+    assert place({}, 5).ready_at is None
+    assert place(TEST_WAVES, 0).start_seed is None and place(TEST_WAVES, 0).ready_at is None
+    last = place(TEST_WAVES, 2000)
+    assert (last.start_seed, last.end_seed, last.ready_at) == (1024, None, T0 + ms(4096))
 
 
 # -- policies and their expansion

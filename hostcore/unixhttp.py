@@ -9,7 +9,8 @@ or by the end of the connection. This module does exactly that, with the standar
 
 Standard library only, and no import beyond ``_socket``: the ``socket`` module around it costs
 more than the rest of this exchange (it builds four enums from its constants when imported) and
-adds nothing a blocking Unix-socket client needs. apiclient ships it in its zipapp.
+adds nothing a blocking Unix-socket client needs. apiclient ships it in its zipapp
+(``reconciler/containers/executor.py``).
 """
 
 from __future__ import annotations
