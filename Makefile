@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-STATE := .state
 VARIANT ?= aws-dev
+STATE := .state/$(VARIANT)
 USER_DATA ?= examples/user-data/$(VARIANT).toml
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench system-deps clean images
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,16 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/install-system-deps.sh
 
-run: $(STAMP)
+# The admin and control images (cached: a no-op when nothing they are made of changed).
+images: $(STAMP)
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
+	$(BIN)/reconciler images build
+
+run: $(STAMP) images
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \
 	$(BIN)/reconciler serve --state-dir $(STATE) --variant $(VARIANT) --user-data $(USER_DATA) $(RUN_FLAGS)
 
-test: system-deps $(STAMP)
+test: system-deps $(STAMP) images
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/examples/containers.conf} \

@@ -16,6 +16,7 @@ import datetime
 import json
 import math
 import os
+import stat
 import sys
 import tomllib
 import zlib
@@ -134,6 +135,16 @@ def _parse_json(text: str, origin: str) -> Any:
         raise DocumentError(origin, f"invalid JSON: {exc}") from None
     except RecursionError:
         raise DocumentError(origin, "invalid JSON: nested too deeply") from None
+
+
+def parse_json(data: bytes, origin: str) -> Any:
+    """Any JSON value (an API body), held to the rules of documents: UTF-8, no NaN or
+    Infinity, no duplicate key, at most MAX_DEPTH levels and MAX_VALUES values."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(origin, f"not UTF-8 text (byte {exc.start})") from None
+    return _to_json(_parse_json(text, origin), (), origin)
 
 
 def _parse_yaml(text: str, origin: str) -> Any:
@@ -263,12 +274,46 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     if os.fspath(path) == STDIN:
         return parse_document(sys.stdin.buffer.read(), STDIN_ORIGIN)
     origin = os.fspath(path)
+    return parse_document(read_bounded(path, origin), origin)
+
+
+def read_bounded(path: str | os.PathLike[str], origin: str) -> bytes:
+    """A regular file's bytes, at most MAX_DOCUMENT_BYTES of them.
+
+    Opened without blocking and checked to be a regular file first: a FIFO (or a device such as
+    ``/dev/zero``) given as a document would block the reader forever or grow it without end."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise DocumentError(origin, exc.strerror or str(exc)) from None
-    return parse_document(data, origin)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DocumentError(origin, f"not a regular file (a {_file_kind(mode)})")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= MAX_DOCUMENT_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_DOCUMENT_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise DocumentError(origin, exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if size > MAX_DOCUMENT_BYTES:
+        raise DocumentError(origin, f"larger than {MAX_DOCUMENT_BYTES} bytes")
+    return b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "directory")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def settings_of(document: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -295,5 +340,6 @@ __all__ = [
     "load_document",
     "load_settings",
     "parse_document",
+    "parse_json",
     "settings_of",
 ]

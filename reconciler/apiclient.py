@@ -12,14 +12,15 @@ Raw form (Bottlerocket's README, the default subcommand)::
     apiclient -u /settings -X PATCH -d '...'
     apiclient -m POST -u /tx/commit_and_apply
 
-Subcommands: raw, get, set, apply, plan, status, history, rollback, confirm, explain, reboot,
-sync, events, update check|apply|cancel.
+Subcommands: raw, get, set, apply, exec, plan, status, history, rollback, confirm, explain,
+reboot, sync, events, update check|apply|cancel.
 
 The socket is ``-s/--socket-path``, else ``$APICLIENT_SOCKET``, else ``/run/api.sock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ SUBCOMMANDS = (
     "get",
     "set",
     "apply",
+    "exec",
     "plan",
     "status",
     "history",
@@ -209,8 +211,12 @@ def _first_word(argv: list[str]) -> int:
 def _with_default_subcommand(argv: list[str]) -> list[str]:
     """Bottlerocket's ``raw`` is the default subcommand: ``apiclient -u /settings`` works."""
     i = _first_word(argv)
-    if i < len(argv) and argv[i] in SUBCOMMANDS:
-        return argv
+    if i < len(argv) and argv[i] != "--":
+        if argv[i] in SUBCOMMANDS:
+            return argv
+        raise ClientError(
+            f"apiclient: unknown subcommand {argv[i]!r}; subcommands: {', '.join(SUBCOMMANDS)}"
+        )
     if any(t in ("-h", "--help", "--version") for t in argv[:i]) and not any(
         t in ("-u", "--uri") or t.startswith(("-u", "--uri=")) for t in argv
     ):
@@ -347,6 +353,17 @@ def _parser(only: str | None = None) -> Any:
 
     sub("reboot", "reboot the host")
 
+    if exec_ := sub(
+        "exec", "run a command in a host container (stdin streamed, exit status kept)"
+    ):
+        terminal = exec_.add_mutually_exclusive_group()
+        terminal.add_argument("-t", "--tty", action="store_true", default=None,
+                              help="allocate a terminal (default: when stdin and stdout are one)")
+        terminal.add_argument("-T", "--no-tty", dest="tty", action="store_false",
+                              help="never allocate a terminal")
+        exec_.add_argument("target", metavar="NAME", help="host container, e.g. admin")
+        exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+
     if sync := sub("sync", "fetch the git source now and wait for its pass; exit 1 on failure"):
         sync.add_argument("--json", action="store_true", help="print the raw answer")
 
@@ -433,7 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         _parser().print_help(sys.stderr)
         return 2
-    argv = _with_default_subcommand(argv)
+    try:
+        argv = _with_default_subcommand(argv)
+    except ClientError as error:
+        print(str(error), file=sys.stderr)
+        return 2
     args = _plain_get(argv) or _parser(_subcommand_of(argv)).parse_args(argv)
     if getattr(args, "version", False):
         print(f"apiclient {_version()}")
@@ -465,6 +486,98 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
+
+
+# ---- exec --------------------------------------------------------------------------------------
+
+
+def cmd_exec(client: Client, args: Any) -> int:
+    if not args.argv:
+        raise ClientError("apiclient exec: a command to run is required: exec NAME CMD [ARGS...]")
+    from reconciler import wsclient
+
+    tty = args.tty if args.tty is not None else (os.isatty(0) and os.isatty(1))
+    rows, cols = _terminal_size()
+    try:
+        ws = wsclient.connect(client.socket_path, "/exec")
+    except wsclient.WebSocketError as error:
+        raise ClientError(str(error)) from None
+    except OSError as error:
+        raise ClientError(
+            f"Failed to connect to API socket {client.socket_path}: {error.strerror or error}"
+        ) from None
+    init = {"target": args.target, "command": args.argv, "tty": tty, "rows": rows,
+            "cols": cols}
+    ws.send_text(json.dumps(init))
+    restore = _raw_terminal() if tty else None
+    try:
+        return _exec_session(ws, tty)
+    finally:
+        if restore is not None:
+            restore()
+        ws.close()
+
+
+def _terminal_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(1 if os.isatty(1) else 0)
+        return size.lines, size.columns
+    except OSError:
+        return 24, 80
+
+
+def _raw_terminal() -> Any:
+    """Our stdin in raw mode (keys reach the remote terminal as typed); the undo."""
+    if not os.isatty(0):
+        return None
+    import termios
+    import tty as tty_module
+
+    saved = termios.tcgetattr(0)
+    tty_module.setraw(0)
+    return lambda: termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def _exec_session(ws: Any, tty: bool) -> int:
+    import signal
+    import threading
+
+    from reconciler import wsclient
+
+    def forward_stdin() -> None:
+        try:
+            while data := os.read(0, 65536):
+                ws.send_binary(data)
+            ws.send_text('{"type": "eof"}')
+        except (OSError, wsclient.WebSocketError):
+            pass
+
+    if tty and os.isatty(1):
+        def resized(_signum: int, _frame: Any) -> None:
+            rows, cols = _terminal_size()
+            with contextlib.suppress(OSError, wsclient.WebSocketError):
+                ws.send_text(json.dumps({"type": "resize", "rows": rows, "cols": cols}))
+
+        signal.signal(signal.SIGWINCH, resized)
+    threading.Thread(target=forward_stdin, name="stdin", daemon=True).start()
+    while True:
+        try:
+            kind, payload = ws.receive()
+        except EOFError:
+            raise ClientError("apiclient exec: the server closed the connection") from None
+        if kind == wsclient.BINARY and payload:
+            fd = 2 if payload[:1] == b"\x02" else 1
+            data = payload[1:]
+            while data:
+                data = data[os.write(fd, data):]
+        elif kind == wsclient.TEXT:
+            message = json.loads(payload)
+            if message.get("type") == "exit":
+                return int(message.get("code", 1))
+            if message.get("type") == "error":
+                raise ClientError(f"apiclient exec: {message.get('message')}")
+        elif kind == wsclient.CLOSE:
+            raise ClientError("apiclient exec: the server closed the session without an exit code")
 
 
 # ---- raw ---------------------------------------------------------------------------------------

@@ -165,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     command("version", "print the version")
+
+    images = command("images", "the project's own host-container images")
+    image_commands = images.add_subparsers(dest="images_command", required=True)
+    build = image_commands.add_parser(
+        "build", formatter_class=_Formatter,
+        help="build the admin and control images (cached; offline but for Debian's package "
+        "registry)")
+    build.add_argument("roles", nargs="*", metavar="ROLE", help="admin, control (default both)")
+    build.add_argument("--output", type=Path, help="image directory (default: the machine's,"
+                       " $RECONCILER_IMAGES or /var/lib/host-reconciler/images)")
     return parser
 
 
@@ -238,13 +248,16 @@ def _run(args: argparse.Namespace) -> int:
         return _validate(args.files, args.variant)
     if args.command == "generate":
         return _generate(args.name, args.imds_endpoint, args.imds_deadline)
+    if args.command == "images":
+        return _build_images(args.roles, args.output)
     from reconciler import logs
     from reconciler.host import HostError, open_host
 
     logs.configure(args.log_level)
     try:
+        serving = args.command == "serve"
         host = open_host(args.state_dir, args.root, args.variant, args.renderers,
-                         getattr(args, "disk", None))
+                         getattr(args, "disk", None), exclusive=serving, create=serving)
     except HostError as error:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2
@@ -263,6 +276,22 @@ def _run(args: argparse.Namespace) -> int:
 
         return serve(host, args.socket, args.user_data, args.interval, args.desired,
                      allowed=(args.allowed_uids, args.allowed_gids), platform=platform)
+
+
+def _build_images(roles: Sequence[str], output: Path | None) -> int:
+    from reconciler.hostimages.build import ROLES, BuildError, build_all
+
+    def progress(message: str) -> None:
+        print(f"reconciler images: {message}", file=sys.stderr, flush=True)
+
+    try:
+        built = build_all(output, roles or tuple(ROLES), progress)
+    except BuildError as error:
+        print(f"reconciler images: {error}", file=sys.stderr)
+        return 1
+    for image in built:
+        print(f"{image.reference}: {'up to date' if image.cached else 'built'} ({image.archive})")
+    return 0
 
 
 def _validate(files: Sequence[str], variant: str | None) -> int:

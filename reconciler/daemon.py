@@ -7,31 +7,36 @@ SIGINT stop it cleanly: the socket is removed and the store closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from hostcore.keys import is_under
 from reconciler import containers, redact
+from reconciler.api import limits
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
 from reconciler.fleet.reboots import RebootSlots
 from reconciler.host import Host
-from reconciler.logs import get_logger
+from reconciler.logs import asyncio_exception_handler, get_logger
 from reconciler.metrics import Metrics
 from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
 from reconciler.sources.localfiles import DesiredFiles, DesiredFilesLoop
+from reconciler.supervise import Loops, supervised
 from reconciler.watch import FileWatch
 from reconciler.worker import Worker
 
 log = get_logger("daemon")
+SHUTDOWN_WAIT = 15.0  # seconds a loop gets to stop (the unit's TimeoutStopSec is 30)
 
 
 def sd_notify(message: str) -> None:
@@ -78,16 +83,24 @@ async def _serve(
     desired: Sequence[str],
     access: AccessPolicy | None = None,
 ) -> int:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(asyncio_exception_handler)  # an accept() flood: one line a period
     events = Events()
     metrics = Metrics()
+    loops = Loops()
     worker = Worker(host, events, metrics, interval=interval)
+    worker.health = loops.health("worker")
     worker.after_pass.append(host.after_pass)
     for executor in host.reconciler.executors:
         if executor.name == "updates":
             executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
             executor.events = events  # boot-health outcomes go to /events
+    for executor in host.reconciler.executors:
+        if hasattr(executor, "loops"):
+            executor.loops = loops  # background threads (the boot gate) report here
     git_loop = GitLoop(
-        GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics
+        GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics,
+        loops.health("git"),
     )
     files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
     confirm_watch = ConfirmWatch(host, events, worker.wake)
@@ -95,36 +108,47 @@ async def _serve(
     reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker))
     worker.after_pass.append(lambda _receipt: reboot_slots.poke())
     app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch,
-                   reboot_slots)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                   reboot_slots, loops=loops)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.runner_options())
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_socket():
         path.unlink()
-    site = web.UnixSite(runner, str(path))
+    site = limits.CappedUnixSite(runner, str(path))
     await site.start()
     os.chmod(path, 0o660)
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
     detach_containers = containers.attach(
         host.reconciler.executors, path, worker.wake_threadsafe, events
     )
+    # Bootstrap containers, to completion, before host containers and services (the first
+    # pass); the API answers meanwhile (they may use it), commits wait for that pass.
+    await asyncio.to_thread(host.run_bootstrap)
     worker_task = asyncio.create_task(worker.run())
     worker.wake("boot")
     git_task = asyncio.create_task(git_loop.run())
-    confirm_task = asyncio.create_task(confirm_watch.run())
-    slots_task = asyncio.create_task(reboot_slots.run())
-    files_loop = DesiredFilesLoop(files, worker.wake) if files else None
+    # loops that catch their own errors are supervised all the same: nothing ends one but stop()
+    confirm_task = asyncio.create_task(supervised(loops.health("confirm"), confirm_watch.run))
+    slots_task = asyncio.create_task(supervised(loops.health("reboot-slots"), reboot_slots.run))
+    files_loop = (
+        DesiredFilesLoop(files, worker.wake, loops.health("desired-files")) if files else None
+    )
     files_task = asyncio.create_task(files_loop.run()) if files_loop else None
     git_loop.wake()
     worker.after_pass.append(lambda receipt: _pointer_changed(receipt) and git_loop.wake())
 
-    def file_changed(path: str) -> None:
-        if not host.reconciler.in_sync(path):
+    watch_health = loops.health("file-watch")
+
+    def file_changed(path: str) -> None:  # on watchdog's thread: an error must not end it
+        try:
+            if not host.reconciler.in_sync(path):
+                worker.wake_threadsafe(f"file changed: {path}")
+        except Exception as error:  # noqa: BLE001 - wake anyway: the pass reports the cause
+            watch_health.failed(error)
             worker.wake_threadsafe(f"file changed: {path}")
 
     watch = FileWatch(host.root, [f.path for f in host.catalog.files.values()], file_changed)
@@ -137,25 +161,47 @@ async def _serve(
     try:
         await stop.wait()
     finally:
-        sd_notify("STOPPING=1")
-        watch.stop()
-        git_loop.stop()
-        await git_task
-        confirm_watch.stop()
-        await confirm_task
-        reboot_slots.stop()
-        await slots_task
+        # Each step on its own: one that fails (or a loop that died) never skips the others,
+        # and the socket we bound is always removed.
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("notify", lambda: sd_notify("STOPPING=1")),
+            ("file watch", watch.stop),
+            ("git loop", git_loop.stop),
+            ("git task", lambda: _join(git_task)),
+            ("confirm watch", confirm_watch.stop),
+            ("confirm task", lambda: _join(confirm_task)),
+            ("reboot slots", reboot_slots.stop),
+            ("slots task", lambda: _join(slots_task)),
+        ]
         if files_loop and files_task:
-            files_loop.stop()
-            await files_task
-        worker.stop()
-        await worker_task
-        detach_containers()
-        await runner.cleanup()
-        if path.is_socket():
-            path.unlink()
+            steps += [("desired files", files_loop.stop), ("files task", lambda: _join(files_task))]
+        steps += [
+            ("worker", worker.stop),
+            ("worker task", lambda: _join(worker_task)),
+            ("containers", detach_containers),
+            ("api", runner.cleanup),
+            ("socket", lambda: path.unlink() if path.is_socket() else None),
+        ]
+        for name, step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            except Exception:  # noqa: BLE001
+                log.exception("shutdown step failed", step=name)
         log.info("stopped")
     return 0
+
+
+async def _join(task: asyncio.Task[Any], timeout: float = SHUTDOWN_WAIT) -> None:
+    """Wait for a loop asked to stop; one that does not within ``timeout`` is cancelled."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.error("loop did not stop in time; cancelled", loop=task.get_name())
 
 
 def _boot_confirmed(host: Host, worker: Worker) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from hostcore.documents import DocumentError
 from reconciler.boot import BootResult, boot
 from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
+from reconciler.containers.bootstrap import BootstrapContainers
 from reconciler.containers.podman import PodmanEngine
 from reconciler.effects import read_observed
 from reconciler.logs import get_logger
@@ -22,6 +25,7 @@ from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
 from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
+from reconciler.statelock import StateDirBusy, StateDirLock
 from reconciler.store import Store
 from renderers.catalog import Catalog, CatalogError
 
@@ -45,12 +49,15 @@ class Host:
     catalog: Catalog
     reconciler: Reconciler
     boot_result: BootResult | None = None
+    lock: StateDirLock | None = None  # held by a daemon (``exclusive``) until it exits
 
     def __enter__(self) -> Host:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def variant(self) -> str:
@@ -74,6 +81,10 @@ class Host:
         except (InvalidSettings, DocumentError) as error:
             print(f"reconciler: invalid user data, nothing applied:\n{error}", file=sys.stderr)
             return False
+        except sqlite3.Error as error:  # a full disk: one line, not a traceback
+            print(f"reconciler: boot pipeline failed, nothing applied: {error}"
+                  f"{_disk_hint(self.store.path)}", file=sys.stderr)
+            return False
         self.boot_result = result
         for ignored in result.user_data_ignored:
             print(
@@ -83,6 +94,14 @@ class Host:
         for line in result.unavailable:
             _log.warning("boot source unavailable", detail=line)
             print(f"reconciler: {line}; booting without it", file=sys.stderr)
+        return True
+
+    def run_bootstrap(self) -> bool:
+        """The bootstrap containers of this boot, to completion; False when an essential one
+        failed (the passes of this boot then say so, and the boot is not marked)."""
+        for executor in self.reconciler.executors:
+            if isinstance(executor, BootstrapContainers):
+                return executor.run_at_boot(self.store.live_document())
         return True
 
     def after_pass(self, receipt: dict[str, Any]) -> None:
@@ -96,6 +115,7 @@ class Host:
         """Boot pipeline and one pass; the receipt goes to stdout."""
         if not self.boot(user_data, platform):
             return 1
+        self.run_bootstrap()
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)
         print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
@@ -159,18 +179,38 @@ def open_host(
     variant: str | None = None,
     renderers: Path | None = None,
     disk: str | None = None,
+    *,
+    exclusive: bool = False,
+    create: bool = True,
 ) -> Host:
     """Open (or create) a host's state dir; ``renderers`` replaces the built-in catalog.
+
+    ``exclusive``: take the state dir's lock first (a daemon; ``HostError`` naming the holder's
+    pid when another has it). ``create=False``: refuse a state dir without a store (read-only
+    commands never create one).
 
     With ``disk`` (the OS disk or a disk image with the A/B sets), the booted set's version is
     the OS version, the store is migrated to it before it is opened, and updates are managed.
     """
     state_dir = Path(state_dir)
+    if not create and not (state_dir / "store.db").is_file():
+        raise HostError(f"{state_dir} holds no host (no store.db); nothing to read")
     state_dir.mkdir(parents=True, exist_ok=True)
-    root = Path(root) if root else state_dir / "root"
-    root.mkdir(parents=True, exist_ok=True)
-    boot_info = _prepare_boot(state_dir, root, disk) if disk else None
-    store = Store(state_dir / "store.db")
+    lock = None
+    if exclusive:
+        try:
+            lock = StateDirLock(state_dir).acquire()
+        except StateDirBusy as error:
+            raise HostError(str(error)) from None
+    try:
+        root = Path(root) if root else state_dir / "root"
+        root.mkdir(parents=True, exist_ok=True)
+        boot_info = _prepare_boot(state_dir, root, disk) if disk else None
+        store = _open_store(state_dir / "store.db")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     try:
         recorded = store.get_meta(VARIANT_META)
         if variant and recorded and variant != recorded:
@@ -184,6 +224,8 @@ def open_host(
         catalog = _catalog(schema, renderers, os_release_ids(root))
     except BaseException:
         store.close()
+        if lock is not None:
+            lock.release()
         raise
     version = boot_info.version if boot_info else None
     reconciler = Reconciler(store, catalog, root, os_info(variant, version))
@@ -208,10 +250,33 @@ def open_host(
         proxy_env=rendered("proxy-env"),
         ca_bundle=rendered("ca-bundle"),
     )
-    reconciler.executors.append(HostContainers(state_dir, engine=engine))
+    host_containers = HostContainers(state_dir, engine=engine)
+    reconciler.executors.append(host_containers)
+    # Bootstrap containers run at boot, before the first pass; then they only report.
+    reconciler.executors.insert(0, BootstrapContainers(
+        state_dir, engine, store, schema, tools=host_containers))
     if "boot" in schema.sections:
         reconciler.executors.append(BootParameters(root))
-    return Host(state_dir, root, store, schema, catalog, reconciler)
+    return Host(state_dir, root, store, schema, catalog, reconciler, lock=lock)
+
+
+def _open_store(path: Path) -> Store:
+    """The store, or a one-line HostError (a full disk cannot create the WAL: no traceback, and
+    the store is intact once there is room)."""
+    try:
+        return Store(path)
+    except sqlite3.Error as error:
+        raise HostError(f"cannot open the store {path}: {error}{_disk_hint(path)}") from None
+
+
+def _disk_hint(path: Path) -> str:
+    try:
+        usage = shutil.disk_usage(path.parent)
+    except OSError:
+        return ""
+    if usage.free < 1024 * 1024:
+        return f" (the file system of {path.parent} is full: {usage.free} bytes free)"
+    return ""
 
 
 def _prepare_boot(state_dir: Path, root: Path, disk: str) -> BootInfo:

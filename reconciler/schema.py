@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import re
 import threading
 import tomllib
@@ -274,6 +275,9 @@ _RULED = {
 def _short(value: Any, limit: int = 60) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: quote it escaped, or no message could carry it
+        text = json.dumps(value)
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -428,9 +432,12 @@ class Schema:
         problems: set[Problem] = set()
         for error in self._files.validator(section).iter_errors(value):
             problems.update(self._convert(section, value, error))
+        flagged = {p.key for p in problems}
+        checks = [_value_problems(value, (section,))]
         if isinstance(value, Mapping):
-            flagged = {p.key for p in problems}
-            for problem in _name_problems(value, (section,)):
+            checks.append(_name_problems(value, (section,)))
+        for found in checks:
+            for problem in found:
                 if problem.key not in flagged:
                     problems.add(problem)
         return problems
@@ -610,3 +617,43 @@ def _name_problems(node: Mapping[str, Any], path: tuple[Any, ...]) -> Iterator[P
             yield Problem(key, f"key is longer than {MAX_KEY_BYTES} bytes")
         elif isinstance(child, Mapping):
             yield from _name_problems(child, here)
+
+
+def _text_problem(text: str) -> str | None:
+    """Why a string cannot be a setting: a NUL ends it for every C program and command line;
+    a lone surrogate (JSON ``"\\ud800"``) cannot be written as UTF-8, so no file could hold it."""
+    if "\0" in text:
+        return "must not contain a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"must be valid Unicode text (character {exc.start}, "
+            f"{text[exc.start]!r}, is a lone surrogate, which UTF-8 cannot encode)"
+        )
+    return None
+
+
+def _value_problems(node: Any, path: tuple[Any, ...], item: int | None = None
+                    ) -> Iterator[Problem]:
+    """Values no schema keyword catches: NaN and Infinity (every comparison with NaN is false,
+    so ``minimum`` and ``maximum`` pass it), NUL characters and lone surrogates, in values and
+    in names. Lists are leaves: their problems name the list's key and the item."""
+    where = "" if item is None else f"item {item}: "
+    if isinstance(node, float) and not math.isfinite(node):
+        yield Problem(display_key(path), f"{where}must be a finite number (got {node})")
+    elif isinstance(node, str):
+        reason = _text_problem(node)
+        if reason:
+            yield Problem(display_key(path), f"{where}{reason}")
+    elif isinstance(node, Mapping):
+        for name, child in node.items():
+            reason = _text_problem(name) if isinstance(name, str) else None
+            if reason and item is None:
+                yield Problem(display_key((*path, name.encode("utf-8", "backslashreplace")
+                                           .decode("ascii"))), f"invalid name: {reason}")
+                continue
+            yield from _value_problems(child, path if item is not None else (*path, name), item)
+    elif isinstance(node, list | tuple):
+        for index, child in enumerate(node):
+            yield from _value_problems(child, path, index if item is None else item)

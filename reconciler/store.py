@@ -21,13 +21,18 @@ from typing import Any
 from hostcore import faults
 from hostcore.keys import flatten, unflatten
 from reconciler.transaction import (
+    DEFAULT_SOURCE,
     ROOT,
     Change,
     CommitPlan,
     Patch,
+    Replay,
     SchemaLike,
     plan_commit,
+    plan_replay,
+    replay,
     rollback_plan,
+    touched_sections,
 )
 
 _SCHEMA = """
@@ -73,6 +78,14 @@ class UnknownGeneration(LookupError):
     pass
 
 
+class PendingLimit(Exception):
+    """Pending patches would pass their bounds (the API answers 429); nothing was added."""
+
+
+class RollbackRefused(ValueError):
+    """A rollback that would take the host below its first boot (the API answers 400)."""
+
+
 @dataclass(frozen=True)
 class Provenance:
     key: str
@@ -106,6 +119,12 @@ class Owed:
 
 
 _ABSENT = object()
+GENERATOR_SOURCE = "generator"
+# Pending patches (of all transactions) until the next commit or reboot: any socket user could
+# otherwise fill the state disk with them.
+MAX_PENDING_PATCHES = 2000
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+ADD_PATCH_ATTEMPTS = 3
 
 
 def _dump(value: Any) -> str:
@@ -127,6 +146,11 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
+        self._plan_db: sqlite3.Connection | None = None  # opened by the first PATCH planned
+        self._plan_lock = threading.Lock()
+        # tx -> (what it was replayed at, its pending patches replayed): the next PATCH of a
+        # transaction builds on it instead of replaying every earlier patch again
+        self._replays: dict[str, tuple[Any, Replay]] = {}
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -138,6 +162,28 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._plan_lock:
+            if self._plan_db is not None:
+                self._plan_db.close()
+                self._plan_db = None
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read on a connection of its own (WAL: readers never wait for the
+        writer), for the long planning of a PATCH: the main connection and its lock stay free
+        for everyone else meanwhile."""
+        with self._plan_lock:
+            if self._plan_db is None:
+                self._plan_db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                self._plan_db.execute("PRAGMA query_only=ON")
+            db = self._plan_db
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
 
     def __enter__(self) -> Store:
         return self
@@ -300,28 +346,94 @@ class Store:
     def add_patch(
         self, tx: str, body: Mapping[str, Any], source: str, schema: SchemaLike | None = None
     ) -> CommitPlan | None:
-        """Append a merge patch to ``tx``; with a schema, the merged result must validate first."""
+        """Append a merge patch to ``tx``; with a schema, the merged result must validate first.
+
+        The validation (the expensive part: a big patch takes seconds) runs outside the store
+        lock on a snapshot, and only for the sections the new patch touches; the insert then
+        checks nothing moved meanwhile (else it validates again). With a schema (a caller's
+        patch), the pending patches of all transactions are bounded (``PendingLimit``)."""
         patch = Patch(source, dict(body))
-        with self._write() as db:
-            plan = None
-            if schema is not None:
-                plan = self._plan(db, tx, self._pending(db, tx) + [patch], schema)
-            db.execute(
-                "INSERT INTO pending (tx, source, body, time) VALUES (?, ?, ?, ?)",
-                (tx, source, _dump(patch.body), time.time()),
-            )
+        text = _dump(patch.body)
+        if schema is None:
+            with self._write() as db:
+                self._insert_pending(db, tx, source, text)
+            return None
+        sections = touched_sections([patch])
+        defaults = schema.defaults()
+        origin = f"transaction {tx!r}"
+        for _ in range(ADD_PATCH_ATTEMPTS):
+            with self._snapshot() as db:
+                seen, plan, kept = self._replay_patch(db, tx, patch, defaults)
+            schema.check(plan.to_validate, sections=sections, origin=origin)
+            with self._write() as db:
+                if self._pending_mark(db, tx) != seen:
+                    continue  # a commit or another patch came in between: validate again
+                self._add_pending(db, tx, source, text, kept)
+                return plan
+        with self._write() as db:  # busy: do it all under the lock once
+            _, plan, kept = self._replay_patch(db, tx, patch, defaults)
+            schema.check(plan.to_validate, sections=sections, origin=origin)
+            self._add_pending(db, tx, source, text, kept)
             return plan
+
+    def _replay_patch(
+        self, db: sqlite3.Connection, tx: str, patch: Patch, defaults: Mapping[str, Any]
+    ) -> tuple[Any, CommitPlan, Replay]:
+        """(snapshot mark, plan of ``patch`` alone over the transaction, the transaction with
+        it replayed). The transaction so far comes from the cache when it is still current."""
+        seen = self._pending_mark(db, tx)
+        view = _SqliteView(db)
+        cached = self._replays.get(tx)
+        if cached is not None and cached[0] == seen:
+            state = cached[1].copy(view)
+        else:
+            state = replay(view, self._pending(db, tx))
+        state = replay(view, [patch], state)
+        kept = state.copy(view)
+        return seen, plan_replay(view, state, defaults, only_last=True), kept
+
+    def _add_pending(
+        self, db: sqlite3.Connection, tx: str, source: str, text: str, kept: Replay
+    ) -> None:
+        self._check_pending_limits(db, len(text))
+        self._insert_pending(db, tx, source, text)
+        self._replays[tx] = (self._pending_mark(db, tx), kept)
+
+    def _pending_mark(self, db: sqlite3.Connection, tx: str) -> tuple[Any, ...]:
+        """What a snapshot's validation depended on: the tx's last patch and the generation."""
+        return (
+            db.execute("SELECT max(seq), count(*) FROM pending WHERE tx = ?", (tx,)).fetchone(),
+            db.execute("SELECT max(number) FROM generations").fetchone(),
+        )
+
+    def _check_pending_limits(self, db: sqlite3.Connection, adding: int) -> None:
+        count, size = db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM pending"
+                                 ).fetchone()
+        if count + 1 > MAX_PENDING_PATCHES or size + adding > MAX_PENDING_BYTES:
+            raise PendingLimit(
+                f"too much pending: {count} patches, {size} bytes in all transactions (limits "
+                f"{MAX_PENDING_PATCHES} patches, {MAX_PENDING_BYTES} bytes); commit or discard "
+                "a transaction first"
+            )
+
+    def _insert_pending(self, db: sqlite3.Connection, tx: str, source: str, text: str) -> None:
+        db.execute(
+            "INSERT INTO pending (tx, source, body, time) VALUES (?, ?, ?, ?)",
+            (tx, source, text, time.time()),
+        )
 
     def discard(self, tx: str) -> list[str]:
         """Drop a transaction; returns the keys its patches named."""
         with self._write() as db:
             patches = self._pending(db, tx)
             db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
+            self._replays.pop(tx, None)
         return sorted({k for p in patches for k in _patch_keys(p)})
 
     def discard_all(self) -> None:
         with self._write() as db:
             db.execute("DELETE FROM pending")
+            self._replays.clear()
 
     def commit(
         self,
@@ -339,17 +451,37 @@ class Store:
             label = source_label or ",".join(dict.fromkeys(p.source for p in patches))
             result = self._apply(db, tx, label, plan)
             db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
+            self._replays.pop(tx, None)
             for name, value in (meta or {}).items():
                 self._set_meta(db, name, value)
             faults.point("before-commit")
         faults.point("after-commit")
         return result
 
-    def rollback(self, generation: int, schema: SchemaLike) -> CommitResult:
-        """A new commit whose values are those of ``generation``."""
+    def rollback(self, generation: int, schema: SchemaLike, floor_tx: str = "boot") -> CommitResult:
+        """A new commit whose values are those of ``generation``.
+
+        Never below the first commit of ``floor_tx`` (the first boot: before it there were no
+        defaults and no generated values), and defaults and generated values live now but
+        absent from ``generation`` (added by a later boot) are kept: a rollback restores what
+        people set, never a host without its seed."""
         with self._write() as db:
+            row = db.execute(
+                "SELECT min(number) FROM generations WHERE tx = ?", (floor_tx,)
+            ).fetchone()
+            floor = row[0] or 0
+            if generation < floor:
+                raise RollbackRefused(
+                    f"generation {generation} is older than the first boot (generation "
+                    f"{floor}): its settings lack the defaults and generated values; roll back "
+                    f"to generation {floor} or later"
+                )
             target = self.values_at(generation)
-            live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
+            rows = self._live_under(db, ROOT)
+            live = {k: _load(v) for k, v, _ in rows}
+            for key, _, source in rows:
+                if key not in target and source in (DEFAULT_SOURCE, GENERATOR_SOURCE):
+                    target[key] = live[key]
             plan = rollback_plan(live, target, f"rollback:{generation}")
             schema.check(
                 plan.to_validate, sections=plan.sections, origin=f"generation {generation}"
@@ -380,6 +512,7 @@ class Store:
                 rewritten = _dump(rewrite_pending(json.loads(body)))
                 if rewritten != body:
                     db.execute("UPDATE pending SET body = ? WHERE seq = ?", (rewritten, seq))
+            self._replays.clear()
             old_meta = self._meta(db)
             gone = [(name,) for name in old_meta.keys() - meta.keys()]
             db.executemany("DELETE FROM meta WHERE name = ?", gone)

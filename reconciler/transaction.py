@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hostcore.keys import flatten, join_key, split_key, unflatten
@@ -89,6 +89,7 @@ class _Overlay:
         self.live = live
         self.writes: dict[str, Any] = {}
         self._descendants: dict[str, set[str]] = {}  # ancestor -> written keys below it
+        self.log: set[str] | None = None  # keys written while set (one patch's, for a PATCH)
 
     def value(self, key: str) -> Any:
         return self.writes[key] if key in self.writes else self.live.value(key)
@@ -101,6 +102,8 @@ class _Overlay:
         return found if limit is None else dict(itertools.islice(found.items(), limit))
 
     def write(self, key: str, value: Any) -> None:
+        if self.log is not None:
+            self.log.add(key)
         if key not in self.writes:
             segments = split_key(key)
             for depth in range(1, len(segments)):
@@ -128,14 +131,34 @@ class _Overlay:
         return removed
 
 
-def plan_commit(
-    live: LiveView, patches: Sequence[Patch], defaults: Mapping[str, Any]
-) -> CommitPlan:
-    """Apply ``patches`` in order over ``live``, put defaults back where keys went missing."""
-    overlay = _Overlay(live)
-    setters: dict[str, str] = {}
-    sections = touched_sections(patches)
+@dataclass
+class Replay:
+    """Pending patches applied in order over live settings, before defaults: what a commit (or
+    the next PATCH of the transaction) builds on. ``last`` holds the keys the latest patch
+    wrote, ``sections`` every section the patches touched."""
+
+    overlay: _Overlay
+    setters: dict[str, str]
+    sections: set[str]
+    last: set[str]
+    last_sections: set[str] = field(default_factory=set)
+
+    def copy(self, live: LiveView) -> Replay:
+        """An independent copy reading ``live`` (the store's current snapshot)."""
+        overlay = _Overlay(live)
+        overlay.writes = dict(self.overlay.writes)
+        overlay._descendants = {k: set(v) for k, v in self.overlay._descendants.items()}
+        return Replay(overlay, dict(self.setters), set(self.sections), set())
+
+
+def replay(live: LiveView, patches: Sequence[Patch], start: Replay | None = None) -> Replay:
+    """Apply ``patches`` in order over ``live`` (or over ``start``, which is changed)."""
+    state = start or Replay(_Overlay(live), {}, set(), set())
+    overlay, setters = state.overlay, state.setters
     for patch in patches:
+        overlay.log = state.last = set()
+        state.sections.update(patch.body)
+        state.last_sections = set(patch.body)
         for table in _tables(patch.body, (ROOT,)):  # a table in a patch replaces a leaf there
             if overlay.value(table) is not None:
                 overlay.write(table, None)
@@ -148,6 +171,24 @@ def plan_commit(
                 setters[key] = patch.source
             for removed in gone:
                 setters.pop(removed, None)
+    overlay.log = None
+    return state
+
+
+def plan_replay(
+    live: LiveView, state: Replay, defaults: Mapping[str, Any], only_last: bool = False
+) -> CommitPlan:
+    """Defaults back where keys went missing, then the plan (``state`` is changed).
+
+    ``only_last``: changes and validation cover only what the latest patch touched, and the
+    defaults of its sections (a PATCH is checked at the cost of that PATCH, not of its whole
+    transaction; the commit plans everything)."""
+    overlay, setters = state.overlay, state.setters
+    sections = sorted(state.sections)
+    wanted: set[str] | None = None
+    if only_last:
+        wanted = set(state.last)
+        sections = sorted(state.last_sections)
     for key, default in flatten(
         {ROOT: {s: defaults[s] for s in sections if s in defaults}}
     ).items():
@@ -158,15 +199,27 @@ def plan_commit(
         ):
             overlay.write(key, default)
             setters[key] = DEFAULT_SOURCE
-
-    olds = {key: live.value(key) for key in overlay.writes}  # one query per written key
+            if wanted is not None:
+                wanted.add(key)
+    keys = overlay.writes if wanted is None else [k for k in overlay.writes if k in wanted]
+    olds = {key: live.value(key) for key in keys}  # one query per written key
     changes = tuple(
-        Change(key, olds[key], new, setters.get(key) if new is not None else None)
-        for key, new in sorted(overlay.writes.items())
-        if not same_value(olds[key], new)
+        Change(key, olds[key], overlay.writes[key],
+               setters.get(key) if overlay.writes[key] is not None else None)
+        for key in sorted(keys)
+        if not same_value(olds[key], overlay.writes[key])
     )
-    touched = {c.key for c in changes} | set(setters)
+    touched = {c.key for c in changes} | (
+        set(setters) if wanted is None else {k for k in setters if k in wanted}
+    )
     return CommitPlan(changes, setters, _validation_view(overlay, touched), tuple(sections))
+
+
+def plan_commit(
+    live: LiveView, patches: Sequence[Patch], defaults: Mapping[str, Any]
+) -> CommitPlan:
+    """Apply ``patches`` in order over ``live``, put defaults back where keys went missing."""
+    return plan_replay(live, replay(live, patches), defaults)
 
 
 def _tables(node: Mapping[str, Any], path: tuple[str, ...]) -> Iterator[str]:

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from reconciler.logs import get_logger
 from reconciler.migrator import rehearse
 from reconciler.store import Store
+from reconciler.supervise import Loops, supervised_thread
 from updates import status as sm
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
@@ -49,18 +51,21 @@ class UpdatesExecutor:
 
     def __init__(self, store: Store, manager: UpdateManager, gate: BootGate | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 retry_after: timedelta = RETRY_AFTER) -> None:
+                 retry_after: timedelta = RETRY_AFTER,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.manager = manager
         self.gate = gate
         self.clock = clock
         self.retry_after = retry_after
+        self.monotonic = monotonic  # delays: a wall clock corrected by a day must not move them
         self.last_auto: str | None = None
         self._failure: datetime | None = None  # timestamp of the failed step being waited out
-        self._retry_at = datetime.min.replace(tzinfo=UTC)
+        self._retry_at = float("-inf")  # monotonic seconds
         self._gate_thread: threading.Thread | None = None
         self.events: Any = None  # the daemon's event journal (set when it wires us)
         self.rollback: RollbackWatch | None = None
+        self.loops = Loops()  # the daemon's, once attached: the boot gate reports there
 
     @classmethod
     def for_host(cls, store: Store, root: Path, disk: str | None, *,
@@ -110,8 +115,9 @@ class UpdatesExecutor:
         if last and last.cmd_status == "Failed" and last.cmd_type != "refresh" and self.last_auto:
             # A failed automatic step is retried after `retry_after`, not at every pass.
             if self._failure != last.timestamp:
-                self._failure, self._retry_at = last.timestamp, self.clock() + self.retry_after
-            if self.clock() < self._retry_at:
+                self._failure = last.timestamp
+                self._retry_at = self.monotonic() + self.retry_after.total_seconds()
+            if self.monotonic() < self._retry_at:
                 return None
         confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
         window = (settings.get("updates") or {}).get("maintenance-window") or {}
@@ -170,10 +176,18 @@ class UpdatesExecutor:
         if self.gate is None or self._gate_thread is not None:
             return
         updates = self.store.live_document().get("updates")
-        self._gate_thread = threading.Thread(
-            target=self._gate, args=(bool(receipt.get("ok")), updates),
-            name="boot-gate", daemon=True)
-        self._gate_thread.start()
+        gate = self.gate
+
+        def failed(error: BaseException) -> None:  # the boot does not count, and status says why
+            gate.outcome = {"marked_successful": False, "health_checks": [],
+                            "reason": f"boot gate failed: {type(error).__name__}: {error}"}
+            if self.events is not None:
+                self.events.emit("boot-health", f"boot NOT marked successful: "
+                                 f"{gate.outcome['reason']}", marked_successful=False)
+
+        ok = bool(receipt.get("ok"))
+        self._gate_thread = supervised_thread(
+            self.loops.health("boot-gate"), lambda: self._gate(ok, updates), failed)
 
     def _gate(self, pass_ok: bool, updates: Any) -> None:
         """Run the boot gate, then say what it decided: a log line and an event either way."""

@@ -17,6 +17,7 @@ from reconciler.events import Events
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
+from reconciler.supervise import LoopHealth, supervised
 
 log = get_logger("worker")
 
@@ -46,6 +47,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.after_pass: list[Callable[[dict[str, Any]], None]] = []
+        self.health = LoopHealth("worker")
 
     def wake(self, reason: str) -> None:
         """Ask for a pass (event-loop thread only; use ``wake_threadsafe`` elsewhere)."""
@@ -72,7 +74,12 @@ class Worker:
         return self.interval
 
     async def run(self) -> None:
+        """Supervised (``reconciler.supervise``): whatever escapes a round is reported and the
+        loop goes on after a backoff."""
         self._loop = asyncio.get_running_loop()
+        await supervised(self.health, self._run)
+
+    async def _run(self) -> None:
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_delay())
@@ -84,7 +91,11 @@ class Worker:
             reason = ", ".join(sorted(self._reasons)) or "timer"
             self._reasons.clear()
             waiters, self._waiters = self._waiters, []
-            receipt = await self._pass(reason)
+            try:
+                receipt = await self._pass(reason)
+            except BaseException:
+                self._waiters = waiters + self._waiters  # answered by the retried pass
+                raise
             for generation, future in waiters:
                 if future.done():
                     continue
@@ -118,8 +129,11 @@ class Worker:
         self.metrics.live_generation.set(self.host.store.generation())
         self.metrics.applied_generation.set(self.host.store.applied_generation())
         self.failures = 0 if receipt["ok"] else self.failures + 1
-        for hook in self.after_pass:
-            hook(receipt)
+        for hook in self.after_pass:  # one failing hook neither kills the worker nor the rest
+            try:
+                hook(receipt)
+            except Exception as error:  # noqa: BLE001
+                self.health.failed(error)
         self.last_receipt = receipt
         self._report(receipt)
         return receipt

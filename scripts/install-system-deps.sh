@@ -13,6 +13,7 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 # The real-host tests (tests/test_realhost.py) build a Debian host image with mmdebstrap
 # (tests/realhost/build.py; cached after the first run) and boot it with podman.
+# The admin and control images too (`reconciler images build`).
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # Durability tests trace system calls.
 command -v strace >/dev/null || need+=(strace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -24,13 +25,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
+        # A blocking connect waits for room in the listen backlog (with a timeout set, a Unix
+        # socket fails at once with EAGAIN when a burst of clients filled it).
         self.sock.connect(self.socket_path)
+        self.sock.settimeout(self.timeout)
 
 
 class Daemon:
     def __init__(
-        self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+        self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None,
+        nofile: int | None = None, wait: bool = True,
     ):
         self.state_dir = state_dir
         self.socket = state_dir / "api.sock"
@@ -38,9 +42,12 @@ class Daemon:
         self.log = open(state_dir.parent / f"{state_dir.name}.log", "wb")  # noqa: SIM115
         command = [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(state_dir),
                    *args]
+        limit = None if nofile is None else (
+            lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=self.log,
-                                        env={**os.environ, **(env or {})})
-        self.wait_ready()
+                                        env={**os.environ, **(env or {})}, preexec_fn=limit)
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -55,7 +62,8 @@ class Daemon:
         raise TimeoutError(f"daemon not ready: {self.logs()}")
 
     def logs(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.state_dir.parent / f"{self.state_dir.name}.log").read_text(errors="replace")
 
     def request(self, method: str, path: str, body: Any = None,

@@ -136,15 +136,17 @@ def _add_python(tar: tarfile.TarFile) -> None:
 
 
 def build_image(
-    workdir: Path, name: str, version: str, python: bool = False, fmt: str = "oci-archive"
+    workdir: Path, name: str, version: str, python: bool = False, fmt: str = "oci-archive",
+    command: str = COMMAND,
 ) -> str:
-    """Build an image archive under ``workdir``; returns its source (``oci-archive:PATH``)."""
+    """Build an image archive under ``workdir``; returns its source (``oci-archive:PATH``).
+    ``command`` is its CMD (JSON form; default: stay up until SIGTERM)."""
     workdir.mkdir(parents=True, exist_ok=True)
     rootfs = workdir / f"{name}-rootfs.tar"
     write_rootfs(rootfs, version, python=python)
     storage = workdir / "builder"
     reference = f"localhost/{name}:{version}"
-    podman(storage, "import", "--change", f"CMD {COMMAND}", str(rootfs), reference)
+    podman(storage, "import", "--change", f"CMD {command}", str(rootfs), reference)
     archive = workdir / f"{name}-{version}.{fmt}.tar"
     podman(storage, "save", "--format", fmt, "--output", str(archive), reference)
     rootfs.unlink()

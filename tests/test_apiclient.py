@@ -611,16 +611,14 @@ def _baseline_imports() -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
 
 
-def test_the_client_runs_from_the_zipapp_files_alone(daemon, tmp_path):
-    """The files the host containers' zipapp carries, no installed package, no site."""
-    from reconciler.containers.executor import APICLIENT_LIBRARY
+def test_the_client_runs_from_the_toolbox_zipapp_alone(daemon, tmp_path):
+    """The zipapp host containers get (reconciler/toolbox.py), without the installed package."""
+    from reconciler import toolbox
 
-    shutil.copy(REPO / "reconciler" / "apiclient.py", tmp_path / "apiclient.py")
-    for name in APICLIENT_LIBRARY:
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy(REPO / name, tmp_path / name)
+    tools = tmp_path / "tools.pyz"
+    tools.write_bytes(toolbox.zipapp_bytes())
     result = subprocess.run(
-        [sys.executable, "-S", "apiclient.py", "get", "motd"], cwd=tmp_path,
+        [sys.executable, "-S", str(tools), "get", "motd"], cwd=tmp_path,
         env={"APICLIENT_SOCKET": str(daemon.socket)}, capture_output=True, text=True,
         check=False,
     )

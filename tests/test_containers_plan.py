@@ -162,6 +162,8 @@ class FakeEngine:
         self.containers: dict[str, ObservedContainer] = {}
         self.calls: list[str] = []
         self.bad_sources: set[str] = set()
+        self.slow_sources: dict[str, threading.Event] = {}
+        self.local: dict[str, Image] = {}
         self.made = False
 
     def available(self):
@@ -174,11 +176,19 @@ class FakeEngine:
         self.calls.append("list")
         return list(self.containers.values())
 
-    def pull(self, source):
+    def pull(self, source, timeout=None):
         self.calls.append(f"pull {source}")
         if source in self.bad_sources:
             raise EngineError(f"podman pull: {source} not found")
+        if source in self.slow_sources:
+            self.slow_sources[source].wait(30)
         return Image("0123", "sha256:abcd")
+
+    def local_image(self, reference):
+        return self.local.get(reference)
+
+    def load(self, archive):
+        self.calls.append(f"load {archive}")
 
     def run(self, spec: RunSpec):
         self.calls.append(f"run {spec.name}")
@@ -218,6 +228,9 @@ class Clock:
 
 
 def executor(tmp_path: Path, engine: FakeEngine, clock=None, **options) -> HostContainers:
+    """Registry pulls run off the pass; here a pass waits up to 5 s for one it starts (the
+    fake engine answers at once), so that one pass shows its outcome."""
+    options.setdefault("pull_grace", 5.0)
     return HostContainers(tmp_path / "state", engine, clock=clock or Clock(), sleep=lambda s: None,
                           **options)
 
@@ -271,7 +284,56 @@ def test_bad_new_source_keeps_the_old_container(tmp_path):
     steps = hc.reconcile(settings(a={"source": V2, "enabled": True}), 2, set())
     assert steps[0]["result"] == "failed" and V2 in steps[0]["detail"]
     assert "remove a" not in engine.calls and engine.containers["a"].running
-    assert engine.calls.count(f"pull {V2}") == 3  # a registry reference is retried
+    assert "attempt 1" in steps[0]["detail"] and "next attempt in 2 s" in steps[0]["detail"]
+    # Retried with a back-off, off the pass: the next pass within it does not pull again.
+    steps = hc.reconcile(settings(a={"source": V2, "enabled": True}), 2, set())
+    assert steps[0]["result"] == "failed" and engine.calls.count(f"pull {V2}") == 1
+
+
+def test_failed_pull_backs_off_then_succeeds(tmp_path):
+    engine, clock = FakeEngine(), Clock()
+    hc = executor(tmp_path, engine, clock, pull_backoff=2.0)
+    want = settings(a={"source": V2, "enabled": True})
+    engine.bad_sources.add(V2)
+    delays = []
+    for _ in range(3):
+        step = hc.reconcile(want, 1, set())[0]
+        assert step["result"] == "failed" and "\n" not in step["detail"]
+        delays.append(step["detail"].rsplit("next attempt in ", 1)[1])
+        clock.now += 100  # past any back-off so far
+    assert delays == ["2 s", "4 s", "8 s"]
+    status = hc.status()["host-containers"]["a"]
+    assert status["state"] == "failed" and V2 in status["last_error"]
+    engine.bad_sources.clear()
+    assert hc.reconcile(want, 1, set())[0]["result"] == "created"
+
+
+def test_slow_pull_runs_off_the_pass_and_wakes_the_worker(tmp_path):
+    engine = FakeEngine()
+    hc = executor(tmp_path, engine, pull_grace=0.0)
+    woken = threading.Event()
+    hc.attach(None, lambda reason: woken.set())
+    release = engine.slow_sources[V2] = threading.Event()
+    want = settings(a={"source": V2, "enabled": True}, b={"source": V1, "enabled": True})
+    steps = {s["name"]: s for s in hc.reconcile(want, 1, set())}
+    assert steps["a"]["result"] == "pending" and "pulling" in steps["a"]["detail"]
+    assert steps["b"]["result"] == "created"  # the other container did not wait
+    assert hc.status()["host-containers"]["a"]["state"] == "pulling"
+    assert hc.reconcile(want, 1, set())[0]["result"] == "pending"
+    assert engine.calls.count(f"pull {V2}") == 1  # one pull under way, not one per pass
+    release.set()
+    assert woken.wait(10)
+    assert {s["name"]: s["result"] for s in hc.reconcile(want, 1, set())} == {"a": "created"}
+    hc.close()
+
+
+def test_an_image_in_the_store_runs_without_a_pull(tmp_path):
+    engine = FakeEngine()
+    engine.local["localhost/tiny:1"] = Image("4567", "")
+    hc = executor(tmp_path, engine)
+    steps = hc.reconcile(settings(a={"source": "localhost/tiny:1", "enabled": True}), 1, set())
+    assert steps[0]["result"] == "created" and steps[0]["image"] == "4567"
+    assert not [c for c in engine.calls if c.startswith(("pull", "load"))]
 
 
 def test_crash_loop_budget_with_backoff_then_failed_until_settings_change(tmp_path):

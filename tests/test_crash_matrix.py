@@ -14,7 +14,8 @@ The services' restart commands append a line (service name and the configuration
 log file, so restarts are counted exactly. Host-container recreation points belong to the
 container work and are not in this matrix. Updates: image write and GPT table writes are killed
 through the same seam at the end of this module (random mid-write kills and kills between
-update steps are in ``tests/updates/test_apply.py``).
+update steps are in ``tests/updates/test_apply.py``). A git fetch is killed mid-pack (a remote
+that stalls) at the very end.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from hostcore.commands import CommandResult
 from reconciler.host import open_host
 from reconciler.store import Store
 from tests.daemon import Daemon, eventually
+from tests.faultutil import StallingGitRemote
+from tests.test_gitops import Fleet, pointer
 from tests.updates import conftest as updates_conftest
 from tests.updates.simhost import make_sim
 from tests.updates.test_gpt import assert_sgdisk_agrees
@@ -432,3 +435,108 @@ def test_sigkill_during_update(tmp_path: Path, serve, point: str) -> None:
     assert booted == "A" and sim.running_version() == "1.0.0"
     sim.updog("update")  # a retry starts over and succeeds
     assert sim.reboot() == "B" and sim.running_version() == "1.1.0"
+
+
+# --------------------------------------------------------------------------------- git fetch
+
+
+def _git_processes_in(directory: Path) -> list[int]:
+    """Pids of processes working in ``directory`` (a git fetch and its index-pack)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(entry / "cwd") == str(directory):
+                found.append(int(entry.name))
+    return found
+
+
+def test_sigkill_during_a_git_fetch_then_the_source_recovers_by_itself(tmp_path):
+    """systemd's SIGKILL (or any kill) mid-fetch: the fetch child dies with the daemon, the
+    stale ``shallow.lock`` it leaves is cleared by the restarted daemon, which converges."""
+    fleet = Fleet(tmp_path)
+    (fleet.work / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))  # a pack worth stalling
+    fleet.commit("a big blob")
+    remote = StallingGitRemote(tmp_path)
+    user_data = tmp_path / "ud.toml"
+    user_data.write_text(pointer(fleet).replace(fleet.url, remote.url("fleet.git")))
+    state = tmp_path / "host"
+    try:
+        d = Daemon(state, ["--user-data", str(user_data)])
+        lock = eventually(lambda: next((state / "git").glob("*/shallow.lock"), None), timeout=30)
+        assert d.ok("GET", "/status")["gitops"]["condition"] == "Fetching"
+        d.process.kill()  # SIGKILL, the daemon alone: its children must not outlive it
+        d.stop()
+        eventually(lambda: not _git_processes_in(lock.parent), timeout=10)
+        assert lock.exists()  # what the kill left behind
+        remote.release()
+        again = Daemon(state, ["--user-data", str(user_data)])
+        try:
+            eventually(lambda: again.ok("GET", "/status")["gitops"]["condition"] == "Synced",
+                       timeout=60)
+            eventually(lambda: (state / "root/etc/motd").exists()
+                       and (state / "root/etc/motd").read_text().startswith("web-1: serving"))
+            assert not lock.exists()
+            assert any("shallow.lock" in e["message"] for e in again.ok("GET", "/events"))
+        finally:
+            assert again.stop() == 0
+    finally:
+        remote.close()
+
+
+# --------------------------------------------------------------------------- update download
+
+
+def _processes(needle: str) -> list[int]:
+    """Pids whose command line holds ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace"):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_sigkill_during_an_update_download_leaves_no_updog_behind(tmp_path: Path, serve) -> None:
+    """An ``updog`` hanging on a silent update server dies with the daemon (SIGKILL), so the
+    restarted daemon's refresh is not refused by an orphan holding the update cache's lock."""
+    from tests.faultutil import Blackhole
+    from tests.updates.test_daemon_updates import start as start_updates
+    from tests.updates.test_daemon_updates import user_data as updates_user_data
+
+    sim = make_sim(tmp_path, serve)
+    hole = Blackhole()
+    silent = updates_user_data(sim)
+    silent.write_text(silent.read_text().replace(sim.server.base_url,
+                                                 f"http://127.0.0.1:{hole.port}"))
+    assert sim.reboot() == "A"
+    try:
+        d = start_updates(sim, silent)
+        eventually(lambda: d.ok("GET", "/status")["updates"]["boot"], timeout=30)
+        assert d.request("POST", "/actions/refresh-updates")[0] in (202, 204)
+        eventually(lambda: hole.held, timeout=30)  # updog is connected and waiting
+        updog = _processes(f"updates.updog --root {sim.root}")
+        assert updog
+        d.process.kill()
+        d.stop()
+        eventually(lambda: not any(p in _processes("updates.updog") for p in updog), timeout=10)
+    finally:
+        hole.close()
+    again = start_updates(sim)
+    try:
+        base = sim.server.base_url  # the real server again (user data applies at first boot)
+        again.ok("PATCH", "/settings", {"updates": {"metadata-base-url": f"{base}/metadata/",
+                                                    "targets-base-url": f"{base}/targets/"}})
+        assert again.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]["ok"]
+        assert again.request("POST", "/actions/refresh-updates")[0] in (202, 204)
+        status = eventually(lambda: (s := again.request("GET", "/updates/status"))[0] == 200
+                            and s[1], timeout=60)
+        last = status["most_recent_command"]
+        # it reached the real repository (which lists no update yet), no orphan's lock in the way
+        assert last["cmd_type"] == "refresh" and "locked" not in last["stderr"], last
+        assert "manifest.json" in last["stderr"], last
+    finally:
+        assert again.stop() == 0

@@ -55,7 +55,7 @@ def start(tmp_path: Path, fleet: Fleet, name: str = "host", host_id: str = "web-
     user_data.write_text(pointer(fleet, host_id, extra))
     daemon = Daemon(tmp_path / name, ["--user-data", str(user_data)])
     eventually(lambda: daemon.ok("GET", "/status").get("gitops", {}).get("condition")
-               not in (None, "Disabled"), timeout=30)
+               not in (None, "Disabled", "Fetching"), timeout=30)
     return daemon
 
 

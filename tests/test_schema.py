@@ -23,7 +23,8 @@ from reconciler.schema import (
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user-data"
 SCHEMAS = resources.files("schemas")
 COMMON = {"motd", "updates", "ntp", "host-containers", "aws", "gitops", "coordination",
-          "kernel", "network", "dns", "boot", "pki", "container-registry"}
+          "kernel", "network", "dns", "boot", "pki", "container-registry",
+          "bootstrap-containers"}
 
 
 def problems_of(variant: str, settings: dict) -> list[Problem]:

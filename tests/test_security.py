@@ -282,8 +282,9 @@ def test_renderer_paths_escaping_refused(tmp_path, path, template):
         f"[configuration-files.f]\npath = {json.dumps(path)}\ntemplate = {json.dumps(template)}\n")
     with pytest.raises(CatalogError):
         Catalog.load("aws-dev", tmp_path / "metadata.toml", tmp_path / "templates")
-    # and a daemon (or plan) given that catalog refuses to start, naming it
-    result = cli("plan", "--state-dir", tmp_path / "state", "--renderers", tmp_path)
+    # and a daemon given that catalog refuses to start, naming it (plan on this missing state
+    # dir refuses earlier: read-only commands never create one)
+    result = cli("serve", "--once", "--state-dir", tmp_path / "state", "--renderers", tmp_path)
     assert result.returncode == 2 and "renderer metadata" in result.stderr
 
 

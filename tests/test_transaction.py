@@ -73,3 +73,24 @@ def test_small_tables_are_validated_whole_and_big_maps_by_entry():
         "kubernetes": {"node-labels": {"new": "x"}},
         "host-containers": {"admin": {"enabled": True, "source": "a/b:1"}},
     }
+
+
+def test_a_patch_planned_over_a_replayed_transaction_is_the_same_plan():
+    """A PATCH builds on the transaction replayed once (Store caches it); replaying again from
+    scratch gives the same commit, and the PATCH alone is what gets validated."""
+    from reconciler.transaction import plan_replay, replay
+
+    live = DictView({"settings.motd": "live", "settings.ntp.time-servers": ["a"]})
+    patches = [Patch("api", {"motd": f"m{n}"}) for n in range(50)]
+    patches.append(Patch("api", {"ntp": None, "host-containers": {"x": {"enabled": True}}}))
+    cached = replay(live, patches[:-1]).copy(live)
+    whole = plan_commit(live, patches, {})
+    last_only = plan_replay(live, replay(live, patches[-1:], cached.copy(live)), {},
+                            only_last=True)
+    assert {c.key for c in last_only.changes} == {
+        "settings.ntp.time-servers", "settings.host-containers.x.enabled"}
+    assert all(c in whole.changes for c in last_only.changes)
+    assert "motd" not in last_only.to_validate
+    assert last_only.to_validate["host-containers"] == {"x": {"enabled": True}}
+    full = plan_replay(live, replay(live, patches[-1:], cached), {})
+    assert full.changes == whole.changes and full.to_validate == whole.to_validate

@@ -11,6 +11,7 @@ Health checks are declared in settings (`settings.updates.health-checks.<name>`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,11 @@ def parse_checks(updates_settings: Mapping[str, Any] | None) -> list[HealthCheck
         command = entry.get("command")
         if not isinstance(command, list) or not command:
             command = ["false"]
-        checks.append(HealthCheck(name, tuple(str(c) for c in command),
-                                  float(entry.get("timeout", DEFAULT_TIMEOUT))))
+        timeout = entry.get("timeout", DEFAULT_TIMEOUT)
+        if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+            command = ["false"]  # the schema refuses it; a store from before that fails the check
+            timeout = DEFAULT_TIMEOUT
+        checks.append(HealthCheck(name, tuple(str(c) for c in command), float(timeout)))
     return checks
 
 

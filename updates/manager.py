@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hostcore.commands import die_with_parent
 from updates import status as sm
 from updates.gpt import GptError
 from updates.partitions import DiskError, open_os_disk
@@ -182,7 +183,8 @@ class UpdateManager:
                 args += ["--progress-file", str(self._progress_file)]
             try:
                 done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
-                                      errors="replace", timeout=self.timeout, check=False)
+                                      errors="replace", timeout=self.timeout, check=False,
+                                      preexec_fn=die_with_parent)  # no orphan holds the lock
             except subprocess.TimeoutExpired as e:
                 return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
             finally:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from hostcore.documents import DocumentError, parse_json
 from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler import confirm
-from reconciler.api import updates_routes
+from reconciler.api import diagnostics, exec_route, limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
 from reconciler.fleet.reboots import RebootSlots, SlotRefused
@@ -35,7 +37,7 @@ from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
-from reconciler.store import NothingToCommit, UnknownGeneration
+from reconciler.store import NothingToCommit, PendingLimit, RollbackRefused, UnknownGeneration
 from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
 
@@ -53,6 +55,7 @@ DESIRED_FILES = web.AppKey("desired_files", object)  # DesiredFiles | None
 ACCESS = web.AppKey("access", object)  # AccessPolicy | None
 CONFIRM = web.AppKey("confirm", object)  # ConfirmWatch | None
 REBOOTS = web.AppKey("reboots", object)  # RebootSlots | None
+LOOPS = web.AppKey("loops", object)  # supervise.Loops | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -61,6 +64,8 @@ ERROR_STATUS: dict[type[Exception], int] = {
     InvalidKeyError: 400,
     NothingToCommit: 422,
     UnknownGeneration: 404,
+    RollbackRefused: 400,
+    PendingLimit: 429,
 }
 
 
@@ -111,11 +116,13 @@ def peer(request: web.Request) -> dict[str, int]:
 
 
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+    """The JSON body, parsed as documents are: no NaN/Infinity, no duplicate key, bounded
+    nesting; any of those is a 400 naming the problem."""
+    raw = await limits.read_body(request)
     try:
-        return json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequest(f"Request body is not valid JSON: {error}") from None
+        return parse_json(raw or b"null", "request body")
+    except DocumentError as error:
+        raise BadRequest(f"Request body is not valid JSON: {error.detail}") from None
 
 
 @web.middleware
@@ -137,6 +144,12 @@ async def errors_and_audit(
     except tuple(ERROR_STATUS) as error:
         status = next(code for kind, code in ERROR_STATUS.items() if isinstance(error, kind))
         return web.Response(status=status, text=str(error))
+    except sqlite3.OperationalError as error:  # the store's file system, not the request
+        answer = _store_trouble(error)
+        if answer is None:
+            raise
+        status = answer.status
+        return answer
     finally:
         request.app[METRICS].requests.labels(request.method, str(status)).inc()
         if request.method not in ("GET", "HEAD"):
@@ -147,6 +160,19 @@ async def errors_and_audit(
                 status=status,
                 **peer(request),
             )
+
+
+def _store_trouble(error: sqlite3.OperationalError) -> web.Response | None:
+    """A full disk is 507 and a store another process holds is 503, each saying so (not a
+    bare 500); nothing was changed either way."""
+    text = str(error)
+    if "full" in text:
+        return web.Response(status=507, text=f"The store's file system is full ({text}); "
+                            "nothing was changed. Free space in the state dir and retry.")
+    if "locked" in text or "busy" in text:
+        return web.Response(status=503, text=f"The store is busy ({text}); nothing was "
+                            "changed. Retry.")
+    return None
 
 
 @dataclass(frozen=True)
@@ -583,6 +609,8 @@ async def status(request: web.Request) -> web.Response:
         view["desired_files"] = request.app[DESIRED_FILES].status
     if request.app[REBOOTS] is not None:
         view["coordination"] = request.app[REBOOTS].status()
+    if request.app[LOOPS] is not None:
+        view["loops"] = request.app[LOOPS].as_dict()
     return _json(SCRUBBER.scrub(view))  # receipts quote command output
 
 
@@ -688,6 +716,7 @@ def make_app(
     access: AccessPolicy | None = None,
     confirm_watch: confirm.ConfirmWatch | None = None,
     reboot_slots: RebootSlots | None = None,
+    loops: Any = None,
 ) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
@@ -701,6 +730,9 @@ def make_app(
     app[ACCESS] = access
     app[CONFIRM] = confirm_watch
     app[REBOOTS] = reboot_slots
+    app[LOOPS] = loops
     app.add_routes(routes)
     updates_routes.register(app, host)
+    exec_route.register(app)
+    diagnostics.register(app)
     return app

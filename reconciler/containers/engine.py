@@ -63,8 +63,16 @@ class ContainerEngine(Protocol):
         """Every container in our storage, managed or not."""
         ...
 
-    def pull(self, source: str) -> Image:
+    def pull(self, source: str, timeout: float = ...) -> Image:
         """Pull a registry reference or load a local archive; the resolved image."""
+        ...
+
+    def local_image(self, reference: str) -> Image | None:
+        """The image a local tag or digest names in the engine's store, or None."""
+        ...
+
+    def load(self, archive: Path) -> None:
+        """Load an image archive, with the names it carries."""
         ...
 
     def run(self, spec: RunSpec) -> str:

@@ -12,30 +12,25 @@ host without podman only fails where a host container is asked for, with a clear
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import tempfile
 import threading
 import time
-import zipapp
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hostcore
 from hostcore import faults
 from hostcore.durable import replace_file
+from reconciler import toolbox
 from reconciler.containers.engine import (
     ContainerEngine,
     EngineError,
-    EngineUnavailable,
     Image,
     Mount,
     RunSpec,
 )
 from reconciler.containers.planner import (
-    ARCHIVE_TRANSPORTS,
     CONFLICT,
     CREATE,
     INVALID,
@@ -50,6 +45,7 @@ from reconciler.containers.planner import (
     plan_containers,
 )
 from reconciler.containers.podman import PodmanEngine
+from reconciler.containers.pulls import PullPending, Pulls
 from reconciler.logs import get_logger
 
 log = get_logger("containers")
@@ -62,12 +58,6 @@ SOCKET_TARGET = "/run/api.sock"
 # renewed when the daemon starts, and the bundled apiclient is pointed at it.
 API_DIR_TARGET = "/run/reconciler"
 APICLIENT_TARGET = "/usr/local/bin/apiclient"
-APICLIENT_SOURCE = Path(__file__).resolve().parent.parent / "apiclient.py"
-# What the zipapp carries besides the client: the document parser `apply` shares with user data.
-APICLIENT_LIBRARY = tuple(
-    f"hostcore/{name}" for name in ("__init__.py", "keys.py", "documents.py", "unixhttp.py")
-)
-HOSTCORE_DIR = Path(hostcore.__file__).resolve().parent
 WAKE_EVENTS = {"died", "remove", "oom", "kill"}
 EVENT_SETTLE = 0.3  # seconds to let a burst of engine events settle before one wake-up
 
@@ -113,8 +103,8 @@ class HostContainers:
         window: float = 600.0,
         backoff_start: float = 1.0,
         backoff_max: float = 60.0,
-        pull_attempts: int = 3,
         pull_backoff: float = 2.0,
+        pull_grace: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -128,8 +118,8 @@ class HostContainers:
         self.window = window
         self.backoff_start = backoff_start
         self.backoff_max = backoff_max
-        self.pull_attempts = pull_attempts
-        self.pull_backoff = pull_backoff
+        self.pulls = Pulls(self.engine, backoff_start=pull_backoff, grace=pull_grace,
+                           clock=clock, on_done=self._pulled)
         self.clock = clock
         self.sleep = sleep
         self.socket: Path | None = None
@@ -143,7 +133,6 @@ class HostContainers:
         self._stop = threading.Event()
         self._acting: set[str] = set()
         self._event_timer: threading.Timer | None = None
-        self._archives: dict[str, tuple[tuple[int, int, int], Image]] = {}
 
     # ---- daemon wiring -------------------------------------------------------------------------
 
@@ -172,6 +161,8 @@ class HostContainers:
                 tmp.unlink()
             os.link(self.socket, tmp)
             os.replace(tmp, link)
+            # sheltie's fallback where PID 1 cannot be entered: the daemon's namespaces
+            replace_file(self.api_dir / "host-pid", f"{os.getpid()}\n".encode(), 0o644)
             return True
         except OSError as error:  # another file system: the file mount alone has to do
             log.warning("cannot link the API socket for host containers", error=str(error))
@@ -230,6 +221,10 @@ class HostContainers:
             )
             self._event_timer.daemon = True
             self._event_timer.start()
+
+    def _pulled(self, reason: str) -> None:
+        if self.wake is not None and not self._stop.is_set():
+            self.wake(reason)
 
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         if self.events is not None:
@@ -351,6 +346,7 @@ class HostContainers:
             return record
 
     def _forget(self, keep: set[str]) -> None:
+        self.pulls.keep_only(keep)
         with self._lock:
             for name in list(self._records):
                 if name not in keep:
@@ -494,8 +490,14 @@ class HostContainers:
         with self._lock:
             record.state = "pending"
         storage = self._prepare_storage(want)
-        image, cached = self._pull(want.source)  # before removing the old one: a bad source
-        if replace:  # keeps the old one running
+        try:  # before removing the old one: a bad or slow source keeps the old one running
+            image, cached = self.pulls.image(name, want.source)
+        except PullPending as pending:
+            with self._lock:
+                record.state = "pulling"
+                record.last_error = ""
+            return self._step(name, "pending", f"{reason}; {pending}", want)
+        if replace:
             self.engine.remove(name)
             faults.point(f"container-removed:{name}")
         try:
@@ -506,9 +508,8 @@ class HostContainers:
                 self.engine.remove(name)  # no half-made container left behind
             if not cached:
                 raise
-            with self._lock:  # the image went away behind our back: pull it again
-                self._archives.pop(want.source, None)
-            image, _ = self._pull(want.source)
+            self.pulls.forget(want.source)  # the image went away behind our back: again
+            image, _ = self.pulls.image(name, want.source)
             self.engine.run(self._spec(want, image, storage, generation))
         with self._lock:
             record.state = "running"
@@ -522,52 +523,12 @@ class HostContainers:
             extra["drifted"] = True
         return self._step(name, result, reason, want, **extra)
 
-    def _pull(self, source: str) -> tuple[Image, bool]:
-        """The image of ``source`` and whether it came from the archive cache.
-
-        A registry reference is pulled every time (a tag may move), with retries and backoff. A
-        local archive is loaded once per content: its (inode, size, mtime) is remembered.
-        """
-        local = source.startswith(ARCHIVE_TRANSPORTS)
-        stamp = None
-        if local:
-            try:
-                info = os.stat(source.split(":", 1)[1])
-                stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
-            except OSError:
-                stamp = None  # let the engine say what is wrong with it
-            with self._lock:
-                known = self._archives.get(source)
-            if stamp is not None and known is not None and known[0] == stamp:
-                return known[1], True
-        attempts = 1 if local else max(1, self.pull_attempts)  # a registry may come back
-        for attempt in range(1, attempts + 1):
-            try:
-                image = self.engine.pull(source)
-            except EngineUnavailable:
-                raise
-            except EngineError as error:
-                if attempt == attempts:
-                    raise EngineError(f"source {source}: {error}") from None
-                self.sleep(min(30.0, self.pull_backoff * 2 ** (attempt - 1)))
-                continue
-            if stamp is not None:
-                with self._lock:
-                    self._archives[source] = (stamp, image)
-            return image, False
-        raise AssertionError("unreachable")
-
     def _spec(
         self, want: DesiredContainer, image: Image, storage: Path, generation: int
     ) -> RunSpec:
         mounts = [Mount(storage, f"{PERSISTENT_TARGET}/{want.name}")]
-        env = {}
-        if self.socket is not None and self.socket.exists():
-            mounts.append(Mount(self.socket, SOCKET_TARGET))
-            if self._link_socket():
-                mounts.append(Mount(self.api_dir, API_DIR_TARGET, read_only=True))
-                env["APICLIENT_SOCKET"] = f"{API_DIR_TARGET}/api.sock"
-        mounts.append(Mount(self._apiclient(), APICLIENT_TARGET, read_only=True))
+        api, env = self.api_mounts()
+        mounts += api
         if want.superpowered:
             mounts.append(Mount(Path("/"), ROOTFS_TARGET, read_only=True))
         return RunSpec(
@@ -580,6 +541,18 @@ class HostContainers:
             host_network=want.superpowered,
             env=env,
         )
+
+    def api_mounts(self) -> tuple[list[Mount], dict[str, str]]:
+        """The API socket (and its directory, which outlives a daemon restart) and the tools
+        zipapp as apiclient, for any container of ours; the environment that goes with them."""
+        mounts, env = [], {}
+        if self.socket is not None and self.socket.exists():
+            mounts.append(Mount(self.socket, SOCKET_TARGET))
+            if self._link_socket():
+                mounts.append(Mount(self.api_dir, API_DIR_TARGET, read_only=True))
+                env["APICLIENT_SOCKET"] = f"{API_DIR_TARGET}/api.sock"
+        mounts.append(Mount(self._apiclient(), APICLIENT_TARGET, read_only=True))
+        return mounts, env
 
     # ---- files ---------------------------------------------------------------------------------
 
@@ -608,26 +581,5 @@ class HostContainers:
         return path
 
     def _apiclient(self) -> Path:
-        """``reconciler/apiclient.py`` as a one-file zipapp (rebuilt when its source changes)."""
-        library = {name: (HOSTCORE_DIR.parent / name).read_bytes() for name in APICLIENT_LIBRARY}
-        source = APICLIENT_SOURCE.read_bytes() + b"".join(library.values())
-        stamp = self.apiclient_path.with_suffix(".source")
-        if self.apiclient_path.is_file() and stamp.is_file() and stamp.read_bytes() == source:
-            return self.apiclient_path
-        self.apiclient_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.apiclient_path.parent) as tmp:
-            package = Path(tmp) / "app"
-            package.mkdir()
-            (package / "apiclient.py").write_bytes(APICLIENT_SOURCE.read_bytes())
-            for name, data in library.items():
-                (package / name).parent.mkdir(exist_ok=True)
-                (package / name).write_bytes(data)
-            (package / "__main__.py").write_text(
-                "import sys\n\nimport apiclient\n\nsys.exit(apiclient.main())\n"
-            )
-            built = io.BytesIO()
-            zipapp.create_archive(package, built, interpreter="/usr/bin/env python3")
-        replace_file(self.apiclient_path, built.getvalue(), 0o755)
-        replace_file(stamp, source, 0o644)
-        return self.apiclient_path
-
+        """The tools zipapp (``reconciler.toolbox``), rebuilt when a bundled module changes."""
+        return toolbox.ensure_zipapp(self.apiclient_path)

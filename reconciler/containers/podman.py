@@ -159,6 +159,23 @@ class PodmanEngine:
             )
         return answer
 
+    def local_image(self, reference: str) -> Image | None:
+        """The image ``reference`` (a tag or a digest) names in our store, if it is there."""
+        if not self.initialized():
+            return None
+        try:
+            found = self._run(["image", "inspect", "--format", "{{.Id}} {{.Digest}}", reference])
+        except EngineError as error:
+            if any(m in str(error).lower() for m in ("not known", "unknown", "no such")):
+                return None
+            raise
+        parts = found.split()
+        return Image(parts[0], parts[1] if len(parts) > 1 else "") if parts else None
+
+    def load(self, archive: Path) -> None:
+        """Load an image archive (its names come with it) into our store."""
+        self._run(["load", "--quiet", "--input", str(archive)], timeout=TIMEOUT_PULL)
+
     def pull_options(self) -> tuple[list[str], dict[str, str] | None]:
         """``podman pull`` flags and environment for the rendered registry files (if written).
 
@@ -190,9 +207,9 @@ class PodmanEngine:
         except OSError:
             return False
 
-    def pull(self, source: str) -> Image:
+    def pull(self, source: str, timeout: float = TIMEOUT_PULL) -> Image:
         flags, env = self.pull_options()
-        output = self._run(["pull", "--quiet", *flags, source], timeout=TIMEOUT_PULL, env=env)
+        output = self._run(["pull", "--quiet", *flags, source], timeout=timeout, env=env)
         lines = output.split()
         if not lines:
             raise EngineError(f"podman pull {source}: no image id in the answer")
@@ -203,7 +220,27 @@ class PodmanEngine:
         return Image(image_id, digest)
 
     def run(self, spec: RunSpec) -> str:
-        args = ["run", "--detach", "--name", spec.name, "--hostname", spec.name]
+        return self._run(self._run_args(spec, "--detach"), timeout=TIMEOUT_PULL).strip()
+
+    def run_to_completion(self, spec: RunSpec, timeout: float) -> tuple[int, str]:
+        """Run a container in the foreground until it exits (``--rm``); its status and output.
+
+        Past ``timeout`` it is removed and that is an ``EngineError``."""
+        self.remove(spec.name)  # a leftover of a boot that died while it ran
+        argv = self.command(*self._run_args(spec, "--rm"))
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                    text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(EngineError):
+                self.remove(spec.name)
+            raise EngineError(f"{spec.name} still running after {timeout:.0f} s; removed") from None
+        except OSError as error:
+            raise EngineUnavailable(f"cannot run {self.binary}: {error}") from None
+        return result.returncode, (result.stdout + result.stderr)
+
+    def _run_args(self, spec: RunSpec, mode: str) -> list[str]:
+        args = ["run", mode, "--name", spec.name, "--hostname", spec.name.replace(".", "-")]
         for key, value in sorted(spec.labels.items()):
             args += ["--label", f"{key}={value}"]
         for key, value in sorted(spec.env.items()):
@@ -218,7 +255,7 @@ class PodmanEngine:
         if spec.host_network:
             args += ["--network", "host"]
         args.append(spec.image)
-        return self._run(args, timeout=TIMEOUT_PULL).strip()
+        return args
 
     def start(self, name: str) -> None:
         self._run(["start", name])

@@ -10,13 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
 from reconciler.schema import InvalidSettings, Schema
-from reconciler.sources.gitrepo import GitRepo, GitSourceError
+from reconciler.sources.gitrepo import REWIND_TAG, GitRepo, GitSourceError
 from reconciler.sources.layers import (
     GIT_SOURCE_PREFIX,
     Layer,
@@ -30,12 +31,16 @@ from reconciler.store import NothingToCommit, Store
 GIT_TX = "gitops"
 APPLIED_META = "gitops-applied"
 HISTORY = 50  # applied commits remembered
+FETCH_TIMEOUT = 120.0  # seconds: the deadline of one fetch (settings.gitops.fetch-timeout)
+ANCESTRY_DEPTH = 1000  # commits fetched with verification on, to check descent
 
 
 @dataclass
 class GitStatus:
-    condition: str = "Disabled"  # Disabled | Synced | Failed | Invalid | Unverified
+    # Disabled | Fetching (first fetch) | Synced | Failed | Invalid | Unverified | Refused | Stale
+    condition: str = "Disabled"
     reason: str = ""
+    fetching_since: float | None = None  # a fetch runs now, since then (wall clock)
     url: str | None = None
     ref: str | None = None
     path: str | None = None
@@ -70,6 +75,9 @@ class GitSync:
         self._applied_time = applied.get("committed", 0)
         self._lock = threading.Lock()
         self._repo: GitRepo | None = None
+        self._cancelled = False
+        self._started = time.time()
+        self._stale_reported = False
 
     def pointer(self) -> dict[str, Any]:
         return self.store.live_document().get("gitops", {})
@@ -91,13 +99,56 @@ class GitSync:
                 status.condition, status.reason = "Disabled", "settings.gitops.url is not set"
                 return status
             status.last_attempt = time.time()
+            if status.condition == "Disabled":
+                status.condition = "Fetching"
+                status.reason = f"fetching since {_iso(status.last_attempt)}"
             try:
                 self._sync(pointer)
             except GitSourceError as error:
                 self._fail("Unverified" if "not signed" in str(error) else "Failed", str(error))
             except _InvalidRevision as error:
                 self._fail("Invalid", str(error))
+            except _Refused as error:
+                self._fail("Refused", str(error))
+            except Exception as error:  # a full disk, a locked store, a bug: report, retry
+                self._fail("Failed", f"{type(error).__name__}: {error}")
+            finally:
+                status.fetching_since = None
+            self._check_age(pointer)
             return status
+
+    def cancel(self) -> None:
+        """Kill a fetch in progress; later syncs fail at once (the daemon is stopping)."""
+        self._cancelled = True
+        if self._repo is not None:
+            self._repo.cancel()
+
+    def _check_age(self, pointer: dict[str, Any]) -> None:
+        """A frozen remote (one that keeps serving an old commit, or no answer at all) looks
+        like "up to date"; with ``max-age``, the fleet promises a new signed commit at least
+        that often, so an older newest commit is a condition of its own."""
+        max_age = pointer.get("max-age")
+        status = self.status
+        if not max_age or status.condition not in ("Synced", "Failed"):
+            return
+        now = time.time()
+        if status.condition == "Synced" and now - self._applied_time > max_age:
+            status.condition = "Stale"
+            status.reason = (
+                f"the newest commit {str(status.applied_commit)[:12]} was committed at "
+                f"{_iso(self._applied_time)}, more than max-age {max_age} s ago: the remote may "
+                "be frozen"
+            )
+        elif status.condition == "Failed" and now - (status.last_success or self._started) > (
+            max_age
+        ):
+            status.reason += f" (no fetch result for more than max-age {max_age} s)"
+        else:
+            return
+        if not self._stale_reported:
+            self._stale_reported = True
+            self.events.emit("git", f"git source stale: {status.reason}",
+                             commit=status.applied_commit)
 
     def _fail(self, condition: str, reason: str) -> None:
         self.status.condition, self.status.reason = condition, reason
@@ -108,20 +159,42 @@ class GitSync:
 
     def _sync(self, pointer: dict[str, Any]) -> None:
         status = self.status
+        if self._cancelled:
+            raise GitSourceError("not fetching: the daemon is stopping")
         if self._repo is None or self._repo.url != pointer["url"]:
             self._repo = GitRepo(self.base, pointer["url"])  # one per URL, not one per sync
+            if self._cancelled:
+                self._repo.cancel()
         repo = self._repo
-        revision = repo.fetch(pointer.get("ref"))
-        status.fetched_commit = revision.commit
+        repo.timeout = float(pointer.get("fetch-timeout", FETCH_TIMEOUT))
         verify = pointer.get("verify", {})
-        if verify.get("mode", "none") != "none":
-            repo.verify(
-                revision.commit,
-                verify["mode"],
-                verify.get("allowed-signers"),
-                verify.get("keyring"),
-                self.base / "gnupg",
-            )
+        verifying = verify.get("mode", "none") != "none"
+        status.fetching_since = time.time()
+        # With verification, enough history to tell a descendant of what we applied from a
+        # rollback to an older (also signed) commit.
+        revision = repo.fetch(pointer.get("ref"), depth=ANCESTRY_DEPTH if verifying else 1)
+        status.fetching_since = None
+        if repo.cleared:
+            self.events.emit("git", "removed what an interrupted git left in the checkout: "
+                             + ", ".join(dict.fromkeys(repo.cleared[:10])))
+            repo.cleared = []
+        status.fetched_commit = revision.commit
+        if verifying:
+            trust = (verify["mode"], verify.get("allowed-signers"), verify.get("keyring"),
+                     self.base / "gnupg")
+            repo.verify(revision.commit, *trust)
+            applied = status.applied_commit
+            if applied and applied != revision.commit and not repo.descends(revision.commit,
+                                                                            applied):
+                if not repo.rewind_allowed(revision.commit, *trust):
+                    raise _Refused(
+                        f"commit {revision.commit[:12]} is not a descendant of the applied "
+                        f"{applied[:12]}: refusing a rollback of the fleet's configuration "
+                        f"(to allow it, push a tag {REWIND_TAG}{revision.commit} signed by a "
+                        "trusted key)"
+                    )
+                self.events.emit("git", f"rewind to {revision.commit[:12]} allowed by the signed "
+                                 f"tag {REWIND_TAG}{revision.commit}", commit=revision.commit)
         layers = self._layers(repo, revision.commit, pointer)
         desired = merge_layers(layers)
         self._check(desired, layers, revision.commit)
@@ -188,6 +261,7 @@ class GitSync:
         status.condition, status.reason = "Synced", f"applied {revision.commit[:12]}"
         status.last_success = time.time()
         status.failures = 0
+        self._stale_reported = False
         status.changed = changed
         self._applied_time = revision.committed
         self._history = history[:HISTORY]
@@ -199,7 +273,10 @@ class GitSync:
         )
         for names in candidates:
             for name in names:
-                data = repo.read(commit, name)
+                try:
+                    data = repo.read(commit, name)
+                except DocumentError as error:
+                    raise _InvalidRevision(f"commit {commit[:12]}: {error}") from None
                 if data is None:
                     continue
                 try:
@@ -230,6 +307,14 @@ class GitSync:
 
 class _InvalidRevision(Exception):
     pass
+
+
+class _Refused(Exception):
+    """A verified revision that would roll the fleet's configuration back."""
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def owner_message(store: Store, keys: list[str]) -> str:

@@ -18,6 +18,7 @@ from reconciler.events import Events
 from reconciler.schema import InvalidSettings, Schema
 from reconciler.sources.layers import Layer, declaring_layer, merge_layers, sync_patch
 from reconciler.store import NothingToCommit, Store
+from reconciler.supervise import LoopHealth, supervised
 from reconciler.watch import FileWatch
 
 FILE_SOURCE_PREFIX = "file:"
@@ -51,6 +52,10 @@ class DesiredFiles:
                 self.status.update(condition="Invalid", reason=str(error))
                 self.events.emit("failure", f"desired-state files not applied: {error}")
                 return []
+            except Exception as error:  # a full disk, a locked store: not applied, retried
+                self.status.update(condition="Failed", reason=f"{type(error).__name__}: {error}")
+                self.events.emit("failure", f"desired-state files not applied: {error}")
+                raise
             self.status.update(condition="Applied", reason=f"{len(changed)} key(s) changed")
             return changed
 
@@ -90,9 +95,11 @@ class _Invalid(Exception):
 class DesiredFilesLoop:
     """Re-applies the files when one changes (watchdog), then calls ``wake`` (with a reason)."""
 
-    def __init__(self, source: DesiredFiles, wake: Callable[[str], None]):
+    def __init__(self, source: DesiredFiles, wake: Callable[[str], None],
+                 health: LoopHealth | None = None):
         self.source = source
         self.wake = wake
+        self.health = health or LoopHealth("desired-files")
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,9 +115,15 @@ class DesiredFilesLoop:
         self._watch.stop()
 
     async def run(self) -> None:
+        """Supervised (``reconciler.supervise``): a failed apply is reported and retried with
+        backoff, even when no file changes again (the disk that was full has room now)."""
         self._loop = asyncio.get_running_loop()
         self._watch.start()
         self._wake.set()  # apply once at start
+        await supervised(self.health, self._run)
+
+    async def _run(self) -> None:
+        self._wake.set()  # (re)start: apply what the files say now
         while True:
             await self._wake.wait()
             while not self._stopping:  # let a burst of writes settle: never read a half file
@@ -121,5 +134,7 @@ class DesiredFilesLoop:
                     break
             if self._stopping:
                 return
-            if await asyncio.to_thread(self.source.apply):
+            changed = await asyncio.to_thread(self.source.apply)
+            self.health.ok()
+            if changed:
                 self.wake("desired files changed")

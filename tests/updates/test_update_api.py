@@ -237,18 +237,20 @@ def test_automatic_policy_retries_a_failed_step_an_hour_later(manager: UpdateMan
     (tmp_path / "gate").touch()
     (tmp_path / "fail").touch()  # update-image fails ("disk on fire")
     now = [datetime(2024, 1, 1, 3, 0, tzinfo=UTC)]
+    elapsed = [0.0]  # monotonic seconds: the delay follows them, not the wall clock
     executor = UpdatesExecutor(store=None, manager=manager,  # type: ignore[arg-type]
-                               clock=lambda: now[0])
+                               clock=lambda: now[0], monotonic=lambda: elapsed[0])
     policy = {"updates": {"automatic": True}}
     for expected in ("refresh", "prepare"):
         assert [s["name"] for s in executor.reconcile(policy, 1, set())] == [expected]
         manager.wait()
     assert manager.status().most_recent_command.cmd_status == "Failed"
     assert executor.reconcile(policy, 1, set()) == []  # not at every pass
-    now[0] += timedelta(minutes=59)
+    elapsed[0] += 59 * 60
+    now[0] -= timedelta(days=1)  # NTP corrects the wall clock back a day: no 25 h wait
     assert executor.reconcile(policy, 1, set()) == []
     (tmp_path / "fail").unlink()
-    now[0] += timedelta(minutes=2)
+    elapsed[0] += 2 * 60
     assert [s["name"] for s in executor.reconcile(policy, 1, set())] == ["prepare"]
     manager.wait()
     assert manager.status().update_state == "Staged"

@@ -1,0 +1,109 @@
+"""What one client may hold of the API: idle time, header time, body time, connections.
+
+Any socket user (every host container gets the socket) could otherwise open connections until
+the daemon runs out of file descriptors: other clients time out and passes cannot open the files
+they write. So:
+
+* a connection idle for ``IDLE_TIMEOUT`` (nothing sent, a request line or headers never
+  finished, a keep-alive connection after its last answer) is closed (aiohttp's keep-alive
+  timer, which it arms at connect time as well);
+* a body not received within ``BODY_TIMEOUT`` is answered 408 (``read_body``);
+* at most ``MAX_CONNECTIONS`` are open. A new one past the cap closes the oldest *idle*
+  connection to make room (whoever has a request to make gets served); when none is idle, the
+  newcomer gets ``503`` at once. The cap sits well below the unit's ``LimitNOFILE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from reconciler.logs import get_logger, rate_limited
+
+IDLE_TIMEOUT = 30.0  # seconds
+BODY_TIMEOUT = 30.0  # seconds for a whole request body
+MAX_CONNECTIONS = 512
+NEW_FOR = 1.0  # seconds a handler made by the factory counts before it shows in connections
+BACKLOG = 1024  # connections the kernel queues before we accept them (a burst of clients)
+log = get_logger("api")
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+         b"Content-Length: 57\r\n\r\nToo many connections to the API and none of them is idle\n")
+
+
+def runner_options() -> dict[str, Any]:
+    """Keyword arguments of ``web.AppRunner`` for the limits above."""
+    return {"keepalive_timeout": IDLE_TIMEOUT}
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, or 408 when it does not arrive within ``BODY_TIMEOUT``."""
+    try:
+        return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"Request body not received within {BODY_TIMEOUT:g} s"
+        ) from None
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(_BUSY)  # type: ignore[attr-defined]
+        transport.close()
+
+
+def _idle(handler: Any) -> bool:
+    """A handler waiting for its next request (aiohttp's own test for its keep-alive close)."""
+    waiter = getattr(handler, "_waiter", None)
+    return waiter is not None and not waiter.done()
+
+
+class CappedFactory:
+    """The protocol factory of the API server, with the connection cap."""
+
+    def __init__(self, server: web.Server, cap: int = MAX_CONNECTIONS):
+        self.server = server
+        self.cap = cap
+        self._opened: dict[int, float] = {}  # id(handler) -> monotonic time opened
+        self._new: list[Any] = []
+
+    def __call__(self) -> asyncio.Protocol:
+        connections = self.server.connections
+        # handlers made but not connected yet (a burst of accepts comes before any of them)
+        known = set(map(id, connections))
+        now = time.monotonic()
+        self._new = [
+            h for h in self._new if id(h) not in known and now - self._opened[id(h)] < NEW_FOR
+        ]
+        if len(connections) + len(self._new) >= self.cap:
+            idle = [h for h in connections if _idle(h)]
+            if not idle:
+                rate_limited(log, "api:cap", "API connection refused: at the cap, none idle",
+                             cap=self.cap)
+                return _Refuse()
+            oldest = min(idle, key=lambda h: self._opened.get(id(h), 0.0))
+            oldest.force_close()
+            rate_limited(log, "api:evict", "API at its connection cap: closed the oldest idle",
+                         cap=self.cap)
+        handler = self.server()
+        live = known | set(map(id, self._new))
+        self._opened = {k: v for k, v in self._opened.items() if k in live}
+        self._opened[id(handler)] = now
+        self._new.append(handler)
+        return handler
+
+
+class CappedUnixSite(web.UnixSite):
+    """``web.UnixSite`` whose connections go through ``CappedFactory``."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        self._server = await loop.create_unix_server(
+            CappedFactory(server), self._path, backlog=max(self._backlog, BACKLOG)
+        )

@@ -1,0 +1,172 @@
+"""Real faults for tests: a small file system that fills up, a held SQLite write lock, a TCP
+remote that accepts and never answers, a git remote that stalls mid-pack."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def small_fs(where: Path, size: str = "24m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (the tests run as root), unmounted after."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+                   check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill ``directory``'s file system up to ``leave`` free bytes with one file; returns it."""
+    filler = directory / "filler"
+    with open(filler, "ab") as f:
+        while True:
+            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+            if free <= leave:
+                break
+            try:
+                f.write(b"\0" * min(1 << 20, max(4096, free - leave)))
+                f.flush()
+            except OSError:
+                break
+    return filler
+
+
+def free_bytes(directory: Path) -> int:
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
+
+
+@contextlib.contextmanager
+def store_locked(path: Path) -> Iterator[None]:
+    """Another process's write transaction on the store for the duration (the daemon's writes
+    fail with 'database is locked' after SQLite's busy timeout)."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+
+class Blackhole:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+class StallingGitRemote:
+    """``git daemon`` behind a proxy on 127.0.0.1 that forwards at most ``budget`` bytes of the
+    server's answer, then holds the connection until ``release()``: a fetch stuck mid-pack."""
+
+    def __init__(self, base: Path, budget: int = 64 * 1024):
+        self.base = base
+        self.budget = budget
+        self.released = threading.Event()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.daemon_port = probe.getsockname()[1]
+        probe.close()
+        self.daemon = subprocess.Popen(
+            ["git", "daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1",
+             f"--port={self.daemon_port}", f"--base-path={base}", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def release(self) -> None:
+        self.released.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        for _ in range(100):
+            try:
+                server = socket.create_connection(("127.0.0.1", self.daemon_port))
+                break
+            except OSError:
+                threading.Event().wait(0.05)
+        else:
+            client.close()
+            return
+        self._conns += [client, server]
+        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+        self._pump(server, client, self.budget)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, budget: int | None) -> None:
+        sent = 0
+        try:
+            while True:
+                data = source.recv(16384)
+                if not data:
+                    break
+                if budget is not None and not self.released.is_set():
+                    room = budget - sent
+                    if room <= 0:
+                        self.released.wait()
+                    else:
+                        data, rest = data[:room], data[room:]
+                        sink.sendall(data)
+                        sent += len(data)
+                        if rest:
+                            self.released.wait()
+                            sink.sendall(rest)
+                        continue
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.released.set()
+        self.sock.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self.daemon.terminate()
+        self.daemon.wait(timeout=10)
