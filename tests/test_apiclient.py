@@ -11,7 +11,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import socket
 import socketserver
 import subprocess
