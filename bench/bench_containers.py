@@ -23,7 +23,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reconciler.containers import HostContainers  # noqa: E402
 from reconciler.host import open_host  # noqa: E402
 from tests.daemon import Daemon  # noqa: E402
 from tests.images import build_image, podman, require_podman, reset_storage  # noqa: E402
@@ -80,8 +79,8 @@ def main() -> int:
         try:
             # The daemon is gone, its containers keep running: time passes in-process.
             with open_host(state) as host:
-                executor = next(e for e in host.reconciler.executors
-                                if isinstance(e, HostContainers))
+                executor = host.containers
+                assert executor is not None
                 settings = host.store.live_document()
                 generation = host.store.generation()
                 running = len(podman(state / "containers", "ps", "-q").split())

@@ -31,6 +31,12 @@ earlier ones (Bottlerocket's early-boot-config order; paths under --root):
 A provider that does not answer (IMDS past --imds-deadline) is tried again at the next boot.
 Documents may be TOML, YAML or JSON, gzip-compressed or base64-encoded."""
 
+# Kept literal (not reconciler.schema.VARIANT_HELP): the CLI imports the schema lazily.
+VARIANT_HELP = (
+    "aws-dev, aws-k8s, aws-ecs or a Bottlerocket variant name (aws-k8s-1.30, aws-ecs-2, "
+    "metal-k8s-1.30, vmware-k8s-1.31, ...)"
+)
+
 
 DESCRIPTION = """\
 The host reconciler: the daemon (serve) and its offline tools (validate, plan, generate,
@@ -143,8 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=PROVIDERS_HELP,
     )
     validate.add_argument(
-        "--variant", default=None, type=_variant, help="variant whose schema applies "
-        "(default: aws-dev)",
+        "--variant", default=None, help=VARIANT_HELP + " (default: aws-dev)",
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="TOML, YAML or JSON documents")
 
@@ -178,16 +183,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _variant(text: str) -> str:
-    from reconciler.schema import VARIANTS
-
-    if text not in VARIANTS:
-        raise argparse.ArgumentTypeError(
-            f"unknown variant {text!r}; valid variants: {', '.join(VARIANTS)}"
-        )
-    return text
-
-
 def _endpoint(text: str) -> str:
     try:
         check_endpoint(text)
@@ -217,8 +212,8 @@ def _state_args(parser: argparse.ArgumentParser) -> None:
         help="prefix for rendered files (default: <state-dir>/root)",
     )
     parser.add_argument(
-        "--variant", default=None, type=_variant,
-        help="aws-dev, aws-k8s or aws-ecs (default: the state dir's, else aws-dev)",
+        "--variant", default=None,
+        help=VARIANT_HELP + " (default: the state dir's, else aws-dev)",
     )
     parser.add_argument(
         "--renderers",
@@ -296,13 +291,20 @@ def _build_images(roles: Sequence[str], output: Path | None) -> int:
 
 def _validate(files: Sequence[str], variant: str | None) -> int:
     from hostcore.documents import DocumentError, load_document, settings_of
-    from reconciler.schema import DEFAULT_VARIANT, Schema
+    from hostcore.keys import merge_patch
+    from reconciler.schema import DEFAULT_VARIANT, Schema, UnknownVariant
 
-    schema = Schema.load(variant or DEFAULT_VARIANT)
+    try:
+        schema = Schema.load(variant or DEFAULT_VARIANT)
+    except UnknownVariant as error:
+        print(f"reconciler validate: {error}", file=sys.stderr)
+        return 2
     failed = False
     for name in files:
         try:
-            problems = schema.validate(settings_of(load_document(name), name))
+            settings = settings_of(load_document(name), name)
+            # As the host applies it: on top of the defaults (admin's source comes from there).
+            problems = schema.validate(merge_patch(schema.defaults(), settings))
         except DocumentError as error:
             print(f"{error}", file=sys.stderr)
             failed = True

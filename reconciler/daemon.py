@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from hostcore.keys import is_under
-from reconciler import containers, redact
+from reconciler import redact
 from reconciler.api import limits
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.confirm import ConfirmWatch
@@ -91,13 +91,10 @@ async def _serve(
     worker = Worker(host, events, metrics, interval=interval)
     worker.health = loops.health("worker")
     worker.after_pass.append(host.after_pass)
-    for executor in host.reconciler.executors:
-        if executor.name == "updates":
-            executor.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
-            executor.events = events  # boot-health outcomes go to /events
-    for executor in host.reconciler.executors:
-        if hasattr(executor, "loops"):
-            executor.loops = loops  # background threads (the boot gate) report here
+    if host.updates is not None:
+        host.updates.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
+        host.updates.events = events  # boot-health outcomes go to /events
+        host.updates.loops = loops  # background threads (the boot gate) report here
     git_loop = GitLoop(
         GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics,
         loops.health("git"),
@@ -122,9 +119,8 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    detach_containers = containers.attach(
-        host.reconciler.executors, path, worker.wake_threadsafe, events
-    )
+    if host.containers is not None:  # it stops its event watch in the shutdown below
+        host.containers.attach(path, worker.wake_threadsafe, events)
     # Bootstrap containers, to completion, before host containers and services (the first
     # pass); the API answers meanwhile (they may use it), commits wait for that pass.
     await asyncio.to_thread(host.run_bootstrap)
@@ -178,7 +174,7 @@ async def _serve(
         steps += [
             ("worker", worker.stop),
             ("worker task", lambda: _join(worker_task)),
-            ("containers", detach_containers),
+            ("containers", host.containers.close if host.containers else lambda: None),
             ("api", runner.cleanup),
             ("socket", lambda: path.unlink() if path.is_socket() else None),
         ]
@@ -210,8 +206,7 @@ def _boot_confirmed(host: Host, worker: Worker) -> bool:
     receipt = worker.last_receipt
     if not receipt or not receipt.get("ok"):
         return False
-    for executor in host.reconciler.executors:
-        gate = getattr(executor, "gate", None)
-        if gate is not None:
-            return bool(gate.outcome and gate.outcome.get("marked_successful"))
+    gate = host.updates.gate if host.updates is not None else None
+    if gate is not None:
+        return bool(gate.outcome and gate.outcome.get("marked_successful"))
     return True

@@ -12,25 +12,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hostcore.documents import DocumentError
+from hostcore.keys import unflatten
 from reconciler.boot import BootResult, boot
 from reconciler.bootparams import BootParameters
 from reconciler.containers import HostContainers
 from reconciler.containers.bootstrap import BootstrapContainers
 from reconciler.containers.podman import PodmanEngine
-from reconciler.effects import read_observed
 from reconciler.logs import get_logger
 from reconciler.osinfo import os_info, os_release_ids
 from reconciler.platform.facts import read_facts
 from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
-from reconciler.schema import DEFAULT_VARIANT, VARIANTS, InvalidSettings, Schema
+from reconciler.schema import (
+    DEFAULT_VARIANT,
+    VARIANTS,
+    InvalidSettings,
+    Schema,
+    UnknownVariant,
+    variant_family,
+)
 from reconciler.statelock import StateDirBusy, StateDirLock
 from reconciler.store import Store
+from reconciler.transaction import apply_changes
 from renderers.catalog import Catalog, CatalogError
 
 if TYPE_CHECKING:
     from reconciler.migrator import BootInfo
+    from reconciler.updates_executor import UpdatesExecutor
 
 VARIANT_META = "variant"
 _log = get_logger("boot")
@@ -99,17 +108,22 @@ class Host:
     def run_bootstrap(self) -> bool:
         """The bootstrap containers of this boot, to completion; False when an essential one
         failed (the passes of this boot then say so, and the boot is not marked)."""
-        for executor in self.reconciler.executors:
-            if isinstance(executor, BootstrapContainers):
-                return executor.run_at_boot(self.store.live_document())
-        return True
+        if self.reconciler.bootstrap is None:
+            return True
+        return self.reconciler.bootstrap.run_at_boot(self.store.live_document())
+
+    @property
+    def containers(self) -> HostContainers | None:
+        return self.reconciler.containers
+
+    @property
+    def updates(self) -> UpdatesExecutor | None:
+        return self.reconciler.updates
 
     def after_pass(self, receipt: dict[str, Any]) -> None:
-        """Executors that act on a pass's outcome (the updates boot gate) see its receipt."""
-        for executor in self.reconciler.executors:
-            hook = getattr(executor, "after_pass", None)
-            if hook is not None:
-                hook(receipt)
+        """The updates boot gate acts on the first pass's outcome."""
+        if self.updates is not None:
+            self.updates.after_pass(receipt)
 
     def serve_once(self, user_data: Sequence[str], platform: Platform | None = None) -> int:
         """Boot pipeline and one pass; the receipt goes to stdout."""
@@ -121,32 +135,24 @@ class Host:
         print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
         return 0 if receipt["ok"] else 1
 
-    def dry_run(
-        self, settings: dict[str, Any] | None = None, changed: set[str] | None = None
-    ) -> dict[str, Any]:
-        """What a pass would do for ``settings`` (default: live), counting ``changed`` keys on
-        top of those not applied yet; touches nothing."""
-        generation = self.store.generation()
-        if settings is None:
-            settings = self.store.live_document()
-        changed = self.store.changed_since(self.store.applied_generation()) | (changed or set())
-        plan = self.reconciler.plan_for(settings, generation, changed)
-        # Read as the pass reads: confined to the root, never through a symlink or a FIFO.
-        observed = read_observed(self.root, [action.path for action in plan.files])
-        files = []
-        for action in plan.files:
-            old = observed[action.path]
-            files.append(
-                {
-                    "name": action.name,
-                    "path": action.path,
-                    "reason": action.reason,
-                    "diff": action.diff(old.content if old else None),
-                }
-            )
-        result = {
-            "generation": generation,
-            "files": files,
+    def dry_run(self, tx: str | None = None) -> dict[str, Any]:
+        """What a pass would do now, or once ``tx`` is committed: the same snapshot and the
+        same decision (``Reconciler.decide``) as the pass; touches nothing. With ``tx``, its
+        settings changes are in the answer too (secrets redacted)."""
+        snapshot = self.store.snapshot(tx, self.schema)
+        settings, pending = None, ()
+        if snapshot.preview is not None:
+            changes = snapshot.preview.changes
+            settings = unflatten(apply_changes(dict(snapshot.live), changes), strip=1)
+            pending = [c.key for c in changes]
+        the_plan, _ = self.reconciler.decide(snapshot, settings, pending)
+        files = the_plan.files
+        result: dict[str, Any] = {
+            "generation": the_plan.generation,
+            "files": [
+                {"name": a.name, "path": a.path, "reason": a.reason, "diff": a.diff()}
+                for a in files.files
+            ],
             "services": [
                 {
                     "name": s.service,
@@ -154,12 +160,30 @@ class Host:
                     "skipped": s.skipped,
                     "changed_settings": list(s.changed_settings),
                 }
-                for s in plan.services
+                for s in files.services
             ],
-            "errors": dict(plan.errors),
-            **{e.name: e.plan(settings) for e in self.reconciler.executors},
+            "errors": dict(files.errors),
         }
-        return redact_plan(self.schema, result, self.secret_values(settings))
+        if self.updates is not None:
+            result["updates"] = (
+                self.updates.dry_run(the_plan.update) if the_plan.update is not None else []
+            )
+        if self.containers is not None:
+            result["containers"] = (
+                self.containers.dry_run(the_plan.containers)
+                if the_plan.containers is not None else []
+            )
+        if self.reconciler.boot is not None:
+            result["boot"] = self.reconciler.boot.plan(shown_settings(settings, snapshot))
+        for name, error in the_plan.broken.items():
+            result[name] = [{"name": "", "action": "unknown", "reason": error}]
+        if snapshot.preview is not None:
+            result["settings"] = [
+                {"key": c.key, "old": c.old, "new": c.new} for c in snapshot.preview.changes
+            ]
+            result["tx"] = tx
+        shown = shown_settings(settings, snapshot)
+        return redact_plan(self.schema, result, self.secret_values(shown))
 
     def secret_values(self, settings: dict[str, Any] | None = None) -> set[str]:
         """Secret values a plan may show: of ``settings``, the live settings and those applied
@@ -171,6 +195,11 @@ class Host:
         if 0 < applied <= self.store.generation():
             values |= flat_secret_values(self.schema, self.store.values_at(applied))
         return values
+
+
+def shown_settings(settings: dict[str, Any] | None, snapshot: Any) -> dict[str, Any]:
+    """The settings a dry run shows: those it previews, else the snapshot's live ones."""
+    return settings if settings is not None else snapshot.settings
 
 
 def open_host(
@@ -193,6 +222,11 @@ def open_host(
     the OS version, the store is migrated to it before it is opened, and updates are managed.
     """
     state_dir = Path(state_dir)
+    if variant:
+        try:
+            variant_family(variant)  # a bad flag is named before the state dir is looked at
+        except UnknownVariant as error:
+            raise HostError(str(error)) from None
     if not create and not (state_dir / "store.db").is_file():
         raise HostError(f"{state_dir} holds no host (no store.db); nothing to read")
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -216,8 +250,10 @@ def open_host(
         if variant and recorded and variant != recorded:
             raise HostError(f"{state_dir} holds a {recorded} host, not {variant}")
         variant = variant or recorded or DEFAULT_VARIANT
-        if variant not in VARIANTS:
-            raise HostError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        try:
+            variant_family(variant)  # a one-line error for a name that is no variant
+        except UnknownVariant as error:
+            raise HostError(str(error)) from None
         if not recorded:
             store.set_meta(VARIANT_META, variant)
         schema = Schema.load(variant)
@@ -232,10 +268,8 @@ def open_host(
     if disk and version:
         from reconciler.updates_executor import UpdatesExecutor
 
-        reconciler.executors.append(
-            UpdatesExecutor.for_host(
-                store, root, disk, os_env={"OS_VERSION_ID": version, "OS_VARIANT_ID": variant}
-            )
+        reconciler.updates = UpdatesExecutor.for_host(
+            store, root, disk, os_env={"OS_VERSION_ID": version, "OS_VARIANT_ID": variant}
         )
     # Host containers: podman is only run once a host container is enabled (a missing podman is
     # then a failed step of that container, never a start-up error).
@@ -251,12 +285,12 @@ def open_host(
         ca_bundle=rendered("ca-bundle"),
     )
     host_containers = HostContainers(state_dir, engine=engine)
-    reconciler.executors.append(host_containers)
+    reconciler.containers = host_containers
     # Bootstrap containers run at boot, before the first pass; then they only report.
-    reconciler.executors.insert(0, BootstrapContainers(
-        state_dir, engine, store, schema, tools=host_containers))
+    reconciler.bootstrap = BootstrapContainers(
+        state_dir, engine, store, schema, tools=host_containers)
     if "boot" in schema.sections:
-        reconciler.executors.append(BootParameters(root))
+        reconciler.boot = BootParameters(root)
     return Host(state_dir, root, store, schema, catalog, reconciler, lock=lock)
 
 
@@ -296,7 +330,7 @@ def _catalog(schema: Schema, renderers: Path | None, distributions: Sequence[str
         renderers / "metadata.toml", renderers / "templates")
     try:
         return Catalog.load(
-            schema.variant, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
+            schema.family, metadata, templates, known_variants=VARIANTS, defines=schema.defines,
             distributions=distributions,
         )
     except CatalogError as error:

@@ -7,7 +7,7 @@ its properties (idempotence above all) are tested without touching a disk. No I/
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -29,16 +29,22 @@ class ObservedFile:
 
 @dataclass(frozen=True)
 class FileAction:
-    """Write ``content`` with ``mode`` to ``path`` because of ``reason``."""
+    """Write ``content`` with ``mode`` to ``path`` because of ``reason``.
+
+    ``old`` is what was on disk when planned (the dry run's diff); ``drift`` is true when the
+    last pass rendered this very content, so what is on disk was changed by hand.
+    """
 
     name: str
     path: str
     content: bytes
     mode: int
     reason: str
+    old: bytes | None = field(default=None, compare=False, repr=False)
+    drift: bool = False
 
-    def diff(self, old: bytes | None) -> str:
-        return unified_diff(self.path, old, self.content)
+    def diff(self, old: bytes | None = None) -> str:
+        return unified_diff(self.path, self.old if old is None else old, self.content)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,25 @@ def _file_reason(content: bytes, mode: int, observed: ObservedFile | None) -> st
     return None
 
 
+def _settled_filter(
+    catalog: Catalog, settled: Mapping[str, int], changed_after: Mapping[int, Collection[str]]
+) -> Callable[[str], bool]:
+    """``wanted(service)``: False when ``service`` settled at a generation after which no key
+    concerning it changed."""
+    affected: dict[int, set[str]] = {}
+
+    def wanted(service: str) -> bool:
+        since = settled.get(service)
+        if since is None:
+            return True
+        if since not in affected:  # services settled at the same generation share the work
+            by_key = catalog.affected_services(sorted(changed_after.get(since, ())))
+            affected[since] = {name for names in by_key.values() for name in names}
+        return service in affected[since]
+
+    return wanted
+
+
 def plan(
     generation: int,
     rendered: RenderResult,
@@ -115,12 +140,22 @@ def plan(
     changed_keys: Iterable[str],
     owed: Iterable[str] = (),
     sandbox: bool = True,
+    settled: Mapping[str, int] | None = None,
+    changed_after: Mapping[int, Collection[str]] | None = None,
+    last_rendered: Mapping[str, bytes] | None = None,
 ) -> Plan:
     """Compute the actions that converge the host on ``rendered`` (observed is keyed by path).
 
     A service runs its commands when one of its files is written, when a changed key concerns it
     (even with no files), or when a restart is ``owed`` from an interrupted pass. Order is sorted
     by name so receipts and dry runs are deterministic.
+
+    ``changed_keys`` count from the last *successful* receipt, so a pass that restarted (and
+    settled) a service but died or failed before its receipt would restart it again for the
+    same keys: a service ``settled`` at generation S is restarted for settings only when a key
+    changed after S (``changed_after[S]``) concerns it. A file to write or an owed restart
+    always restarts it. ``last_rendered`` (file name -> content the previous pass rendered)
+    tells drift (a hand edit) from a settings change.
     """
     held = sorted(
         s.name for s in catalog.services.values()
@@ -134,11 +169,14 @@ def plan(
         if name in held_files:
             continue
         item = rendered.files[name]
-        reason = _file_reason(item.content, item.mode, observed.get(item.path))
+        on_disk = observed.get(item.path)
+        reason = _file_reason(item.content, item.mode, on_disk)
         if reason is None:
             unchanged.append(name)
         else:
-            writes.append(FileAction(name, item.path, item.content, item.mode, reason))
+            drift = (last_rendered or {}).get(name) == item.content
+            old = on_disk.content if on_disk else None
+            writes.append(FileAction(name, item.path, item.content, item.mode, reason, old, drift))
 
     by_key = catalog.affected_services(sorted(set(changed_keys)))
     reasons: dict[str, list[str]] = {}
@@ -150,9 +188,13 @@ def plan(
     for key, services in by_key.items():
         for service in services:
             changed_for.setdefault(service, []).append(key)
+    owed = set(owed)
+    since_settled = _settled_filter(catalog, settled or {}, changed_after or {})
     for service in sorted(changed_for):
+        if service not in reasons and service not in owed and not since_settled(service):
+            continue  # already restarted for these keys by a pass that left no receipt
         reasons.setdefault(service, []).append("settings changed")
-    for service in sorted(set(owed)):
+    for service in sorted(owed):
         if service in catalog.services:
             reasons.setdefault(service, []).append("owed by an earlier pass")
 

@@ -1,70 +1,56 @@
 """One reconcile pass: snapshot -> render -> observe -> plan (pure) -> execute -> receipt.
 
 Level-triggered and idempotent: a pass reads the whole desired and observed state, so running it
-twice does nothing the second time. Restarts owed for files already written are recorded in the
-store *before* the write and settled after the restart, so a crash never loses one.
+twice does nothing the second time. Desired state comes from one store snapshot (one read
+transaction), so a commit landing mid-pass is wholly for the next pass. Every decision is
+``reconciler.passplan.plan_pass``'s, the dry run's too; this module only carries it out.
+Restarts owed for files already written are recorded in the store *before* the write and
+settled after the restart, so a crash never loses one.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hostcore import faults
 from hostcore.commands import CommandRunner, SubprocessRunner
 from reconciler.effects import read_observed, write_atomic
 from reconciler.hostfacts import HostFacts
-from reconciler.plan import Plan, ServiceAction, plan
-from reconciler.store import Store
+from reconciler.passplan import Desired, Observed, PassPlan, plan_pass
+from reconciler.plan import ServiceAction
+from reconciler.steps import Step
+from reconciler.store import Snapshot, Store
 from reconciler.units import SystemdUnits
 from renderers.catalog import Catalog
 from renderers.render import Renderer, RenderResult
 
-
-@dataclass
-class Step:
-    kind: str  # "file" | "service"
-    name: str
-    result: str  # written | failed | restarted | skipped
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "result": self.result,
-            "detail": self.detail,
-            **self.extra,
-        }
+if TYPE_CHECKING:
+    from reconciler.bootparams import BootParameters
+    from reconciler.containers.bootstrap import BootstrapContainers
+    from reconciler.containers.executor import HostContainers
+    from reconciler.updates_executor import UpdatesExecutor
 
 
 class Executor(Protocol):
-    """A part of the host converged after files and services (host containers, updates...).
+    """A part of the host converged after files and services (host containers, updates).
 
-    ``reconcile`` is called once per pass with the live settings and returns its steps (dicts
-    like ``Step.as_dict()``: kind, name, result, detail; result "failed" makes the pass fail).
-    ``plan`` answers the dry run without touching anything; ``status`` feeds ``GET /status``.
+    Wiring is typed (``Reconciler.containers``, ``Reconciler.updates``); ``status`` feeds
+    ``GET /status``. Each one splits the same way: ``observe`` (reads only), a pure ``decide``
+    (``reconciler.passplan.plan_pass`` calls the same pure function), ``execute`` of the
+    decision, which returns its ``Step`` list.
     """
 
     name: str
-
-    def reconcile(
-        self, settings: Mapping[str, Any], generation: int, changed: set[str]
-    ) -> list[dict[str, Any]]: ...
-
-    def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
     def status(self) -> dict[str, Any]: ...
 
 
 class Reconciler:
-    """Converges the files and services of one host towards the live settings."""
+    """Converges the files, services and executors of one host towards the live settings."""
 
     def __init__(
         self,
@@ -86,9 +72,23 @@ class Reconciler:
         self.units = SystemdUnits(self.runner)
         # service -> its unit, for services whose unit this host does not have (GET /status)
         self.not_installed: dict[str, str] = {}
-        self.executors: list[Executor] = []
+        self.containers: HostContainers | None = None
+        self.updates: UpdatesExecutor | None = None
+        self.boot: BootParameters | None = None  # the reboot-required condition
+        self.bootstrap: BootstrapContainers | None = None  # run at boot; passes report them
+        self._paths = tuple(f.path for f in catalog.files.values())
+        # file name -> its absolute path under the root, for ``in_sync`` (computed once)
+        self._absolute = {
+            name: os.path.join(self.root, f.path.lstrip("/")) for name, f in catalog.files.items()
+        }
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
         self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
+
+    @property
+    def executors(self) -> list[Executor]:
+        """The executors this host has, in execution order."""
+        return [e for e in (self.bootstrap, self.updates, self.containers, self.boot)
+                if e is not None]
 
     def in_sync(self, path: str) -> bool:
         """True when the file at ``path`` (absolute) is what the last pass left there.
@@ -108,118 +108,136 @@ class Reconciler:
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {"settings": settings, "os": self.os_info, "host": self.facts.as_model()}
 
-    def plan_for(self, settings: Mapping[str, Any], generation: int, changed: set[str]) -> Plan:
-        """The pure plan for ``settings`` against the disk as it is now (used by dry runs too)."""
-        return self._render_and_plan(settings, generation, changed)[0]
-
-    def _render_and_plan(
-        self, settings: Mapping[str, Any], generation: int, changed: set[str]
-    ) -> tuple[Plan, RenderResult]:
+    def decide(
+        self,
+        snapshot: Snapshot,
+        settings: Mapping[str, Any] | None = None,
+        pending: Collection[str] = (),
+    ) -> tuple[PassPlan, RenderResult]:
+        """Observe the host and decide (pure ``plan_pass``) for ``snapshot``; a dry run passes
+        the ``settings`` it previews and the ``pending`` keys they change. Touches nothing."""
+        if settings is None:
+            settings = snapshot.settings
         rendered = self.renderer.render_all(self.model(settings))
-        paths = [f.path for f in self.catalog.files.values()]
-        observed = read_observed(self.root, paths)
-        owed = self.store.owed()
-        the_plan = plan(
-            generation, rendered, observed, self.catalog, changed, owed.keys(), sandbox=self.sandbox
+        desired = Desired(
+            snapshot.generation,
+            settings,
+            rendered,
+            snapshot.changed | frozenset(pending),
+            self.catalog,
+            self.sandbox,
         )
-        return self._without_settled(the_plan, owed.keys()), rendered
-
-    def _without_settled(self, the_plan: Plan, owed: Collection[str]) -> Plan:
-        """Drop restarts due only to settings that the service already restarted for.
-
-        ``changed`` counts from the last *successful* receipt, so a pass that restarted (and
-        settled) a service but died or failed before its receipt would restart it again for the
-        same keys. A service with a file to write or an owed restart always stays.
-        """
-        written = {f.name for f in the_plan.files}
-
-        @functools.cache  # services settled at the same generation share one query
-        def affected_since(generation: int) -> dict[str, list[str]]:
-            return self.catalog.affected_services(sorted(self.store.changed_since(generation)))
-
-        def done(service: str) -> bool:
-            settled = self.store.settled(service)
-            if settled is None or service in owed:
-                return False
-            if written.intersection(self.catalog.services[service].configuration_files):
-                return False
-            return not any(service in names for names in affected_since(settled).values())
-
-        keep = tuple(action for action in the_plan.services if not done(action.service))
-        return the_plan if len(keep) == len(the_plan.services) else replace(the_plan, services=keep)
+        broken: dict[str, str] = {}
+        containers = updates = None
+        try:
+            containers = self.containers.observe(settings) if self.containers else None
+        except Exception as error:  # a broken executor fails its own step, not the pass
+            broken["containers"] = f"{type(error).__name__}: {error}"
+        try:
+            updates = self.updates.observe() if self.updates else None
+        except Exception as error:
+            broken["updates"] = f"{type(error).__name__}: {error}"
+        observed = Observed(
+            files=read_observed(self.root, self._paths),
+            owed=tuple(snapshot.owed),
+            settled=snapshot.settled,
+            changed_after=snapshot.changed_after,
+            last_rendered=self._last_rendered,
+            containers=containers,
+            updates=updates,
+            broken=broken,
+        )
+        return plan_pass(desired, observed), rendered
 
     def run_pass(self, reason: str = "requested") -> dict[str, Any]:
+        """One pass: one store snapshot, one decision, then carry it out and save the receipt."""
         started = time.time()
-        generation = self.store.generation()
-        settings = self.store.live_document()
-        changed = self.store.changed_since(self.store.applied_generation())
-        the_plan, rendered = self._render_and_plan(settings, generation, changed)
+        snapshot = self.store.snapshot()
+        the_plan, rendered = self.decide(snapshot)
+        generation = the_plan.generation
+        files = the_plan.files
         steps: list[Step] = []
 
-        debts = {s.service: s.changed_settings for s in the_plan.services}
+        # Only restarts that run something can be owed: one that runs nothing (no commands,
+        # or a sandbox) is settled with the receipt.
+        debts = {s.service: s.changed_settings for s in files.services
+                 if s.commands and not s.skipped}
         if debts:
             self.store.owe(debts, generation, reason)
             faults.point("after-owe")
 
+        # What this pass leaves on disk, known before the first write: the file watch sees our
+        # own writes as they happen and must not take them for hand edits (a needless pass).
+        self._last_rendered = {name: r.content for name, r in rendered.files.items()}
+        self._expected = {
+            self._absolute[name]: (r.content, r.mode) for name, r in rendered.files.items()
+        }
         failed_files: set[str] = set()
-        for action in the_plan.files:
+        for action in files.files:
             try:
                 faults.point(f"before-file:{action.path}")
                 write_atomic(self.root, action.path, action.content, action.mode)
                 faults.point(f"after-file:{action.path}")
-                drift = self._last_rendered.get(action.name) == action.content
                 steps.append(
-                    Step(
-                        "file",
-                        action.name,
-                        "written",
-                        action.reason,
-                        {"path": action.path, "drift": drift},
-                    )
+                    Step("file", action.name, "written", action.reason, path=action.path,
+                         drift=action.drift)
                 )
             except OSError as error:
                 failed_files.add(action.name)
-                steps.append(Step("file", action.name, "failed", str(error), {"path": action.path}))
+                steps.append(Step("file", action.name, "failed", str(error), path=action.path))
 
-        for action in the_plan.services:
-            steps.append(self._service(action, failed_files, generation))
+        settle_with_receipt: list[str] = []
+        for action in files.services:
+            step = self._service(action, failed_files, generation)
+            if step.result in ("skipped", "applied"):
+                settle_with_receipt.append(action.service)
+            steps.append(step)
 
-        executor_steps: list[dict[str, Any]] = []
-        for executor in self.executors:
-            try:
-                executor_steps += executor.reconcile(settings, generation, changed)
-            except Exception as error:  # one broken executor must not stop the others
-                executor_steps.append(
-                    Step(
-                        executor.name, executor.name, "failed", f"{type(error).__name__}: {error}"
-                    ).as_dict()
-                )
+        steps += self._execute_executors(the_plan, generation)
+        if self.boot is not None:  # recomputes its reboot-required condition; acts on nothing
+            self.boot.reconcile(snapshot.settings, generation, set(the_plan.changed))
+        if self.bootstrap is not None:  # an essential one that failed at boot fails every pass
+            steps += [Step(s["kind"], s["name"], s["result"], s["detail"])
+                      for s in self.bootstrap.reconcile(snapshot.settings, generation, set())]
 
-        for name, message in sorted(the_plan.errors.items()):
-            steps.append(
-                Step("file", name, "failed", message, {"path": self.catalog.files[name].path})
-            )
+        for name, message in sorted(files.errors.items()):
+            steps.append(Step("file", name, "failed", message, path=self.catalog.files[name].path))
 
-        self._last_rendered = {name: r.content for name, r in rendered.files.items()}
-        self._expected = {
-            str(self.root / r.path.lstrip("/")): (r.content, r.mode)
-            for r in rendered.files.values()
-        }
-        step_dicts = [step.as_dict() for step in steps] + executor_steps
-        ok = all(step["result"] != "failed" for step in step_dicts)
+        step_dicts = [step.as_dict() for step in steps]
+        ok = not any(step.failed for step in steps)
         receipt = {
             "generation": generation,
             "ok": ok,
             "reason": reason,
             "started": started,
             "duration_ms": round((time.time() - started) * 1000, 3),
-            "changed_settings": sorted(changed),
+            "changed_settings": list(the_plan.changed),
             "steps": step_dicts,
-            "unchanged_files": len(the_plan.unchanged),
+            "unchanged_files": len(files.unchanged),
         }
         faults.point("before-receipt")
-        receipt["pass"] = self.store.save_receipt(generation, ok, receipt)
+        receipt["pass"] = self.store.save_receipt(
+            generation, ok, receipt, settled=settle_with_receipt
+        )
         return receipt
+
+    def _execute_executors(self, the_plan: PassPlan, generation: int) -> list[Step]:
+        """Carry out the executors' parts of the plan; one broken executor does not stop the
+        others (its crash is its failed step)."""
+        steps = [Step(name, name, "failed", error) for name, error in the_plan.broken.items()]
+        parts: list[tuple[str, Callable[[], list[Step]]]] = []
+        if self.updates is not None and the_plan.update is not None:
+            updates, decision = self.updates, the_plan.update
+            parts.append((updates.name, lambda: updates.execute(decision)))
+        if self.containers is not None and the_plan.containers is not None:
+            containers, actions = self.containers, the_plan.containers
+            parts.append((containers.name, lambda: containers.execute(actions, generation)))
+        for name, execute in parts:
+            try:
+                steps += execute()
+            except Exception as error:  # one broken executor must not stop the others
+                steps.append(Step(name, name, "failed", f"{type(error).__name__}: {error}"))
+        return steps
 
     def _not_installed(
         self, name: str, unit: str, generation: int, extra: dict[str, Any]
@@ -233,29 +251,28 @@ class Reconciler:
         return Step(
             "service", name, "not-installed",
             f"{unit} is not installed on this host; its files are written for when it is",
-            {**extra, "unit": unit},
+            **extra, unit=unit,
         )
 
     def _service(self, action: ServiceAction, failed_files: set[str], generation: int) -> Step:
         service = self.catalog.services[action.service]
         blocked = failed_files.intersection(service.configuration_files)
-        extra = {"reason": action.reason, "commands": [list(c) for c in action.commands]}
+        extra = {"reason": action.reason, "commands": action.commands}
         if blocked:
             return Step(
                 "service",
                 action.service,
                 "failed",
                 f"not restarted: writing {', '.join(sorted(blocked))} failed",
-                extra,
+                **extra,
             )
-        if action.skipped:
-            self.store.settle(action.service, generation)
+        if action.skipped:  # settled with the receipt
             return Step(
                 "service",
                 action.service,
                 "skipped",
                 "sandbox root: host services are not restarted",
-                extra,
+                **extra,
             )
         env = action.environment
         faults.point(f"before-restart:{action.service}")
@@ -268,15 +285,11 @@ class Reconciler:
                 detail = result.error or f"{' '.join(argv)} exited {result.returncode}"
                 if result.output:
                     detail += f": {result.output.strip()[-400:]}"
-                return Step("service", action.service, "failed", detail, extra)
+                return Step("service", action.service, "failed", detail, **extra)
+        if not action.commands:  # nothing ran: settled with the receipt
+            return Step("service", action.service, "applied", action.reason, **extra)
         faults.point(f"before-settle:{action.service}")
         self.not_installed.pop(action.service, None)
         self.store.settle(action.service, generation)
         faults.point(f"after-settle:{action.service}")
-        return Step(
-            "service",
-            action.service,
-            "restarted" if action.commands else "applied",
-            action.reason,
-            extra,
-        )
+        return Step("service", action.service, "restarted", action.reason, **extra)

@@ -173,9 +173,11 @@ def _holds_short(diff: str, short: set[str]) -> bool:
 
 
 class StoreLike(Protocol):
-    def generation(self) -> int: ...
+    # The newest generation this process committed or read (``Store.last_generation``): a
+    # scrub asks it, not the database, so a log line costs no store round trip.
+    last_generation: int
 
-    def live(self, prefix: str = ...) -> dict[str, Any]: ...
+    def live_under(self, prefixes: Iterable[str]) -> dict[str, Any]: ...
 
 
 class Scrubber:
@@ -206,13 +208,11 @@ class Scrubber:
         """
 
         def read() -> tuple[int, set[str]]:
-            generation = store.generation()
+            generation = store.last_generation
             if generation == self._generation:
                 return generation, set()
-            flat: dict[str, Any] = {}
-            for section in schema.secret_sections():
-                flat.update(store.live(join_key(("settings", section))))
-            return generation, flat_secret_values(schema, flat)
+            sections = [join_key(("settings", s)) for s in schema.secret_sections()]
+            return generation, flat_secret_values(schema, store.live_under(sections))
 
         self._source = read
         self._generation = None

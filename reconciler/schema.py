@@ -52,15 +52,42 @@ def _read_text(name: str) -> str:
     return resources.files(SCHEMA_PACKAGE).joinpath(name).read_text(encoding="utf-8")
 
 
-def _load_variants() -> dict[str, tuple[str, ...]]:
-    table = tomllib.loads(_read_text("variants.toml"))["variants"]
-    return {name: tuple(spec["sections"]) for name, spec in table.items()}
-
-
-_VARIANT_SECTIONS = _load_variants()
+_VARIANTS_TABLE = tomllib.loads(_read_text("variants.toml"))
+_VARIANT_SECTIONS: dict[str, tuple[str, ...]] = {
+    name: tuple(spec["sections"]) for name, spec in _VARIANTS_TABLE["variants"].items()
+}
 VARIANTS: tuple[str, ...] = tuple(sorted(_VARIANT_SECTIONS))
 DEFAULT_VARIANT = "aws-dev"
 assert DEFAULT_VARIANT in VARIANTS, "schemas/variants.toml lacks the default variant"
+_BOTTLEROCKET_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(rule["pattern"]), rule["family"])
+    for rule in _VARIANTS_TABLE.get("bottlerocket-names", [])
+)
+assert all(f in _VARIANT_SECTIONS for _, f in _BOTTLEROCKET_NAMES), "variants.toml: bad family"
+# Bottlerocket sections left out on purpose -> why (refused with that reason).
+LEFT_OUT: dict[str, str] = dict(_VARIANTS_TABLE.get("left-out", {}))
+VARIANT_HELP = (
+    f"{', '.join(VARIANTS)} or a Bottlerocket variant name such as aws-k8s-1.30, aws-ecs-2, "
+    "metal-k8s-1.30 or vmware-k8s-1.31"
+)
+
+
+class UnknownVariant(ValueError):
+    """A variant name that is neither a family nor a Bottlerocket name; the message is one line."""
+
+
+def variant_family(variant: str) -> str:
+    """The family (a ``[variants.*]`` table) of a variant name: itself, or a Bottlerocket name's.
+
+    Raises :class:`UnknownVariant` naming the valid choices.
+    """
+    if variant in _VARIANT_SECTIONS:
+        return variant
+    if isinstance(variant, str):
+        for pattern, family in _BOTTLEROCKET_NAMES:
+            if pattern.fullmatch(variant):
+                return family
+    raise UnknownVariant(f"unknown variant {variant!r}; valid variants: {VARIANT_HELP}")
 
 
 @dataclass(frozen=True, order=True)
@@ -267,6 +294,7 @@ _TYPE_NAMES = {
     "null": "null",
 }
 _RULED = {
+    "anyOf", "oneOf",
     "type", "pattern", "format", "enum", "const", "not", "minLength", "maxLength",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
 }  # fmt: skip
@@ -357,10 +385,12 @@ class Schema:
     _cache_lock = threading.Lock()
 
     variant: str
+    family: str
     sections: tuple[str, ...]
 
     def __init__(self, variant: str, sections: tuple[str, ...], files: _Files):
         self.variant = variant
+        self.family = variant_family(variant)
         self.sections = sections
         self._section_set = frozenset(sections)
         self._files = files
@@ -377,12 +407,11 @@ class Schema:
         found = cls._cache.get(variant)
         if found is not None:
             return found
-        if variant not in _VARIANT_SECTIONS:
-            raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+        family = variant_family(variant)
         with cls._cache_lock:
             found = cls._cache.get(variant)
             if found is None:
-                found = cls(variant, _VARIANT_SECTIONS[variant], _schema_files())
+                found = cls(variant, _VARIANT_SECTIONS[family], _schema_files())
                 cls._cache[variant] = found
         return found
 
@@ -420,6 +449,11 @@ class Schema:
             raise InvalidSettings(problems, origin)
 
     def _unknown_section(self, name: Any) -> str:
+        if name in LEFT_OUT:
+            return (
+                f"not supported: Bottlerocket's '{name}' section is left out here; "
+                f"it {LEFT_OUT[name]} (see schemas/README.md)"
+            )
         owners = [v for v in VARIANTS if name in _VARIANT_SECTIONS[v]]
         if owners:
             return (

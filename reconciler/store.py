@@ -66,6 +66,9 @@ CREATE INDEX IF NOT EXISTS receipts_generation ON receipts (generation, pass);
 """
 
 
+SETTLED = "settled:"  # meta name prefix: the generation a service last restarted for
+
+
 class NothingToCommit(Exception):
     """The transaction has no pending change (the API answers 422)."""
 
@@ -118,6 +121,37 @@ class Owed:
     keys: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a reconcile pass (or its dry run) reads from the store, read at one instant.
+
+    Read in one SQLite read transaction (``Store.snapshot``), so a commit landing while a pass
+    runs is either wholly in it or wholly out of it: the receipt names the generation whose
+    settings were applied, and the next pass sees that commit's keys as changed.
+
+    * ``live``: flat live settings of ``generation``; ``applied``: the newest generation a pass
+      fully applied; ``changed``: keys changed by the generations after ``applied``;
+    * ``owed``: restarts owed by an interrupted pass; ``settled``: per service, the generation
+      it last restarted (or was skipped) for, and ``changed_after``: for each such generation
+      older than ``generation``, the keys changed since;
+    * ``preview``: with ``tx``, what committing that transaction would do (the dry run).
+    """
+
+    generation: int
+    applied: int
+    live: Mapping[str, Any]
+    changed: frozenset[str]
+    owed: Mapping[str, Owed]
+    settled: Mapping[str, int]
+    changed_after: Mapping[int, frozenset[str]]
+    preview: CommitPlan | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Nested live settings, the inside of ``settings``."""
+        return unflatten(dict(self.live), strip=1)
+
+
 _ABSENT = object()
 GENERATOR_SOURCE = "generator"
 # Pending patches (of all transactions) until the next commit or reboot: any socket user could
@@ -151,6 +185,7 @@ class Store:
         # tx -> (what it was replayed at, its pending patches replayed): the next PATCH of a
         # transaction builds on it instead of replaying every earlier patch again
         self._replays: dict[str, tuple[Any, Replay]] = {}
+        self.last_generation = 0  # the newest generation this process saw (log context only)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -158,6 +193,12 @@ class Store:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+        self.last_generation = self.generation()
+
+    def trace(self, callback: Callable[[str], object] | None) -> None:
+        """Call ``callback`` with every SQL statement run (None stops): tests count round trips."""
+        with self._lock:
+            self._db.set_trace_callback(callback)
 
     def close(self) -> None:
         with self._lock:
@@ -227,6 +268,13 @@ class Store:
         with self._lock:
             return {k: _load(v) for k, v, _ in self._live_under(self._db, prefix)}
 
+    def live_under(self, prefixes: Iterable[str]) -> dict[str, Any]:
+        """Flat live keys at or under any of ``prefixes``, in one read transaction."""
+        with self._read() as db:
+            return {
+                k: _load(v) for prefix in prefixes for k, v, _ in self._live_under(db, prefix)
+            }
+
     def get(self, keys: Iterable[str]) -> dict[str, Any]:
         """Live values of exactly these keys (absent keys are omitted)."""
         with self._lock:
@@ -246,7 +294,49 @@ class Store:
     def generation(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT max(number) FROM generations").fetchone()
-            return row[0] or 0
+            self.last_generation = row[0] or 0
+            return self.last_generation
+
+    def snapshot(self, tx: str | None = None, schema: SchemaLike | None = None) -> Snapshot:
+        """What a pass needs, in one read transaction (see ``Snapshot``); with ``tx`` and
+        ``schema``, also the preview of committing ``tx`` (validated, nothing changed)."""
+        with self._read() as db:
+            generation = db.execute("SELECT max(number) FROM generations").fetchone()[0] or 0
+            applied = db.execute(
+                "SELECT max(generation) FROM receipts WHERE ok = 1"
+            ).fetchone()[0] or 0
+            live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
+            changed = frozenset(
+                r[0] for r in db.execute(
+                    "SELECT DISTINCT key FROM changes WHERE generation > ?", (applied,)
+                )
+            )
+            owed = {
+                s: Owed(s, g, r, tuple(_load(k)))
+                for s, g, r, k in db.execute("SELECT service, generation, reason, keys FROM owed")
+            }
+            settled = {
+                name.removeprefix(SETTLED): _load(value)
+                for name, value in db.execute(
+                    "SELECT name, value FROM meta WHERE name > ? AND name < ?",
+                    (SETTLED, SETTLED[:-1] + ";"),  # ';' follows ':'
+                )
+            }
+            changed_after: dict[int, frozenset[str]] = {}
+            for since in sorted(set(settled.values())):
+                if since == applied:
+                    changed_after[since] = changed
+                elif since < generation:
+                    changed_after[since] = frozenset(
+                        r[0] for r in db.execute(
+                            "SELECT DISTINCT key FROM changes WHERE generation > ?", (since,)
+                        )
+                    )
+            preview = None
+            if tx is not None and schema is not None:
+                preview = self._plan(db, tx, self._pending(db, tx), schema)
+        self.last_generation = generation
+        return Snapshot(generation, applied, live, changed, owed, settled, changed_after, preview)
 
     def provenance(self, prefix: str) -> list[Provenance]:
         """Who set each live key at or under ``prefix``, in which generation, when."""
@@ -455,6 +545,7 @@ class Store:
             for name, value in (meta or {}).items():
                 self._set_meta(db, name, value)
             faults.point("before-commit")
+        self.last_generation = max(self.last_generation, result.generation)
         faults.point("after-commit")
         return result
 
@@ -486,7 +577,9 @@ class Store:
             schema.check(
                 plan.to_validate, sections=plan.sections, origin=f"generation {generation}"
             )
-            return self._apply(db, f"rollback-{generation}", f"rollback:{generation}", plan)
+            result = self._apply(db, f"rollback-{generation}", f"rollback:{generation}", plan)
+        self.last_generation = max(self.last_generation, result.generation)
+        return result
 
     def migrate(
         self,
@@ -519,6 +612,7 @@ class Store:
             for name, value in meta.items():
                 if old_meta.get(name, _ABSENT) != value:
                     self._set_meta(db, name, value)
+        self.last_generation = max(self.last_generation, result.generation)
         return result
 
     def _apply(self, db: sqlite3.Connection, tx: str, label: str, plan: CommitPlan) -> CommitResult:
@@ -609,14 +703,25 @@ class Store:
         with self._write() as db:
             db.execute("DELETE FROM owed WHERE service = ?", (service,))
             if generation is not None:
-                self._set_meta(db, f"settled:{service}", generation)
+                self._set_meta(db, SETTLED + service, generation)
 
     def settled(self, service: str) -> int | None:
         """The generation ``service`` last restarted (or was skipped) for, if recorded."""
-        return self.get_meta(f"settled:{service}")
+        return self.get_meta(SETTLED + service)
 
-    def save_receipt(self, generation: int, ok: bool, body: Mapping[str, Any]) -> int:
+    def save_receipt(
+        self,
+        generation: int,
+        ok: bool,
+        body: Mapping[str, Any],
+        settled: Iterable[str] = (),
+    ) -> int:
+        """Save a pass's receipt; ``settled`` services (which ran nothing: no commands, or a
+        sandbox) are settled for ``generation`` in the same transaction."""
         with self._write() as db:
+            for service in settled:
+                db.execute("DELETE FROM owed WHERE service = ?", (service,))
+                self._set_meta(db, SETTLED + service, generation)
             cursor = db.execute(
                 "INSERT INTO receipts (generation, ok, time, body) VALUES (?, ?, ?, ?)",
                 (generation, int(ok), time.time(), _dump(body)),

@@ -1,8 +1,9 @@
 """The updates executor: automatic-update policy, the update dispatcher and the boot gate.
 
-Wiring (daemon): one `UpdatesExecutor` per host with an OS disk, appended to
-`host.reconciler.executors`; its `after_pass` goes into `worker.after_pass`; the API finds it
-by name (`reconciler.api.updates_routes.register`).
+Wiring (daemon): one `UpdatesExecutor` per host with an OS disk, `host.updates` (typed; None
+without a disk); `host.after_pass` calls its `after_pass`; the API takes its manager
+(`reconciler.api.updates_routes.register`). A pass calls `observe`, decides with the pure
+`reconciler.update_policy.decide_update` (the dry run too), then `execute`s the decision.
 
 * Policy (`settings.updates.automatic`, `settings.updates.maintenance-window.{start,end}` in
   UTC, off by default): each pass inside the window starts the next command of
@@ -26,8 +27,15 @@ from typing import Any
 
 from reconciler.logs import get_logger
 from reconciler.migrator import rehearse
+from reconciler.steps import Step
 from reconciler.store import Store
 from reconciler.supervise import Loops, supervised_thread
+from reconciler.update_policy import (
+    RETRY_AFTER,
+    UpdateDecision,
+    UpdateObservation,
+    decide_update,
+)
 from updates import status as sm
 from updates.apply import MigrationCache
 from updates.errors import UpdateError
@@ -37,7 +45,6 @@ from updates.rollback import RollbackWatch
 from updates.semver import Version, VersionError, parse_version_lock
 from updates.timefmt import utcnow
 
-RETRY_AFTER = timedelta(hours=1)
 log = get_logger("updates")
 
 
@@ -97,51 +104,61 @@ class UpdatesExecutor:
         executor.rollback = RollbackWatch(disk)
         return executor
 
-    # -- the Executor protocol
+    # -- the Executor protocol: observe, decide (pure), execute
 
-    def _policy(self, settings: Mapping[str, Any]) -> tuple[bool, bool]:
-        updates = settings.get("updates") or {}
-        window = updates.get("maintenance-window") or {}
-        return bool(updates.get("automatic", False)), sm.in_window(
-            self.clock(), window.get("start"), window.get("end"))
-
-    def _next(self, settings: Mapping[str, Any]) -> str | None:
-        automatic, in_window = self._policy(settings)
-        if not automatic or self.manager.busy:
-            return None
+    def observe(self) -> UpdateObservation:
+        """The manager's state, the boot gate's verdict and the retry memory, now."""
         current = self.manager.peek()
-        state = current.update_state if current else sm.IDLE
         last = current.most_recent_command if current else None
-        if last and last.cmd_status == "Failed" and last.cmd_type != "refresh" and self.last_auto:
-            # A failed automatic step is retried after `retry_after`, not at every pass.
-            if self._failure != last.timestamp:
-                self._failure = last.timestamp
-                self._retry_at = self.monotonic() + self.retry_after.total_seconds()
-            if self.monotonic() < self._retry_at:
-                return None
-        confirmed = self.gate is None or bool((self.gate.outcome or {}).get("marked_successful"))
-        window = (settings.get("updates") or {}).get("maintenance-window") or {}
-        self.manager.hold = sm.hold_reason(state, in_window, confirmed, window)
-        return sm.auto_command(state, in_window, confirmed)
+        return UpdateObservation(
+            now=self.clock(),
+            monotonic=self.monotonic(),
+            busy=self.manager.busy,
+            state=current.update_state if current else sm.IDLE,
+            last_failed=(
+                (last.cmd_type, last.timestamp) if last and last.cmd_status == "Failed" else None
+            ),
+            last_auto=self.last_auto,
+            confirmed=self.gate is None or bool((self.gate.outcome or {}).get("marked_successful")),
+            failure_seen=self._failure,
+            retry_at=self._retry_at,
+            retry_after=self.retry_after,
+        )
 
-    def reconcile(self, settings: Mapping[str, Any], generation: int,
-                  changed: set[str]) -> list[dict[str, Any]]:
-        command = self._next(settings)
+    @staticmethod
+    def decide(settings: Mapping[str, Any], observation: UpdateObservation) -> UpdateDecision:
+        return decide_update(settings, observation)
+
+    @staticmethod
+    def dry_run(decision: UpdateDecision) -> list[dict[str, Any]]:
+        return [] if decision.command is None else [
+            {"kind": "update", "name": decision.command, "result": "would start",
+             "detail": "automatic update policy"}]
+
+    def execute(self, decision: UpdateDecision) -> list[Step]:
+        """Remember the retry clock the decision started, then start its command, if any."""
+        self._failure, self._retry_at = decision.failure_seen, decision.retry_at
+        if decision.sets_hold:
+            self.manager.hold = decision.hold
+        command = decision.command
         if command is None:
             return []
         try:
             self.manager.start(command)
         except sm.CommandRefused as e:
-            return [{"kind": "update", "name": command, "result": "skipped", "detail": str(e)}]
+            return [Step("update", command, "skipped", str(e))]
         self.last_auto = command
-        return [{"kind": "update", "name": command, "result": "started",
-                 "detail": "automatic update policy"}]
+        return [Step("update", command, "started", "automatic update policy")]
+
+    def reconcile(self, settings: Mapping[str, Any], generation: int = 0,
+                  changed: set[str] | None = None) -> list[dict[str, Any]]:
+        """Observe, decide and execute in one call (tests and tools; a pass does the three)."""
+        decision = self.decide(settings, self.observe())
+        return [step.as_dict() for step in self.execute(decision)]
 
     def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
-        command = self._next(settings)
-        return [] if command is None else [
-            {"kind": "update", "name": command, "result": "would start",
-             "detail": "automatic update policy"}]
+        """What a pass would start now (changes nothing, not even the retry clock)."""
+        return self.dry_run(self.decide(settings, self.observe()))
 
     def status(self) -> dict[str, Any]:
         current = self.manager.peek()

@@ -10,8 +10,20 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
+
+# What a hand edit can do to a file. Opens and reads are left out of the inotify mask itself:
+# every pass reads every managed file, and each read would otherwise wake watchdog's threads.
+EDITS = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
 
 
 class _Handler(FileSystemEventHandler):
@@ -46,7 +58,9 @@ class FileWatch:
         with self._lock:
             for directory in sorted(self.directories - self._watched):
                 if Path(directory).is_dir():
-                    self._observer.schedule(self._handler, directory, recursive=False)
+                    self._observer.schedule(
+                        self._handler, directory, recursive=False, event_filter=EDITS
+                    )
                     self._watched.add(directory)
 
     def stop(self) -> None:

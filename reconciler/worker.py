@@ -41,6 +41,7 @@ class Worker:
         self.busy = False
         self.failures = 0
         self.last_receipt: dict[str, Any] | None = host.store.last_receipt()
+        self.applied = host.store.applied_generation()  # the newest generation a pass applied
         self._wake = asyncio.Event()
         self._reasons: set[str] = set()
         self._waiters: list[tuple[int, asyncio.Future[dict[str, Any]]]] = []
@@ -110,13 +111,15 @@ class Worker:
     async def _pass(self, reason: str) -> dict[str, Any]:
         self.busy = True
         started = time.perf_counter()
-        structlog.contextvars.bind_contextvars(generation=self.host.store.generation(), tx=None)
+        store = self.host.store
+        # The log context's generation is the newest this process saw: no store round trip.
+        structlog.contextvars.bind_contextvars(generation=store.last_generation, tx=None)
         try:
             receipt = await asyncio.to_thread(self.host.reconciler.run_pass, reason)
         except Exception as error:  # a bug or a broken store: report it, keep the daemon up
             log.exception("reconcile pass crashed")
             receipt = {
-                "generation": self.host.store.generation(),
+                "generation": store.generation(),
                 "ok": False,
                 "reason": reason,
                 "error": f"{type(error).__name__}: {error}",
@@ -126,8 +129,10 @@ class Worker:
             self.busy = False
         self.metrics.pass_duration.observe(time.perf_counter() - started)
         self.metrics.passes.labels("ok" if receipt["ok"] else "failed").inc()
-        self.metrics.live_generation.set(self.host.store.generation())
-        self.metrics.applied_generation.set(self.host.store.applied_generation())
+        if receipt["ok"]:
+            self.applied = max(self.applied, receipt["generation"])
+        self.metrics.live_generation.set(store.last_generation)
+        self.metrics.applied_generation.set(self.applied)
         self.failures = 0 if receipt["ok"] else self.failures + 1
         for hook in self.after_pass:  # one failing hook neither kills the worker nor the rest
             try:
@@ -141,7 +146,7 @@ class Worker:
     def _report(self, receipt: dict[str, Any]) -> None:
         generation = receipt["generation"]
         for step in receipt.get("steps", []):
-            if step.get("drift") or step.get("drifted"):
+            if step.get("drift"):
                 self.metrics.drift.labels(step["kind"]).inc()
             if step.get("drift") and step["kind"] == "file":  # containers emit their own
                 self.events.emit(

@@ -85,6 +85,26 @@ def join_map(
     return pair_sep.join(pairs)
 
 
+def k8s_taints(mapping: Any) -> str:
+    """Node taints for kubelet ``--register-with-taints``: ``key=value:Effect`` joined by ``,``.
+
+    Each value is one taint (Bottlerocket's 2020 form) or a list of them (its 2022 form, one
+    entry per effect); keys sorted, list order kept, so the text is byte-stable between passes.
+    """
+    if is_missing(mapping):
+        return ""
+    if not isinstance(mapping, Mapping):
+        raise HelperError(f"k8s_taints: expected a map, got {type(mapping).__name__}")
+    taints = []
+    for key in sorted(mapping):
+        values = mapping[key]
+        for value in [values] if isinstance(values, str) else list(values):
+            if not isinstance(value, str):
+                raise HelperError(f"k8s_taints: taint of {key!r} is not a string")
+            taints.append(f"{key}={value}")
+    return ",".join(taints)
+
+
 def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -206,6 +226,7 @@ HELPERS: Mapping[str, Callable[..., Any]] = {
     "default": default,
     "base64_decode": base64_decode,
     "join_map": join_map,
+    "k8s_taints": k8s_taints,
     "toml_string": toml_string,
     "toml_key": toml_key,
     "toml": toml,

@@ -9,12 +9,13 @@ attribute"; it stays chainable so ``settings.kubernetes["max-pods"] is defined``
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
@@ -119,10 +120,71 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
     def _node_item(self, obj: _Node, name: Any) -> Any:
+        reads = _READS.paths
+        if reads is not None:  # a ``Renderer`` is recording what this template reads
+            reads.append((*obj._path, name))
         try:
             return obj[name]
         except (KeyError, TypeError):
             return self.undefined(obj=obj, name=name)
+
+
+# --- what a template read: rendering again only when it changed ---------------------------------
+
+_READS = threading.local()  # .paths: the model paths the template being rendered looked up
+_READS.paths = None
+_ABSENT = object()
+_ROOTS = ("settings", "os", "host")  # the model's tables (Reconciler.model)
+_NOT_CACHEABLE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
+def _reads_only_through_lookups(template: Template) -> bool:
+    """True when every use of the model in ``template`` is a lookup (``settings.x``,
+    ``os["y"]``), with no include or import: then the lookups ``_node_item`` records are all
+    it can depend on. A bare ``settings`` (passed whole to a helper, looped over, assigned)
+    makes the template's output depend on everything, so it is rendered every time."""
+    env, name = template.environment, template.name
+    if env.loader is None or name is None:
+        return False
+    try:
+        source = env.loader.get_source(env, name)[0]
+        tree = env.parse(source)
+    except Exception:
+        return False
+
+    def ok(node: nodes.Node, parent: nodes.Node | None) -> bool:
+        if isinstance(node, _NOT_CACHEABLE):
+            return False
+        if isinstance(node, nodes.Name) and node.name in _ROOTS:
+            looked_up = isinstance(parent, nodes.Getattr | nodes.Getitem) and parent.node is node
+            if not looked_up:
+                return False
+        return all(ok(child, node) for child in node.iter_child_nodes())
+
+    return ok(tree, None)
+
+
+def _at(model: Mapping[str, Any], path: tuple[Any, ...]) -> Any:
+    value: Any = model
+    for part in path:
+        if not isinstance(value, Mapping):
+            return _ABSENT
+        try:
+            value = value[part]
+        except (KeyError, TypeError):
+            return _ABSENT
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types, all the way down: 1, 1.0 and true render differently."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a is b or a == b
 
 
 def make_environment(templates: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnvironment:
@@ -173,7 +235,13 @@ def describe_error(exc: BaseException) -> str:
 
 
 class Renderer:
-    """Renders a catalog's files; templates compiled once, at construction."""
+    """Renders a catalog's files; templates compiled once, at construction.
+
+    Why it remembers: a pass renders every file, and most settings changes concern one or two
+    of them. For a template whose every read of the model is a lookup, the renderer records
+    the paths it looked up (and what was there); the next render reuses the bytes when all of
+    them hold the same values (same types too), and renders again otherwise.
+    """
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
@@ -183,6 +251,11 @@ class Renderer:
             templates = catalog.templates_dir or TEMPLATES_DIR
             compiled.update(compile_templates(templates, wanted - compiled.keys()))
         self._templates: Mapping[str, Template] = compiled
+        self._cacheable = {name: _reads_only_through_lookups(t) for name, t in compiled.items()}
+        # file name -> ((path, value) read, bytes rendered from them)
+        self._last: dict[str, tuple[tuple[tuple[tuple[Any, ...], Any], ...], bytes]] = {}
+        self._lock = threading.Lock()  # the pass and a dry run may render at once
+        self.reused = 0  # files whose bytes were reused (tests, metrics)
 
     def render_all(
         self, model: Mapping[str, Any], names: Iterable[str] | None = None
@@ -191,7 +264,7 @@ class Renderer:
 
         ``model`` is ``{"settings": nested settings, "os": {...}}``.
         """
-        context = wrap_model(model)
+        context: _Node | None = None
         selected = sorted(self._catalog.files if names is None else set(names))
         files: dict[str, Rendered] = {}
         errors: dict[str, str] = {}
@@ -200,15 +273,32 @@ class Renderer:
             if spec is None:
                 errors[name] = f"unknown configuration file {name!r}"
                 continue
+            with self._lock:
+                last = self._last.get(name)
+            if last is not None and all(_same(_at(model, p), v) for p, v in last[0]):
+                files[name] = Rendered(name, spec.path, last[1], spec.mode)
+                self.reused += 1
+                continue
+            if context is None:
+                context = wrap_model(model)
+            cacheable = self._cacheable.get(spec.template, False)
+            reads: list[tuple[Any, ...]] = []
+            _READS.paths = reads if cacheable else None
             try:
                 text = self._templates[spec.template].render(context)
                 content = text.encode("utf-8")
             except Exception as exc:  # a template's failure is that file's error, never the pass's
                 errors[name] = describe_error(exc)
                 continue
+            finally:
+                _READS.paths = None
             if spec.optional and not content:
                 continue  # e.g. /etc/resolv.conf without settings.dns: left to DHCP
             files[name] = Rendered(name, spec.path, content, spec.mode)
+            if cacheable:
+                seen = tuple((p, _at(model, p)) for p in dict.fromkeys(reads))
+                with self._lock:
+                    self._last[name] = (seen, content)
         return RenderResult(files, errors)
 
 

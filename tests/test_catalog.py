@@ -299,7 +299,7 @@ def test_a_typo_in_affected_by_stops_start_up(tmp_path: Path) -> None:
     renderers = tmp_path / "renderers"
     renderers.mkdir()
     load(renderers, GOOD.replace('["settings.motd"]', '["settings.mtod"]'))  # loads unchecked
-    result = cli("plan", "--state-dir", tmp_path / "state", "--renderers", renderers)
+    result = cli("serve", "--once", "--state-dir", tmp_path / "state", "--renderers", renderers)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1
     assert "services.motd: affected-by 'settings.mtod' is not a setting of variant 'aws-dev'" in (

@@ -134,7 +134,8 @@ def test_optional_settings_absent_use_defaults() -> None:
     assert config["maxPods"] == 110
     assert config["clusterDNS"] == []
     env = env_file(files["kubelet-env"])
-    assert env == {"NODE_LABELS": "", "NODE_TAINTS": ""}
+    assert env == {"NODE_LABELS": "", "NODE_TAINTS": "",
+                   "KUBELET_ARGS": "--kubeconfig=/etc/kubernetes/kubelet/kubeconfig"}
     updog = tomllib.loads(files["updog-toml"])
     assert updog["version_lock"] == "latest" and updog["ignore_waves"] is False
     assert "seed" not in updog

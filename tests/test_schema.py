@@ -133,8 +133,14 @@ def test_defaults_validate_and_hold_only_the_variant_sections():
         "allow-privileged-containers": False,
         "logging-drivers": ["json-file", "awslogs", "none"],
         "loglevel": "info",
+        "image-pull-behavior": "default",
     }
-    assert "host-containers" not in defaults_file  # no registry: no host container by default
+    # Bottlerocket's two host containers, disabled, with the project's own images
+    admin, control = (defaults_file["host-containers"][n] for n in ("admin", "control"))
+    assert admin == {"source": "localhost/host-reconciler/admin:v0.1.0", "enabled": False,
+                     "superpowered": True}
+    assert control == {"source": "localhost/host-reconciler/control:v0.1.0", "enabled": False,
+                       "superpowered": False}
     assert isinstance(Schema.load().defaults()["gitops"]["interval"], int)
 
 
@@ -459,11 +465,17 @@ VALUE_CASES = [
     (
         "aws-k8s",
         ("kubernetes", "cluster-dns-ip"),
-        ["10.100.0.10", "172.20.0.10", "0.0.0.0"],
-        ["10.100.0", "256.1.1.1", "010.1.1.1", "::1", "a.b.c.d", "10.0.0.1\n", ""],
-        "IPv4",
+        ["10.100.0.10", "172.20.0.10", "0.0.0.0", "::1", "fd00:10:100::a", ["10.0.0.1", "fd00::2"]],
+        ["10.100.0", "256.1.1.1", "010.1.1.1", "a.b.c.d", "10.0.0.1\n", "", [], ["10.0.0"], "1:2"],
+        "IP address",
     ),
-    ("aws-k8s", ("kubernetes", "node-ip"), ["10.0.12.34"], ["10.0.12.34/24"], "IPv4"),
+    (
+        "aws-k8s",
+        ("kubernetes", "node-ip"),
+        ["10.0.12.34", "fd00::12:34"],
+        ["10.0.12.34/24", "fd00::/64", "::g"],
+        "IPv6 address",
+    ),
     (
         "aws-k8s",
         ("kubernetes", "pod-infra-container-image"),

@@ -382,7 +382,9 @@ restart-commands = [["{python}", "-c", "{script}", "{root}/etc/agent.conf"]]
 sandbox-safe = true
 """
 QUOTING_SERVICE = "import sys; print('bad config:', open(sys.argv[1]).read()); sys.exit(3)"
-AGENT_TEMPLATE = """{% for name, c in settings["host-containers"] | dictsort %}
+# (containers without user-data, such as the default control container, carry no token)
+AGENT_TEMPLATE = """{% for name, c in settings["host-containers"] | dictsort
+    if not is_missing(c["user-data"]) %}
 {{ name }}.token = {{ c["user-data"] }}
 {{ name }}.decoded = {{ base64_decode(c["user-data"]) }}
 {% endfor %}"""

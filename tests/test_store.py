@@ -77,11 +77,11 @@ def test_null_deletes_and_the_default_comes_back(store, schema):
 
 def test_invalid_merged_result_changes_nothing(store, schema):
     with pytest.raises(InvalidSettings) as caught:
-        store.add_patch("t", {"host-containers": {"admin": {"enabled": True}}}, "api:t", schema)
-    assert "settings.host-containers.admin.source" in str(caught.value)
+        store.add_patch("t", {"host-containers": {"custom": {"enabled": True}}}, "api:t", schema)
+    assert "settings.host-containers.custom.source" in str(caught.value)
     assert store.pending("t") == [] and store.live() == {}
     # the same entry is valid once the source arrives in the same patch
-    store.add_patch("t", {"host-containers": {"admin": {"enabled": True, "source": "a/b:1"}}},
+    store.add_patch("t", {"host-containers": {"custom": {"enabled": True, "source": "a/b:1"}}},
                     "api:t", schema)
 
 

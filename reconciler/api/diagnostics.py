@@ -52,11 +52,10 @@ def collect(host: Any, worker: Any, events: Any) -> dict[str, Any]:
             "variant": host.variant, "collected": time.time(),
         },
     }
-    for executor in host.reconciler.executors:
-        if isinstance(executor, HostContainers):
-            files.update(_containers(executor))
-        if getattr(executor, "name", "") == "updates":
-            files["updates.json"] = _updates(executor)
+    if host.containers is not None:
+        files.update(_containers(host.containers))
+    if host.updates is not None:
+        files["updates.json"] = _updates(host.updates)
     return SCRUBBER.scrub(files)
 
 

@@ -69,10 +69,9 @@ def _size(value: Any, default: int) -> int:
 
 
 def _containers(host: Host) -> HostContainers:
-    for executor in host.reconciler.executors:
-        if isinstance(executor, HostContainers):
-            return executor
-    raise ExecRefused("this daemon runs no host containers")
+    if host.containers is None:
+        raise ExecRefused("this daemon runs no host containers")
+    return host.containers
 
 
 def _check_target(containers: HostContainers, target: str) -> None:

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from hostcore.keys import InvalidKeyError, join_key, split_key, unflatten
 
+# JSON's number grammar: what Bottlerocket's serde guessing takes as a number. Python's int() and
+# float() also take '1_000', 'nan', 'infinity', ' 1', '+1' and '01': those stay strings.
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_JSON_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
 
 def guess_value(text: str) -> Any:
-    """JSON bool -> bool, integer -> int, float -> float, anything else stays a string."""
+    """JSON bool -> bool, JSON integer -> int, other JSON number -> float, else a string."""
     if text in ("true", "false"):
         return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
+    if _JSON_INTEGER.fullmatch(text):
+        return int(text)
+    if _JSON_FLOAT.fullmatch(text):
+        value = float(text)
+        return value if value not in (float("inf"), float("-inf")) else text
     return text
 
 

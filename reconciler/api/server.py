@@ -31,14 +31,13 @@ from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
-from reconciler.redact import SCRUBBER, redact_change, redact_plan, redact_value, secret_values
+from reconciler.redact import SCRUBBER, redact_change, redact_value, secret_values
 from reconciler.schema import InvalidSettings
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
 from reconciler.store import NothingToCommit, PendingLimit, RollbackRefused, UnknownGeneration
-from reconciler.transaction import apply_changes
 from reconciler.worker import Worker
 
 MAX_BODY = 1024 * 1024
@@ -104,6 +103,26 @@ def _settings_key(raw: str) -> str:
     return join_key(segments)
 
 
+def _data_keys(raw: list[str]) -> list[str]:
+    """Normalized keys of a ``keys=`` list; like Bottlerocket, a valid key outside ``settings``
+    (``keys=motd``) names no setting and is skipped, while bad key syntax is still a 400."""
+    return [join_key(s) for s in map(split_key, raw) if s[0] == "settings"]
+
+
+def _prefixed(view: dict[str, Any], namespace: str, request: web.Request) -> dict[str, Any] | None:
+    """``view`` filtered by ``?prefix=`` as Bottlerocket filters ``/os``, ``/services`` and
+    ``/configuration-files``: ``namespace.`` is implied unless given; None without the param."""
+    prefix = request.query.get("prefix")
+    if prefix is None:
+        return None
+    if not prefix:
+        raise BadRequest("Input 'prefix' cannot be empty")
+    if not prefix.startswith(namespace):
+        prefix = f"{namespace}.{prefix}"
+    flat = flatten({namespace: view})
+    return unflatten({k: v for k, v in flat.items() if k.startswith(prefix)}, strip=1)
+
+
 def peer(request: web.Request) -> dict[str, int]:
     """Caller's pid/uid/gid from the Unix socket (SO_PEERCRED)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
@@ -132,7 +151,7 @@ async def errors_and_audit(
     status = 500
     structlog.contextvars.bind_contextvars(
         tx=request.query.get("tx") or DEFAULT_TX,
-        generation=request.app[HOST].store.generation(),
+        generation=request.app[HOST].store.last_generation,  # no store round trip per request
     )
     try:
         response = await handler(request)
@@ -247,7 +266,7 @@ async def get_settings(request: web.Request) -> web.Response:
     store = request.app[HOST].store
     keys = _list_param(request, "keys")
     if keys is not None:
-        found = store.get([_settings_key(k) for k in keys])
+        found = store.get(_data_keys(keys))
         return _json(unflatten(found, strip=1))
     prefix = request.query.get("prefix")
     if prefix is not None:
@@ -400,18 +419,28 @@ async def _apply(request: web.Request, generation: int, answer: Any, reason: str
 
 @routes.get("/os")
 async def get_os(request: web.Request) -> web.Response:
-    return _json(request.app[HOST].reconciler.os_info)
+    os_info = request.app[HOST].reconciler.os_info
+    filtered = _prefixed(os_info, "os", request)
+    return _json(os_info if filtered is None else filtered)
 
 
 @routes.get("/metadata/affected-services")
 async def affected_services(request: web.Request) -> web.Response:
-    keys = [_settings_key(k) for k in _list_param(request, "keys", required=True) or []]
+    keys = _data_keys(_list_param(request, "keys", required=True) or [])
     return _json(request.app[HOST].catalog.affected_services(keys))
 
 
 @routes.get("/metadata/setting-generators")
 async def generators(request: web.Request) -> web.Response:
     return _json(setting_generator_commands(request.app[HOST].variant))
+
+
+@routes.get("/metadata/templates")
+async def templates(request: web.Request) -> web.Response:
+    """Bottlerocket's ``{key: template}`` for keys whose value a template makes. Ours has none
+    (defaults are values, generators are commands), so valid keys answer ``{}``."""
+    _data_keys(_list_param(request, "keys", required=True) or [])
+    return _json({})
 
 
 def services_view(host: Host) -> dict[str, Any]:
@@ -436,6 +465,9 @@ def files_view(host: Host) -> dict[str, Any]:
 def _named(request: web.Request, view: dict[str, Any], what: str) -> web.Response:
     names = _list_param(request, "names")
     if names is None:
+        filtered = _prefixed(view, what, request)
+        if filtered is not None:
+            return _json(filtered)
         if not view:
             raise web.HTTPNotFound(text=f"Found no '{what}' in datastore")
         return _json(view)
@@ -490,15 +522,7 @@ async def plan(request: web.Request) -> web.Response:
     host = request.app[HOST]
     tx = _tx(request)
 
-    def dry_run() -> dict[str, Any]:
-        preview = host.store.preview(tx, host.schema)
-        settings = unflatten(apply_changes(host.store.live(), preview.changes), strip=1)
-        result = host.dry_run(settings, {c.key for c in preview.changes})
-        result["settings"] = [{"key": c.key, "old": c.old, "new": c.new} for c in preview.changes]
-        result["tx"] = tx
-        return redact_plan(host.schema, result, ())
-
-    return _json(await asyncio.to_thread(dry_run))
+    return _json(await asyncio.to_thread(host.dry_run, tx))
 
 
 def _call(executor: Any, method: str, default: Any) -> Any:

@@ -7,20 +7,23 @@ deactivate-update}` and `GET /updates/status`, Bottlerocket's shapes and codes.
 command's `progress`, bytes done / total of the image being written). Without an OS disk the
 endpoints answer 404 "updates are not configured".
 
-Wiring: `updates_routes.register(app, host)` in `make_app`; it finds the host's
-`UpdatesExecutor` among `host.reconciler.executors`.
+Wiring: `updates_routes.register(app, host)` in `make_app`; it takes the manager of the
+host's `UpdatesExecutor` (`host.updates`, None without a disk).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from updates import status as sm
 from updates.manager import Uninitialized, UpdateManager
+
+if TYPE_CHECKING:
+    from reconciler.host import Host
 
 MANAGER = web.AppKey("update_manager", object)
 NOT_CONFIGURED = "Updates are not configured: start the daemon with --disk PATH"
@@ -83,12 +86,10 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, indent=2)
 
 
-def register(app: web.Application, host: Any = None, manager: UpdateManager | None = None
-             ) -> None:
+def register(app: web.Application, host: Host | None = None,
+             manager: UpdateManager | None = None) -> None:
     """Add the update routes; the manager is `manager` or the host's updates executor's."""
-    if manager is None and host is not None:
-        for executor in getattr(host.reconciler, "executors", []):
-            if getattr(executor, "name", None) == "updates":
-                manager = executor.manager
+    if manager is None and host is not None and host.updates is not None:
+        manager = host.updates.manager
     app[MANAGER] = manager if manager is not None else NOT_CONFIGURED
     app.add_routes(routes)

@@ -1,6 +1,8 @@
 """Host containers on a real engine (podman): pure planner, engine seam, executor.
 
-* ``planner``: ``plan_containers(desired, observed) -> list[ContainerAction]`` (pure);
+* ``planner``: ``plan_containers(desired, observed) -> list[ContainerAction]`` and
+  ``plan_host_containers(desired, observation) -> ContainerPlan`` (pure: drift, back-off,
+  crash-loop budget);
 * ``engine``: the ``ContainerEngine`` protocol and the ``RunSpec`` it runs;
 * ``podman``: ``PodmanEngine``, the one real engine (CLI, storage under the state dir);
 * ``executor``: ``HostContainers``, the reconcile pass's ``containers`` executor.
@@ -8,23 +10,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 from reconciler.containers.engine import ContainerEngine, EngineError, Image, Mount, RunSpec
 from reconciler.containers.executor import HostContainers
 from reconciler.containers.planner import (
     ContainerAction,
+    ContainerPlan,
     DesiredContainer,
     ObservedContainer,
     plan_containers,
+    plan_host_containers,
 )
 from reconciler.containers.podman import PodmanEngine
 
 __all__ = [
     "ContainerAction",
     "ContainerEngine",
+    "ContainerPlan",
     "DesiredContainer",
     "EngineError",
     "HostContainers",
@@ -33,22 +34,6 @@ __all__ = [
     "ObservedContainer",
     "PodmanEngine",
     "RunSpec",
-    "attach",
     "plan_containers",
+    "plan_host_containers",
 ]
-
-
-def attach(
-    executors: list[Any], socket: Path, wake: Callable[[str], None], events: Any
-) -> Callable[[], None]:
-    """Hand the daemon's API socket, worker wake-up and event journal to the host-containers
-    executors; returns the function that detaches them (stops their event watch)."""
-    ours = [e for e in executors if isinstance(e, HostContainers)]
-    for executor in ours:
-        executor.attach(socket, wake, events)
-
-    def detach() -> None:
-        for executor in ours:
-            executor.close()
-
-    return detach

@@ -1,9 +1,11 @@
 """The host-containers executor: glues the pure planner to a container engine.
 
-Each pass: read ``settings.host-containers``, list the containers in our storage, plan, then act
-(removals first). A container that exits or is removed by hand is brought back with exponential
-backoff, within a crash-loop budget (at most ``max_restarts`` in ``window`` seconds); past it, the
-container is reported failed with its last exit code and log tail until its settings change.
+Each pass: ``observe`` (list the containers in our storage, and what we remember of them),
+``decide`` (the pure ``plan_host_containers``: the dry run calls the same two), then ``execute``
+(removals first) and report. A container that exits or is removed by hand is brought back with
+exponential backoff, within a crash-loop budget (at most ``max_restarts`` in ``window`` seconds;
+``planner.RestartBudget``); past it, the container is reported failed with its last exit code
+and log tail until its settings change.
 
 Nothing here runs podman until a host container is enabled (or our storage already exists), so a
 host without podman only fails where a host container is asked for, with a clear step.
@@ -32,21 +34,28 @@ from reconciler.containers.engine import (
 )
 from reconciler.containers.planner import (
     CONFLICT,
+    CRASH_LOOP,
     CREATE,
+    FAIL,
     INVALID,
     KEEP,
     RECREATE,
     REMOVE,
-    START,
+    RESTART,
+    WAIT,
     ContainerAction,
+    ContainerObservation,
+    ContainerPlan,
     DesiredContainer,
-    ObservedContainer,
+    History,
+    RestartBudget,
     desired_containers,
-    plan_containers,
+    plan_host_containers,
 )
 from reconciler.containers.podman import PodmanEngine
 from reconciler.containers.pulls import PullPending, Pulls
 from reconciler.logs import get_logger
+from reconciler.steps import Step
 
 log = get_logger("containers")
 
@@ -245,28 +254,52 @@ class HostContainers:
             old.cancel()
         timer.start()
 
-    # ---- Executor ------------------------------------------------------------------------------
+    # ---- Executor: observe, decide (pure), execute -----------------------------------------
+
+    @property
+    def budget(self) -> RestartBudget:
+        return RestartBudget(self.max_restarts, self.window, self.backoff_start, self.backoff_max)
+
+    def observe(self, settings: Mapping[str, Any]) -> ContainerObservation:
+        """What the engine and our memory say now (reads only; the dry run calls it too)."""
+        now = self.clock()
+        with self._lock:
+            history = {
+                name: History(r.identity, r.seen_running, tuple(r.recent), r.crash_looping)
+                for name, r in self._records.items()
+            }
+        wanted, _ = desired_containers(settings.get("host-containers") or {})
+        if not wanted and not self.engine.initialized():
+            return ContainerObservation(now, consulted=False, history=history, budget=self.budget)
+        problem = self.engine.available()
+        if problem:
+            return ContainerObservation(now, problem=f"cannot run: {problem}",
+                                        engine_error=problem, history=history,
+                                        budget=self.budget)
+        try:
+            containers = tuple(self.engine.list())
+        except EngineError as error:
+            return ContainerObservation(now, problem=f"cannot list containers: {error}",
+                                        engine_error=str(error), history=history,
+                                        budget=self.budget)
+        return ContainerObservation(now, containers=containers, history=history,
+                                    budget=self.budget)
+
+    @staticmethod
+    def decide(
+        settings: Mapping[str, Any], observation: ContainerObservation
+    ) -> ContainerPlan:
+        """The pure decision (``plan_host_containers``) for ``settings``."""
+        return plan_host_containers(settings.get("host-containers") or {}, observation)
+
+    @staticmethod
+    def dry_run(container_plan: ContainerPlan) -> list[dict[str, Any]]:
+        """The dry run's view of a decision: every action but keep."""
+        return [a.as_dict() for a in container_plan.actions if a.action != KEEP]
 
     def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
         """What a pass would do to host containers for ``settings`` (touches nothing)."""
-        entries = settings.get("host-containers") or {}
-        wanted, _ = desired_containers(entries)
-        observed: list[ObservedContainer] = []
-        if self.engine.initialized():
-            problem = self.engine.available()
-            if problem:
-                return [{"name": "", "action": "unknown", "reason": problem}]
-            try:
-                observed = self.engine.list()
-            except EngineError as error:
-                return [{"name": "", "action": "unknown", "reason": str(error)}]
-        elif wanted:
-            problem = self.engine.available()
-            if problem:
-                return [
-                    {"name": name, "action": "fail", "reason": problem} for name in sorted(wanted)
-                ]
-        return [a.as_dict() for a in plan_containers(entries, observed) if a.action != KEEP]
+        return self.dry_run(self.decide(settings, self.observe(settings)))
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -279,40 +312,30 @@ class HostContainers:
         }
 
     def reconcile(
-        self, settings: Mapping[str, Any], generation: int, changed: set[str]
+        self, settings: Mapping[str, Any], generation: int, changed: set[str] | None = None
     ) -> list[dict[str, Any]]:
-        entries = settings.get("host-containers") or {}
-        wanted, invalid = desired_containers(entries)
-        steps: list[dict[str, Any]] = []
-        for name, problem in sorted(invalid.items()):
-            steps.append(self._failed(name, problem, state="invalid"))
-        if not wanted and not self.engine.initialized():
-            self._forget(set(invalid))
-            return steps  # nothing asked for, nothing ever made: podman is not needed
-        problem = self.engine.available()
-        with self._lock:
-            self._engine_problem = problem
-        if problem:
-            for name, want in sorted(wanted.items()):
-                steps.append(self._failed(name, f"cannot run: {problem}", want=want))
-            return steps
-        self._ensure_watch()
-        try:
-            observed = self.engine.list()
-        except EngineError as error:
+        """Observe, decide and execute in one call (tests and tools; a pass does the three)."""
+        decision = self.decide(settings, self.observe(settings))
+        return [step.as_dict() for step in self.execute(decision, generation)]
+
+    def execute(self, container_plan: ContainerPlan, generation: int) -> list[Step]:
+        """Carry out ``container_plan`` and report a step per action that did something."""
+        observation = container_plan.observation
+        if observation.consulted:
             with self._lock:
-                self._engine_problem = str(error)
-            for name, want in sorted(wanted.items()):
-                steps.append(self._failed(name, f"cannot list containers: {error}", want=want))
-            return steps
-        actions = plan_containers(entries, observed)
-        for action in actions:
-            if action.action == INVALID:
-                continue  # reported above
+                self._engine_problem = observation.engine_error
+            if observation.problem is None:
+                self._ensure_watch()
+        steps: list[Step] = []
+        for action in container_plan.actions:
+            if action.action in (INVALID, FAIL):
+                state = "invalid" if action.action == INVALID else "failed"
+                steps.append(self._failed(action.name, action.reason, action.desired, state))
+                continue
             try:
                 with self._lock:
                     self._acting.add(action.name)
-                step = self._apply(action, generation)
+                step = self._apply(action, generation, observation.now)
             except EngineError as error:
                 step = self._failed(action.name, str(error), want=action.desired)
             except OSError as error:
@@ -322,7 +345,10 @@ class HostContainers:
                     self._acting.discard(action.name)
             if step is not None:
                 steps.append(step)
-        self._forget(set(wanted) | set(invalid))
+        if observation.consulted:
+            self._forget({a.name for a in container_plan.actions if a.action != REMOVE})
+        else:
+            self._forget({a.name for a in container_plan.actions})
         return steps
 
     # ---- actions -------------------------------------------------------------------------------
@@ -362,7 +388,7 @@ class HostContainers:
         want: DesiredContainer | None = None,
         state: str = "failed",
         **extra: Any,
-    ) -> dict[str, Any]:
+    ) -> Step:
         record = self._record(name, want)
         with self._lock:
             record.state = state
@@ -371,16 +397,12 @@ class HostContainers:
 
     def _step(
         self, name: str, result: str, detail: str, want: DesiredContainer | None, **extra: Any
-    ) -> dict[str, Any]:
-        step: dict[str, Any] = {"kind": "container", "name": name, "result": result}
-        step["detail"] = detail
+    ) -> Step:
         if want is not None:
-            step["source"] = want.source
-            step["superpowered"] = want.superpowered
-        step.update(extra)
-        return step
+            extra.update(source=want.source, superpowered=want.superpowered)
+        return Step("container", name, result, detail, **extra)
 
-    def _apply(self, action: ContainerAction, generation: int) -> dict[str, Any] | None:
+    def _apply(self, action: ContainerAction, generation: int, now: float) -> Step | None:
         name, want, current = action.name, action.desired, action.observed
         if action.action == REMOVE:
             self.engine.remove(name)
@@ -401,80 +423,64 @@ class HostContainers:
             return None
         if action.action == RECREATE:
             return self._create(want, generation, action.reason, "recreated", replace=True)
-        if action.action == CREATE and not record.seen_running:
+        if action.action == CREATE:
             return self._create(want, generation, action.reason, "created")
-        # The container was running as asked and is gone (CREATE) or stopped (START): drift.
-        assert action.action in (CREATE, START)
-        exit_code = current.exit_code if current is not None else None
-        what = "removed" if action.action == CREATE else f"exited (code {exit_code})"
+        # Drift: the container was running as asked and is gone (no container) or stopped.
         with self._lock:
-            record.exit_code = exit_code
-        wait = self._budget(record, what)
-        if wait is not None:
-            return wait
+            record.exit_code = current.exit_code if current is not None else None
+            record.recent = [t for t in record.recent if now - t < self.window]
+        if action.action == CRASH_LOOP:
+            return self._crash_loop(record, action)
+        if action.action == WAIT:
+            self._wake_later(name, action.wait)
+            with self._lock:
+                record.state = "restarting"
+                record.last_error = action.reason
+            return self._step(name, "failed", action.reason, None)
+        assert action.action == RESTART, action
+        with self._lock:
+            record.recent.append(now)
+            record.restarts += 1
+        what = action.what
         self._emit(
             "drift",
             f"host container {name} {what}; restarting",
             container=name,
             generation=generation,
         )
-        if action.action == START:
+        if current is not None:
             try:
                 self.engine.start(name)
             except EngineError:
                 self.engine.remove(name)  # a broken or vanishing container: make a new one
-                return self._create(
-                    want, generation, f"{what}; recreated", "restarted", drifted=True
-                )
+                return self._create(want, generation, f"{what}; recreated", "restarted", drift=True)
             with self._lock:
                 record.state = "running"
                 record.last_error = ""
-            return self._step(name, "restarted", f"{what}; started again", want, drifted=True)
-        return self._create(want, generation, f"{what}; recreated", "restarted", drifted=True)
+            return self._step(name, "restarted", f"{what}; started again", want, drift=True)
+        return self._create(want, generation, f"{what}; recreated", "restarted", drift=True)
 
-    def _budget(self, record: Record, what: str) -> dict[str, Any] | None:
-        """None when a restart may happen now (and counts it), else the failed step."""
-        now = self.clock()
-        first = False
+    def _crash_loop(self, record: Record, action: ContainerAction) -> Step:
+        """Report a crash-looping container; the first time, with its log tail and an event."""
         with self._lock:
-            record.recent = [t for t in record.recent if now - t < self.window]
-            count = len(record.recent)
-            if record.crash_looping or count >= self.max_restarts:
-                first = not record.crash_looping
-                record.crash_looping = True
-                record.state = "failed"
-        if record.crash_looping:
-            if first:
-                record.log_tail = self.engine.logs(record.name)[-2000:]
-                self._emit(
-                    "failure",
-                    f"host container {record.name} is crash-looping: {count} restarts in"
-                    f" {self.window:.0f} s; not restarted until its settings change",
-                    container=record.name,
-                )
-            tail = record.log_tail.strip().splitlines()[-5:]
-            detail = (
-                f"crash-looping: {what}, {count} restarts in {self.window:.0f} s;"
-                " not restarted until its settings change"
+            first = not record.crash_looping
+            record.crash_looping = True
+            record.state = "failed"
+        if first:
+            record.log_tail = self.engine.logs(record.name)[-2000:]
+            self._emit(
+                "failure",
+                f"host container {record.name} is crash-looping: {action.restarts} restarts in"
+                f" {self.window:.0f} s; not restarted until its settings change",
+                container=record.name,
             )
-            if tail:
-                detail += "; log tail: " + " | ".join(tail)
-            with self._lock:
-                record.last_error = detail
-            return self._step(record.name, "failed", detail, None, exit_code=record.exit_code)
-        delay = 0.0 if count == 0 else min(self.backoff_max, self.backoff_start * 2 ** (count - 1))
-        due = (record.recent[-1] + delay) if record.recent else now
-        if now < due:
-            self._wake_later(record.name, due - now)
-            with self._lock:
-                record.state = "restarting"
-                record.last_error = f"{what}; restart {count + 1} of {self.max_restarts}"
-                record.last_error += f" in {due - now:.1f} s"
-            return self._step(record.name, "failed", record.last_error, None)
+        tail = record.log_tail.strip().splitlines()[-5:]
+        detail = action.reason
+        if tail:
+            detail += "; log tail: " + " | ".join(tail)
         with self._lock:
-            record.recent.append(now)
-            record.restarts += 1
-        return None
+            record.last_error = detail
+        return self._step(record.name, "failed", detail, None, exit_code=record.exit_code)
 
     def _create(
         self,
@@ -483,8 +489,8 @@ class HostContainers:
         reason: str,
         result: str,
         replace: bool = False,
-        drifted: bool = False,
-    ) -> dict[str, Any]:
+        drift: bool = False,
+    ) -> Step:
         name = want.name
         record = self._record(name, want)
         with self._lock:
@@ -518,10 +524,8 @@ class HostContainers:
             record.generation = generation
             record.last_error = ""
             record.seen_running = True
-        extra: dict[str, Any] = {"image": image.id, "digest": image.digest}
-        if drifted:
-            extra["drifted"] = True
-        return self._step(name, result, reason, want, **extra)
+        return self._step(name, result, reason, want, image=image.id, digest=image.digest,
+                          drift=True if drift else None)
 
     def _spec(
         self, want: DesiredContainer, image: Image, storage: Path, generation: int

@@ -2,8 +2,12 @@
 
 ``plan_containers(desired, observed)`` takes ``settings.host-containers`` (name -> entry) and the
 containers the engine reports in our storage, and returns one action per name: create, recreate,
-start, remove or keep, each with a reason. It reads no clock and touches nothing, so the dry run
-(``POST /tx/plan``) and the real pass share it.
+start, remove or keep, each with a reason. ``plan_host_containers(desired, observation)`` adds
+what the executor remembers (which containers it saw running, their recent restarts) and the
+engine's health to that, and decides the rest: a container that was running as asked and is
+gone or stopped is drift, restarted now, after a back-off, or not at all once it crash-loops
+(``RestartBudget``). Neither reads a clock or touches anything, so the dry run
+(``POST /tx/plan``) and the real pass share them.
 
 A desired container's *identity* is a hash of what shapes it (source, superpowered, user-data).
 It is stored on the container as a label, so "this container is out of date" is decided from the
@@ -40,6 +44,11 @@ CREATE, RECREATE, START, REMOVE, KEEP, INVALID, CONFLICT = (
     "invalid",
     "conflict",
 )
+# Decided with the executor's memory and the engine's health (``plan_host_containers``):
+RESTART = "restart"  # drift: it ran as asked and is gone or stopped; bring it back now
+WAIT = "wait"  # drift, but within the back-off: the executor wakes the worker when it is due
+CRASH_LOOP = "crash-loop"  # drift past the budget: not restarted until its settings change
+FAIL = "fail"  # the engine cannot be used (missing, broken): the container cannot run
 
 
 @dataclass(frozen=True)
@@ -100,11 +109,18 @@ class ObservedContainer:
 
 @dataclass(frozen=True)
 class ContainerAction:
+    """One decision; ``what`` (drift), ``restarts`` (in the budget's window) and ``wait``
+    (seconds until a restart is due) are set for restart, wait and crash-loop."""
+
     name: str
-    action: str  # create | recreate | start | remove | keep | invalid | conflict
+    action: str  # create | recreate | start | remove | keep | invalid | conflict | restart |
+    # wait | crash-loop | fail
     reason: str
     desired: DesiredContainer | None = None
     observed: ObservedContainer | None = None
+    what: str = ""
+    restarts: int = 0
+    wait: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         answer: dict[str, Any] = {"name": self.name, "action": self.action, "reason": self.reason}
@@ -112,6 +128,57 @@ class ContainerAction:
             answer["source"] = self.desired.source
             answer["superpowered"] = self.desired.superpowered
         return answer
+
+
+@dataclass(frozen=True)
+class History:
+    """What the executor remembers of one container between passes (in memory, per identity)."""
+
+    identity: str
+    seen_running: bool = False
+    recent: tuple[float, ...] = ()  # monotonic times of the restarts counted by the budget
+    crash_looping: bool = False
+
+
+@dataclass(frozen=True)
+class RestartBudget:
+    """At most ``max_restarts`` drift restarts in ``window`` seconds, with exponential back-off
+    between them; past it, a container is crash-looping until its settings change."""
+
+    max_restarts: int = 5
+    window: float = 600.0
+    backoff_start: float = 1.0
+    backoff_max: float = 60.0
+
+    def recent(self, history: History, now: float) -> tuple[float, ...]:
+        return tuple(t for t in history.recent if now - t < self.window)
+
+    def decide(self, history: History, now: float) -> tuple[str, int, float]:
+        """(RESTART | WAIT | CRASH_LOOP, restarts in the window, seconds until due)."""
+        recent = self.recent(history, now)
+        count = len(recent)
+        if history.crash_looping or count >= self.max_restarts:
+            return CRASH_LOOP, count, 0.0
+        delay = 0.0 if count == 0 else min(self.backoff_max, self.backoff_start * 2 ** (count - 1))
+        due = recent[-1] + delay if recent else now
+        if now < due:
+            return WAIT, count, due - now
+        return RESTART, count, 0.0
+
+
+@dataclass(frozen=True)
+class ContainerObservation:
+    """What the executor observed for a pass: ``consulted`` is False when nothing is enabled
+    and our storage was never made (podman is then not needed, not even asked);
+    ``problem`` says why the engine cannot be used or listed."""
+
+    now: float
+    consulted: bool = True
+    problem: str | None = None  # the failed step's detail ("cannot run: ...")
+    engine_error: str | None = None  # the engine's own words, for ``GET /status``
+    containers: tuple[ObservedContainer, ...] = ()
+    history: Mapping[str, History] = field(default_factory=dict)
+    budget: RestartBudget = field(default_factory=RestartBudget)
 
 
 def identity(source: str, superpowered: bool, user_data: str | None) -> str:
@@ -232,3 +299,61 @@ def plan_containers(
         else:
             actions.append(ContainerAction(name, KEEP, "running", want, current))
     return actions
+
+
+def _drift(action: ContainerAction, observation: ContainerObservation) -> ContainerAction:
+    """A create or start of a container that ran as asked (or any start) is drift: decide
+    whether it restarts now, later or not at all."""
+    want, current = action.desired, action.observed
+    assert want is not None
+    remembered = observation.history.get(action.name)
+    history = remembered if remembered and remembered.identity == want.identity else History(
+        want.identity
+    )
+    if action.action == CREATE and not history.seen_running:
+        return action
+    exit_code = current.exit_code if current is not None else None
+    what = "removed" if action.action == CREATE else f"exited (code {exit_code})"
+    verdict, count, wait = observation.budget.decide(history, observation.now)
+    budget = observation.budget
+    if verdict == CRASH_LOOP:
+        reason = (
+            f"crash-looping: {what}, {count} restarts in {budget.window:.0f} s;"
+            " not restarted until its settings change"
+        )
+    elif verdict == WAIT:
+        reason = f"{what}; restart {count + 1} of {budget.max_restarts} in {wait:.1f} s"
+    else:
+        reason = f"{what}; restarting"
+    return ContainerAction(action.name, verdict, reason, want, current, what, count, wait)
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """The decision of a pass for host containers, and the observation it was made on."""
+
+    actions: tuple[ContainerAction, ...]
+    observation: ContainerObservation
+
+
+def plan_host_containers(
+    desired: Mapping[str, Any] | None, observation: ContainerObservation
+) -> ContainerPlan:
+    """Every host-container decision of a pass: invalid entries first, then (removals first)
+    what ``plan_containers`` says, with drift restarts decided by the restart budget; when the
+    engine cannot be used, each enabled container fails."""
+    wanted, invalid = desired_containers(desired)
+    actions = [ContainerAction(name, INVALID, problem) for name, problem in sorted(invalid.items())]
+    if not observation.consulted:
+        return ContainerPlan(tuple(actions), observation)
+    if observation.problem is not None:
+        actions += [ContainerAction(name, FAIL, observation.problem, want)
+                    for name, want in sorted(wanted.items())]
+        return ContainerPlan(tuple(actions), observation)
+    for action in plan_containers(desired, observation.containers):
+        if action.action == INVALID:
+            continue
+        if action.action in (CREATE, START):
+            action = _drift(action, observation)
+        actions.append(action)
+    return ContainerPlan(tuple(actions), observation)

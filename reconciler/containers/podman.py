@@ -106,7 +106,7 @@ class PodmanEngine:
         return None
 
     def initialized(self) -> bool:
-        return (self.storage / "storage").is_dir()
+        return os.path.isdir(os.path.join(self.storage, "storage"))  # once per pass: no pathlib
 
     def _run(
         self, args: Sequence[str], timeout: float = TIMEOUT_QUICK,
