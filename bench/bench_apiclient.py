@@ -4,7 +4,11 @@ Starts a daemon (variant aws-dev, the example user data) in a temporary state di
 times whole processes, interleaved, in the same run: the baseline interpreter doing nothing and
 the client in the ways it is launched (the console script when installed, ``python -m`` and the
 single file as a script, like the zipapp), and ``apply`` of a document it refuses (start-up plus the
-user-data parser it shares, no request). Prints the medians and the ratios (target <= 3).
+user-data parser it shares, no request). Prints the medians and the ratios (target <= 1.3 for
+``get``, issue 18).
+
+Bytecode is written (``PYTHONDONTWRITEBYTECODE`` is dropped from the children's environment), as
+on an installed host: otherwise every run would compile the client and the baseline would not.
 
     .venv/bin/python bench/bench_apiclient.py [--runs 30]
 """
@@ -26,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.daemon import Daemon  # noqa: E402
 
-TARGET = 3.0
+TARGET = 1.3  # issue 18: `apiclient get settings.motd`
+APPLY_TARGET = 3.0  # `apply` also imports and runs the user-data parser
 
 
 def timed(command: list[str], env: dict[str, str], expect: int = 0) -> float:
@@ -37,6 +42,19 @@ def timed(command: list[str], env: dict[str, str], expect: int = 0) -> float:
     if result.returncode != expect:
         sys.exit(f"{' '.join(command)} exited {result.returncode}, not {expect}")
     return elapsed
+
+
+def settle(daemon: Daemon, timeout: float = 60.0) -> None:
+    """Wait out the daemon's boot pass: a pass running in its worker thread holds the GIL and
+    slows its answers, which would be timed as the client's start-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = daemon.ok("GET", "/status")
+        if status.get("state") == "Ready" and status.get("last_receipt"):
+            time.sleep(1.0)  # the pass's own file-watch echo
+            return
+        time.sleep(0.1)
+    sys.exit(f"the daemon did not settle within {timeout:.0f} s")
 
 
 def main() -> None:
@@ -57,7 +75,9 @@ def main() -> None:
         daemon = Daemon(state_dir, ["--variant", "aws-dev",
                                     "--user-data", "examples/user-data/aws-dev.toml"])
         env = {**os.environ, "APICLIENT_SOCKET": str(daemon.socket)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         try:
+            settle(daemon)
             # `apply` parses with hostcore.documents (the user-data parser) before any request:
             # a document it refuses times start-up + that parser's imports + parsing alone.
             document = Path(tmp) / "refused.toml"
@@ -79,7 +99,7 @@ def main() -> None:
 
     base = statistics.median(baseline)
     print(f"interpreter: {python} ({sys.version.split()[0]}), {args.runs} runs each, medians")
-    print(f"{'python3 -c pass (baseline)':<52} {base * 1000:7.1f} ms")
+    print(f"{'python -c pass (baseline, same interpreter)':<52} {base * 1000:7.1f} ms")
     for name, values in times.items():
         median = statistics.median(values)
         ratio = median / base
@@ -91,9 +111,9 @@ def main() -> None:
         )
     median = statistics.median(applies)
     ratio = median / base
-    verdict = "ok" if ratio <= TARGET else "OVER TARGET"
+    verdict = "ok" if ratio <= APPLY_TARGET else "OVER TARGET"
     label = "python -m reconciler.apiclient apply (parse, refused)"
-    print(f"{label:<52} {median * 1000:7.1f} ms  ratio {ratio:4.2f} (target <= {TARGET:g}: "
+    print(f"{label:<52} {median * 1000:7.1f} ms  ratio {ratio:4.2f} (target <= {APPLY_TARGET:g}: "
           f"{verdict})")
 
 

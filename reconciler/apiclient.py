@@ -1,8 +1,9 @@
 """apiclient: talk to the reconciler's API on its Unix socket (Bottlerocket-compatible).
 
 Standard library only, so it can ship as a one-file zipapp into any container that has python3
-(with ``hostcore``'s document parser, which ``apply`` shares with user data); every command
-imports only what its path needs, to start fast.
+(with ``hostcore``'s document parser, which ``apply`` shares with user data, and its small HTTP
+client ``hostcore.unixhttp``); every command imports only what its path needs, to start fast:
+``get`` within 1.3x of ``python -c pass`` (``bench/bench_apiclient.py``).
 
 Raw form (Bottlerocket's README, the default subcommand)::
 
@@ -11,8 +12,8 @@ Raw form (Bottlerocket's README, the default subcommand)::
     apiclient -u /settings -X PATCH -d '...'
     apiclient -m POST -u /tx/commit_and_apply
 
-Subcommands: raw, get, set, apply, exec, plan, status, history, rollback, explain, reboot,
-update check|apply|cancel.
+Subcommands: raw, get, set, apply, exec, plan, status, history, rollback, confirm, explain,
+reboot, sync, events, update check|apply|cancel.
 
 The socket is ``-s/--socket-path``, else ``$APICLIENT_SOCKET``, else ``/run/api.sock``.
 """
@@ -24,6 +25,8 @@ import json
 import os
 import sys
 import time
+
+from hostcore import unixhttp  # in the zipapp too (reconciler/containers/executor.py)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~2 ms at startup; annotations are not evaluated
@@ -43,6 +46,8 @@ SUBCOMMANDS = (
     "confirm",
     "explain",
     "reboot",
+    "sync",
+    "events",
     "update",
 )
 # Options that take a value, to find the subcommand in argv (and insert the default ``raw``).
@@ -76,23 +81,21 @@ class ResponseError(ClientError):
             message += "\n(the API server does not provide this endpoint)"
         super().__init__(message)
 
+    def reason(self, verbose: int = 0) -> str:
+        """The server's reason first, the status at the end (with the request under ``-v``);
+        the ``transaction '<name>': `` prefix of apiclient's own transactions dropped."""
+        text = self.body.strip() or "(no reason given)"
+        if text.startswith("transaction '"):
+            end = text.find("': ", len("transaction '"))
+            if end > 0 and text[len("transaction '"):end].startswith("apiclient-"):
+                text = text[end + 3:]
+        where = f" when {self.method}ing {self.uri}" if verbose else ""
+        if self.status in (404, 405) and text in ("404: Not Found", "405: Method Not Allowed"):
+            text = f"the API server does not provide {self.uri.split('?', 1)[0]}"
+        return f"{text} (status {self.status}{where})"
+
 
 # ---- transport ---------------------------------------------------------------------------------
-
-
-def _import_http_client() -> Any:
-    """``http.client`` without pulling in ``ssl`` (a Unix socket needs no TLS; ~4 ms saved)."""
-    if "http.client" in sys.modules:
-        return sys.modules["http.client"]
-    blocked = "ssl" not in sys.modules
-    if blocked:
-        sys.modules["ssl"] = None  # type: ignore[assignment]  # makes ``import ssl`` fail
-    try:
-        import http.client
-    finally:
-        if blocked:
-            del sys.modules["ssl"]
-    return http.client
 
 
 class Client:
@@ -105,23 +108,7 @@ class Client:
 
     def _connection(self) -> Any:
         if self._conn is None:
-            http_client = _import_http_client()
-            path = self.socket_path
-
-            class UnixHTTPConnection(http_client.HTTPConnection):
-                def connect(self) -> None:
-                    import socket
-
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(self.timeout)
-                    try:
-                        sock.connect(path)
-                    except OSError:
-                        sock.close()
-                        raise
-                    self.sock = sock
-
-            self._conn = UnixHTTPConnection("localhost", timeout=REQUEST_TIMEOUT)
+            self._conn = unixhttp.UnixHTTPConnection(self.socket_path, timeout=REQUEST_TIMEOUT)
         return self._conn
 
     def close(self) -> None:
@@ -139,34 +126,29 @@ class Client:
         if self.verbose > 1:
             print(f"> {method} {uri}", file=sys.stderr)
         for attempt in (1, 2):
-            reused = self._conn is not None
             conn = self._connection()
+            reused = conn.connected
             try:
-                conn.request(method, uri, body=body, headers=headers)
-                response = conn.getresponse()
-                raw = response.read()
+                response = conn.request(method, uri, body=body, headers=headers)
                 break
+            except ValueError as error:  # a space or line break in the URI
+                raise ClientError(f"apiclient: {error}") from None
             except (FileNotFoundError, ConnectionRefusedError, PermissionError) as error:
                 self.close()
                 raise ClientError(
                     f"Failed to connect to API socket {self.socket_path}: {error.strerror or error}"
                 ) from None
-            except (OSError, _import_http_client().HTTPException) as error:
+            except OSError as error:
                 self.close()
                 # A kept-alive connection the server had closed: retry once on a fresh one.
                 stale = isinstance(
-                    error,
-                    BrokenPipeError
-                    | ConnectionResetError
-                    | _import_http_client().RemoteDisconnected,
+                    error, BrokenPipeError | ConnectionResetError | unixhttp.RemoteDisconnected
                 )
                 if attempt == 2 or not reused or not stale:
                     raise ClientError(
                         f"Failed to {method} {uri} on {self.socket_path}: {error}"
                     ) from None
-        if response.will_close:
-            self.close()
-        text = raw.decode("utf-8", errors="replace")
+        text = response.body.decode("utf-8", errors="replace")
         if self.verbose > 1:
             print(f"< {response.status} {response.reason}", file=sys.stderr)
         return response.status, response.reason, text
@@ -185,11 +167,20 @@ class Client:
             return text
 
 
-def _query(path: str, **params: Any) -> str:
-    from urllib.parse import quote
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~,")
 
+
+def _quote(text: str) -> str:
+    """Percent-encode a query value (``urllib.parse.quote`` with ``safe=','``, without its
+    import, which costs more than the rest of a ``get``)."""
+    return "".join(
+        chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in text.encode("utf-8")
+    )
+
+
+def _query(path: str, **params: Any) -> str:
     parts = [
-        f"{name}={quote(str(value), safe=',')}"
+        f"{name}={_quote(str(value))}"
         for name, value in params.items()
         if value is not None
     ]
@@ -203,35 +194,68 @@ def _random_suffix() -> str:
 # ---- argument parsing --------------------------------------------------------------------------
 
 
-def _with_default_subcommand(argv: list[str]) -> list[str]:
-    """Bottlerocket's ``raw`` is the default subcommand: ``apiclient -u /settings`` works."""
+def _first_word(argv: list[str]) -> int:
+    """Index of the first token that is neither an option nor an option's value."""
     i = 0
     while i < len(argv):
         token = argv[i]
         if token == "--":
             break
         if token.startswith("-") and token != "-":
-            if token in _VALUE_OPTIONS:
-                i += 2
-                continue
-            i += 1
+            i += 2 if token in _VALUE_OPTIONS else 1
             continue
-        if token in SUBCOMMANDS:
+        break
+    return i
+
+
+def _with_default_subcommand(argv: list[str]) -> list[str]:
+    """Bottlerocket's ``raw`` is the default subcommand: ``apiclient -u /settings`` works."""
+    i = _first_word(argv)
+    if i < len(argv) and argv[i] != "--":
+        if argv[i] in SUBCOMMANDS:
             return argv
         raise ClientError(
-            f"apiclient: unknown subcommand {token!r}; subcommands: {', '.join(SUBCOMMANDS)}"
+            f"apiclient: unknown subcommand {argv[i]!r}; subcommands: {', '.join(SUBCOMMANDS)}"
         )
-    if any(t in ("-h", "--help") for t in argv[:i]) and not any(
+    if any(t in ("-h", "--help", "--version") for t in argv[:i]) and not any(
         t in ("-u", "--uri") or t.startswith(("-u", "--uri=")) for t in argv
     ):
-        return argv  # top-level help
+        return argv  # top-level help or version
     return ["raw", *argv]
 
 
-def _parser() -> Any:
+def _subcommand_of(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names, to build only its parser (None: the whole parser)."""
+    i = _first_word(argv)
+    return argv[i] if i < len(argv) and argv[i] in SUBCOMMANDS else None
+
+
+def _formatter_class() -> Any:
+    """argparse's help formatter, without the ``shutil`` import (with ``bz2``, ``lzma``...) its
+    ``__init__`` makes on every ``add_argument`` only to read the terminal width."""
     import argparse
 
-    common = argparse.ArgumentParser(add_help=False)
+    class Formatter(argparse.HelpFormatter):
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None):
+            if width is None:
+                try:
+                    columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2)[0]
+                except (ValueError, OSError):
+                    columns = 80
+                width = max(columns - 2, 20)
+            super().__init__(prog, indent_increment, max_help_position, width)
+
+    return Formatter
+
+
+def _parser(only: str | None = None) -> Any:
+    """The command line; with ``only``, just that subcommand's parser (a third of the start-up
+    time of a ``get`` went into building the fourteen others)."""
+    import argparse
+
+    formatter = _formatter_class()
+    common = argparse.ArgumentParser(add_help=False, formatter_class=formatter)
     common.add_argument(
         "-s",
         "--socket-path",
@@ -251,87 +275,174 @@ def _parser() -> Any:
         prog="apiclient",
         description="Client for the reconciler API on its Unix socket.",
         parents=[common],
+        formatter_class=formatter,
         epilog="Without a subcommand, 'raw' is assumed: apiclient -u /settings",
     )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def sub(name: str, help_text: str) -> argparse.ArgumentParser | None:
+        if only is not None and name != only:
+            return None
+        return commands.add_parser(
+            name, help=help_text, description=help_text, parents=[common],
+            formatter_class=formatter,
+        )
 
-    raw = sub("raw", "make one HTTP request (the default)")
-    raw.add_argument("-u", "--uri", required=True, help="request path and query, e.g. /settings")
-    raw.add_argument("-m", "-X", "--method", default="GET", help="HTTP method (default GET)")
-    raw.add_argument("-d", "--data", help="request body")
+    if raw := sub("raw", "make one HTTP request (the default)"):
+        raw.add_argument(
+            "-u", "--uri", required=True, help="request path and query, e.g. /settings"
+        )
+        raw.add_argument("-m", "-X", "--method", default="GET", help="HTTP method (default GET)")
+        raw.add_argument("-d", "--data", help="request body (default: none)")
 
-    get = sub("get", "print settings (and os, services...) under key prefixes, or one /uri")
-    get.add_argument("prefixes", nargs="*", metavar="PREFIX|/URI")
+    if get := sub("get", "print settings (and os, services...) under key prefixes, or one /uri"):
+        get.add_argument(
+            "prefixes", nargs="*", metavar="PREFIX|/URI",
+            help="e.g. settings.motd, motd, os (default: os and settings); exit 1 when a prefix "
+            "matches nothing",
+        )
 
-    set_ = sub("set", "change settings in their own transaction, commit and apply")
-    set_.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
-    set_.add_argument("-j", "--json", help="settings as a JSON object (inside 'settings')")
-    set_.add_argument(
-        "--confirm",
-        metavar="SECONDS",
-        help="try the change: unless 'apiclient confirm' is run within SECONDS (or the pass "
-        "fails), the host returns to the settings before it by itself",
-    )
+    if set_ := sub("set", "change settings in their own transaction, commit and apply"):
+        set_.add_argument(
+            "pairs", nargs="*", metavar="KEY=VALUE",
+            help="e.g. motd=hi; KEY=null removes the key (its default comes back)",
+        )
+        set_.add_argument("-j", "--json", help="settings as a JSON object (inside 'settings')")
+        set_.add_argument(
+            "--confirm",
+            metavar="SECONDS",
+            help="try the change: unless 'apiclient confirm' is run within SECONDS (or the pass "
+            "fails), the host returns to the settings before it by itself",
+        )
+        _change_options(set_)
 
-    apply = sub("apply", "apply settings documents (TOML, YAML, JSON) all or nothing")
-    apply.add_argument(
-        "inputs", nargs="*", metavar="FILE|-", help="files, file:// or http(s):// URIs; - is stdin"
-    )
+    if apply := sub("apply", "apply settings documents (TOML, YAML, JSON) all or nothing"):
+        apply.add_argument(
+            "inputs", nargs="*", metavar="FILE|-",
+            help="files, file:// or http(s):// URIs; - is stdin (default: stdin)",
+        )
+        _change_options(apply)
 
-    plan = sub("plan", "dry run: what committing a transaction would change")
-    plan.add_argument("--tx", default="default", help="transaction (default 'default')")
-    plan.add_argument("--json", action="store_true", help="print the raw answer")
+    if plan := sub("plan", "dry run: what committing a transaction would change"):
+        plan.add_argument("--tx", default="default", help="transaction (default 'default')")
+        plan.add_argument("--json", action="store_true", help="print the raw answer")
 
-    status = sub("status", "state, generations, reasons and the last reconcile receipt")
-    status.add_argument("--json", action="store_true", help="print the raw answer")
+    if status := sub("status", "state, generations, reasons and the last reconcile receipt"):
+        status.add_argument("--json", action="store_true", help="print the raw answer")
 
-    history = sub("history", "settings generations, newest first")
-    history.add_argument("--limit", type=int, default=20)
-    history.add_argument("--before", type=int, help="only generations older than this one")
-    history.add_argument("--json", action="store_true", help="print the raw answer")
+    if history := sub("history", "settings generations, newest first"):
+        history.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+        history.add_argument("--before", type=int, help="only generations older than this one")
+        history.add_argument("--json", action="store_true", help="print the raw answer")
 
-    rollback = sub("rollback", "restore the settings of an earlier generation")
-    rollback.add_argument(
-        "--generation", type=int, help="target generation (default: the one before the live one)"
-    )
-    rollback.add_argument(
-        "--no-wait", action="store_true", help="do not wait for the reconcile pass"
-    )
+    if rollback := sub("rollback", "restore the settings of an earlier generation"):
+        rollback.add_argument(
+            "--generation", type=int,
+            help="target generation (default: the one before the live one)",
+        )
+        rollback.add_argument(
+            "--no-wait", action="store_true", help="do not wait for the reconcile pass"
+        )
 
     sub("confirm", "keep the change made with 'set --confirm' (stops its automatic rollback)")
 
-    explain = sub("explain", "where a setting's value comes from, and its history")
-    explain.add_argument("key", help="e.g. motd or settings.motd")
-    explain.add_argument("--json", action="store_true", help="print the raw answer")
+    if explain := sub("explain", "where a setting's value comes from, and its history"):
+        explain.add_argument("key", help="e.g. motd or settings.motd")
+        explain.add_argument("--json", action="store_true", help="print the raw answer")
 
     sub("reboot", "reboot the host")
 
-    exec_ = sub("exec", "run a command in a host container (stdin streamed, exit status kept)")
-    terminal = exec_.add_mutually_exclusive_group()
-    terminal.add_argument("-t", "--tty", action="store_true", default=None,
-                          help="allocate a terminal (default: when stdin and stdout are one)")
-    terminal.add_argument("-T", "--no-tty", dest="tty", action="store_false",
-                          help="never allocate a terminal")
-    exec_.add_argument("target", metavar="NAME", help="host container, e.g. admin")
-    exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+    if exec_ := sub(
+        "exec", "run a command in a host container (stdin streamed, exit status kept)"
+    ):
+        terminal = exec_.add_mutually_exclusive_group()
+        terminal.add_argument("-t", "--tty", action="store_true", default=None,
+                              help="allocate a terminal (default: when stdin and stdout are one)")
+        terminal.add_argument("-T", "--no-tty", dest="tty", action="store_false",
+                              help="never allocate a terminal")
+        exec_.add_argument("target", metavar="NAME", help="host container, e.g. admin")
+        exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
 
-    update = sub("update", "check for, apply or cancel OS updates")
-    actions = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
-    actions.add_parser("check", help="refresh the list of available updates", parents=[common])
-    update_apply = actions.add_parser(
-        "apply", help="download and activate the chosen update", parents=[common]
-    )
-    update_apply.add_argument("-c", "--check", action="store_true", help="check first")
-    update_apply.add_argument("-r", "--reboot", action="store_true", help="reboot afterwards")
-    actions.add_parser("cancel", help="deactivate a staged update", parents=[common])
-    for action in actions.choices.values():
-        action.add_argument(
-            "--timeout", type=float, default=1800.0, help="seconds to wait for each step"
+    if sync := sub("sync", "fetch the git source now and wait for its pass; exit 1 on failure"):
+        sync.add_argument("--json", action="store_true", help="print the raw answer")
+
+    if events := sub("events", "the daemon's recent events, oldest first"):
+        events.add_argument(
+            "-f", "--follow", action="store_true", help="keep printing new events (Ctrl-C stops)"
         )
+        events.add_argument(
+            "--since", type=int, default=0, help="only events after this id (default 0: all kept)"
+        )
+        events.add_argument(
+            "--interval", type=float, default=1.0,
+            help="seconds between polls with --follow (default 1)",
+        )
+        events.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    if update := sub("update", "check for, apply or cancel OS updates"):
+        actions = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
+        actions.add_parser(
+            "check", help="refresh the list of available updates", parents=[common],
+            formatter_class=formatter,
+        )
+        update_apply = actions.add_parser(
+            "apply", help="download and activate the chosen update", parents=[common],
+            formatter_class=formatter,
+        )
+        update_apply.add_argument("-c", "--check", action="store_true", help="check first")
+        update_apply.add_argument(
+            "-r", "--reboot", action="store_true", help="reboot afterwards"
+        )
+        actions.add_parser(
+            "cancel", help="deactivate a staged update", parents=[common],
+            formatter_class=formatter,
+        )
+        for action in actions.choices.values():
+            action.add_argument(
+                "--timeout", type=float, default=1800.0,
+                help="seconds to wait for each step (default 1800)",
+            )
     return parser
+
+
+def _change_options(parser: Any) -> None:
+    """Options shared by ``set`` and ``apply``."""
+    parser.add_argument(
+        "--force", action="store_true",
+        help="change keys the git source owns too (until git changes them again)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print the plan (settings, files, services) and change nothing",
+    )
+    parser.add_argument(
+        "--tx", help="stage the change in this transaction and leave it pending (no commit); "
+        "'apiclient plan --tx NAME' shows it, 'apiclient -m POST -u "
+        "/tx/commit_and_apply?tx=NAME' applies it",
+    )
+
+
+class _Args:
+    def __init__(self, **values: Any):
+        self.__dict__.update(values)
+
+
+def _plain_get(argv: list[str]) -> _Args | None:
+    """``get PREFIX...`` without any option, parsed without argparse: importing it (with gettext
+    and locale) and building the parser took more time than the rest of the most common call."""
+    if argv[:1] != ["get"] or any(token.startswith("-") for token in argv[1:]):
+        return None
+    return _Args(command="get", prefixes=argv[1:])
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("host-reconciler")
+    except Exception:  # the zipapp carries no package metadata
+        return "unknown (no package metadata)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,17 +455,24 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as error:
         print(str(error), file=sys.stderr)
         return 2
-    args = _parser().parse_args(argv)
+    args = _plain_get(argv) or _parser(_subcommand_of(argv)).parse_args(argv)
+    if getattr(args, "version", False):
+        print(f"apiclient {_version()}")
+        return 0
     if args.command is None:
         _parser().print_help(sys.stderr)
         return 2
     socket_path = (
         getattr(args, "socket_path", None) or os.environ.get("APICLIENT_SOCKET") or DEFAULT_SOCKET
     )
-    client = Client(socket_path, getattr(args, "verbose", 0) or 0)
-    handler = globals()["cmd_" + args.command]
+    verbose = getattr(args, "verbose", 0) or 0
+    client = Client(socket_path, verbose)
+    handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
         return handler(client, args)
+    except ResponseError as error:  # the raw form keeps Bottlerocket's wording, byte for byte
+        print(str(error) if args.command == "raw" else error.reason(verbose), file=sys.stderr)
+        return 1
     except ClientError as error:
         print(str(error), file=sys.stderr)
         return 1
@@ -504,12 +622,23 @@ def cmd_get(client: Client, args: Any) -> int:
         _print_json(client.call("GET", uris[0]))
         return 0
     result: dict[str, Any] = {}
+    missing = []
     for prefix in args.prefixes or ["os.", "settings."]:
         if not prefix:
             raise ClientError("apiclient get: empty prefix")
         answer = client.call("GET", _query("/", prefix=_model_prefix(prefix)))
-        if isinstance(answer, dict):
+        if isinstance(answer, dict) and answer:
             _deep_merge(result, answer)
+        else:
+            missing.append(_model_prefix(prefix))
+    if missing and args.prefixes:
+        if result:
+            _print_json(result)
+        raise ClientError(
+            f"apiclient get: {', '.join(missing)}: not set (nothing under "
+            f"{'this prefix' if len(missing) == 1 else 'these prefixes'}); "
+            "'apiclient get settings' lists what is"
+        )
     _print_json(result)
     return 0
 
@@ -584,10 +713,36 @@ def _discard(client: Client, tx: str) -> None:
         print(f"warning: could not discard transaction {tx!r}: {error}", file=sys.stderr)
 
 
+def _null_pairs(pairs: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split ``KEY=null`` off the pairs: a JSON merge patch deleting those keys (Bottlerocket's
+    keypair form would store the string "null")."""
+    kept: list[str] = []
+    deleted: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if value != "null":
+            kept.append(pair)
+            continue
+        segments = key.strip().split(".")
+        if segments[0] == "settings":
+            segments = segments[1:]
+        if not segments or not all(segments):
+            raise ClientError(f"apiclient set: invalid key in {pair!r}")
+        node = deleted
+        for segment in segments[:-1]:
+            node = node.setdefault(segment, {})
+            if not isinstance(node, dict):
+                raise ClientError(f"apiclient set: {key} conflicts with another pair")
+        node[segments[-1]] = None
+    return kept, deleted
+
+
 def cmd_set(client: Client, args: Any) -> int:
     if bool(args.pairs) == bool(args.json):
         raise ClientError("apiclient set: give KEY=VALUE pairs or -j/--json JSON (one of them)")
-    tx = f"apiclient-set-{_random_suffix()}"
+    tx = args.tx or f"apiclient-set-{_random_suffix()}"
+    force = "true" if args.force else None
+    patches: list[tuple[str, Any]] = []
     if args.json:
         try:
             body = json.loads(args.json)
@@ -595,18 +750,42 @@ def cmd_set(client: Client, args: Any) -> int:
             raise ClientError(f"apiclient set: --json is not valid JSON: {error}") from None
         if not isinstance(body, dict):
             raise ClientError("apiclient set: --json must be a JSON object")
-        uri, payload = _query("/settings", tx=tx), body
+        patches.append((_query("/settings", tx=tx, force=force), body))
     else:
         bad = [p for p in args.pairs if "=" not in p or p.startswith("=")]
         if bad:
             raise ClientError(f"apiclient set: invalid KEY=VALUE: {bad[0]!r}")
-        uri, payload = _query("/settings/keypair", tx=tx), {"request_payload": args.pairs}
+        pairs, deleted = _null_pairs(args.pairs)
+        if pairs:
+            patches.append(
+                (_query("/settings/keypair", tx=tx, force=force), {"request_payload": pairs})
+            )
+        if deleted:
+            patches.append((_query("/settings", tx=tx, force=force), deleted))
     try:
-        client.call("PATCH", uri, payload)
+        for uri, payload in patches:
+            client.call("PATCH", uri, payload)
     except ClientError:
-        _discard(client, tx)
+        if not args.tx:
+            _discard(client, tx)
         raise
-    return _commit_and_apply(client, tx, args.confirm)
+    return _finish_change(client, tx, args, getattr(args, "confirm", None))
+
+
+def _finish_change(client: Client, tx: str, args: Any, confirm: str | None = None) -> int:
+    """After ``set``/``apply`` staged ``tx``: print the plan and discard it (``--dry-run``), leave
+    it pending (``--tx``), or commit and apply it."""
+    if args.dry_run:
+        try:
+            return _print_plan(client.call("POST", _query("/tx/plan", tx=tx)), tx)
+        finally:
+            if not args.tx:
+                _discard(client, tx)
+    if args.tx:
+        print(f"Staged in transaction {tx!r}: 'apiclient plan --tx {tx}' shows it; "
+              f"'apiclient -m POST -u /tx/commit_and_apply?tx={tx}' applies it")
+        return 0
+    return _commit_and_apply(client, tx, confirm)
 
 
 def cmd_confirm(client: Client, args: Any) -> int:
@@ -652,18 +831,20 @@ def cmd_apply(client: Client, args: Any) -> int:
         raise ClientError("apiclient apply: stdin ('-') can be given only once")
     # Read and parse everything before touching the server: a bad document changes nothing.
     documents = [_parse_settings(*_read_input(name)) for name in inputs]
-    tx = f"apiclient-apply-{_random_suffix()}"
+    tx = args.tx or f"apiclient-apply-{_random_suffix()}"
+    force = "true" if args.force else None
     try:
         for name, settings in zip(inputs, documents, strict=True):
             try:
-                client.call("PATCH", _query("/settings", tx=tx), settings)
+                client.call("PATCH", _query("/settings", tx=tx, force=force), settings)
             except ResponseError as error:
                 label = "<stdin>" if name == "-" else name
-                raise ClientError(f"{label}: {error}") from None
+                raise ClientError(f"{label}: {error.reason(client.verbose)}") from None
     except ClientError:
-        _discard(client, tx)
+        if not args.tx:
+            _discard(client, tx)
         raise
-    return _commit_and_apply(client, tx)
+    return _finish_change(client, tx, args)
 
 
 # ---- plan, status, history, rollback, explain --------------------------------------------------
@@ -686,11 +867,16 @@ def cmd_plan(client: Client, args: Any) -> int:
     if args.json:
         _print_json(answer)
         return 0
+    return _print_plan(answer, args.tx)
+
+
+def _print_plan(answer: dict[str, Any], tx: str) -> int:
+    """The plan of ``tx`` for people; 1 when it holds errors."""
     settings = answer.get("settings") or []
     files = answer.get("files") or []
     services = answer.get("services") or []
     errors = answer.get("errors") or {}
-    print(f"Plan for transaction {args.tx!r} (live generation {answer.get('generation')})")
+    print(f"Plan for transaction {tx!r} (live generation {answer.get('generation')})")
     if settings:
         print(f"Settings ({len(settings)}):")
         for change in settings:
@@ -893,6 +1079,56 @@ def cmd_explain(client: Client, args: Any) -> int:
                     f"{change.get('source')}  {what}"
                 )
     return 0
+
+
+# ---- sync and events ---------------------------------------------------------------------------
+
+
+def cmd_sync(client: Client, args: Any) -> int:
+    """``POST /actions/sync?wait=true``; 1 unless the revision was fetched, valid and applied."""
+    answer = client.call("POST", _query("/actions/sync", wait="true")) or {}
+    if args.json:
+        _print_json(answer)
+    sync = answer.get("sync") or {}
+    condition = sync.get("condition")
+    commit = (sync.get("applied_commit") or sync.get("fetched_commit") or "-")[:12]
+    failed = condition != "Synced"
+    if not args.json:
+        changed = sorted(sync.get("changed") or [])
+        stream = sys.stderr if failed else sys.stdout
+        print(f"Git: {condition} at {commit}" + (f": {sync['reason']}" if sync.get("reason")
+                                                  else ""), file=stream)
+        if changed:
+            print(f"Changed ({len(changed)}): {', '.join(changed)}")
+    receipt = answer.get("receipt")
+    if isinstance(receipt, dict):
+        if args.json:
+            return 1 if failed or not receipt.get("ok") else 0
+        return 1 if _report_receipt(receipt) or failed else 0
+    return 1 if failed else 0
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    known = ("seq", "time", "type", "message")
+    extra = " ".join(f"{k}={_value(v)}" for k, v in sorted(event.items()) if k not in known)
+    when = event.get("time")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if isinstance(
+        when, int | float) else str(when)
+    return f"{event.get('seq', '?'):>6}  {stamp}  {event.get('type', '?'):<10} " \
+           f"{event.get('message', '')}" + (f"  [{extra}]" if extra else "")
+
+
+def cmd_events(client: Client, args: Any) -> int:
+    """``GET /events?since=N``, printed oldest first; ``--follow`` polls for new ones."""
+    since = args.since
+    while True:
+        for event in client.call("GET", _query("/events", since=since)) or []:
+            since = max(since, int(event.get("seq") or 0))
+            print(json.dumps(event, sort_keys=True) if args.json else _event_line(event),
+                  flush=True)
+        if not args.follow:
+            return 0
+        time.sleep(max(args.interval, 0.05))
 
 
 # ---- reboot and updates ------------------------------------------------------------------------

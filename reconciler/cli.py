@@ -1,4 +1,8 @@
-"""``reconciler``: the daemon (``serve``) and tools (``validate``, ``plan``, ``version``)."""
+"""``reconciler``: the daemon (``serve``) and tools (``validate``, ``plan``, ``version``).
+
+Every bad flag or file ends in a one-line ``reconciler: ...`` message and a non-zero exit, never a
+traceback; every option's help names its default (``_Formatter``).
+"""
 
 from __future__ import annotations
 
@@ -34,14 +38,47 @@ VARIANT_HELP = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconciler", description=__doc__)
-    parser.add_argument("--log-level", default="info")
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+The host reconciler: the daemon (serve) and its offline tools (validate, plan, generate,
+version). 'reconciler COMMAND --help' describes each command."""
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-    serve = commands.add_parser("serve", help="run the daemon (or one pass with --once)")
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Plain-text help whose every option ends with its default, unless it says it already or
+    there is none to show (a flag, an empty list, nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler", description=DESCRIPTION, formatter_class=_Formatter
+    )
+    parser.add_argument(
+        "--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
+        help="the least severe log lines printed",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, **kwargs: object) -> argparse.ArgumentParser:
+        kwargs.setdefault("description", help_text[:1].upper() + help_text[1:] + ".")
+        return commands.add_parser(name, help=help_text, formatter_class=_Formatter, **kwargs)
+
+    serve = command("serve", "run the daemon (or one pass with --once)")
     _state_args(serve)
-    serve.add_argument("--socket", type=Path, help="API socket (default <state-dir>/api.sock)")
+    serve.add_argument(
+        "--socket", type=Path, metavar="PATH", help="API socket (default: <state-dir>/api.sock)"
+    )
     serve.add_argument(
         "--user-data",
         action="append",
@@ -76,9 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         "--interval",
         type=float,
         default=60.0,
+        metavar="SECONDS",
         help="seconds between periodic passes that catch drift the file watch missed",
     )
-    serve.add_argument("--disk", help="OS disk or disk image holding the A/B partition sets")
+    serve.add_argument(
+        "--disk", metavar="PATH",
+        help="OS disk or disk image holding the A/B partition sets (default: none, updates "
+        "are off)",
+    )
     serve.add_argument(
         "--desired",
         action="append",
@@ -100,34 +142,41 @@ def _parser() -> argparse.ArgumentParser:
         help="access policy: callers whose (effective) gid is one of these may use the API",
     )
 
-    validate = commands.add_parser(
+    validate = command(
         "validate",
-        help="check user-data documents offline",
+        "check user-data documents offline",
         description="Check user-data documents offline, as the boot pipeline would.",
         epilog=PROVIDERS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    validate.add_argument("--variant", default=None, help=VARIANT_HELP)
-    validate.add_argument("files", nargs="+")
+    validate.add_argument(
+        "--variant", default=None, help=VARIANT_HELP + " (default: aws-dev)",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="TOML, YAML or JSON documents")
 
-    plan = commands.add_parser("plan", help="dry run: what a pass would change now")
+    plan = command("plan", "dry run: what a pass would change now")
     _state_args(plan)
 
-    generate = commands.add_parser(
-        "generate",
-        help="run one setting generator and print its value as JSON (exit 2: no value)",
+    generate = command(
+        "generate", "run one setting generator and print its value as JSON (exit 2: no value)"
     )
     generate.add_argument("name", help="generator name (GET /metadata/setting-generators)")
-    generate.add_argument("--imds-endpoint", type=_endpoint, metavar="URL", default=None)
-    generate.add_argument("--imds-deadline", type=float, default=DEFAULT_DEADLINE)
+    generate.add_argument(
+        "--imds-endpoint", type=_endpoint, metavar="URL", default=None,
+        help="EC2 instance metadata service (default: tried only on an EC2 instance)",
+    )
+    generate.add_argument(
+        "--imds-deadline", type=float, default=DEFAULT_DEADLINE, metavar="SECONDS",
+        help="the longest the metadata service is waited for",
+    )
 
-    commands.add_parser("version", help="print the version")
+    command("version", "print the version")
 
-    images = commands.add_parser("images", help="the project's own host-container images")
+    images = command("images", "the project's own host-container images")
     image_commands = images.add_subparsers(dest="images_command", required=True)
     build = image_commands.add_parser(
-        "build", help="build the admin and control images (cached; offline but for Debian's"
-        " package registry)")
+        "build", formatter_class=_Formatter,
+        help="build the admin and control images (cached; offline but for Debian's package "
+        "registry)")
     build.add_argument("roles", nargs="*", metavar="ROLE", help="admin, control (default both)")
     build.add_argument("--output", type=Path, help="image directory (default: the machine's,"
                        " $RECONCILER_IMAGES or /var/lib/host-reconciler/images)")
@@ -154,18 +203,39 @@ def _ids(text: str) -> list[int]:
 
 
 def _state_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--root", type=Path, help="prefix for rendered files (<state-dir>/root)")
-    parser.add_argument("--variant", default=None, help=VARIANT_HELP)
+    parser.add_argument(
+        "--state-dir", type=Path, required=True, metavar="DIR",
+        help="where the settings store, the API socket and the daemon's own files live",
+    )
+    parser.add_argument(
+        "--root", type=Path, metavar="DIR",
+        help="prefix for rendered files (default: <state-dir>/root)",
+    )
+    parser.add_argument(
+        "--variant", default=None,
+        help=VARIANT_HELP + " (default: the state dir's, else aws-dev)",
+    )
     parser.add_argument(
         "--renderers",
         type=Path,
-        help="directory with metadata.toml and templates/ (replaces built-ins)",
+        metavar="DIR",
+        help="directory with metadata.toml and templates/ (default: the built-in ones)",
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:  # a file or directory named on the command line
+        where = f" {error.filename}" if error.filename else ""
+        print(f"reconciler {args.command}:{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "version":
         print(package_version())
         return 0

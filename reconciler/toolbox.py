@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # shares hostcore's document parser with user data).
 MODULES = tuple(f"reconciler/{name}" for name in (
     "apiclient.py", "wsclient.py", "logdog.py", "enable_admin.py")) + tuple(
-    f"hostcore/{name}" for name in ("__init__.py", "keys.py", "documents.py"))
+    f"hostcore/{name}" for name in ("__init__.py", "keys.py", "documents.py", "unixhttp.py"))
 TOOLS = {
     "apiclient": "reconciler.apiclient",
     "logdog": "reconciler.logdog",

@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tuf-client"]:
         return conformance.main(argv[1:])
-    if argv[:1] in (["-h"], ["--help"], ["help"]):
+    if argv[:1] == ["help"] or "-h" in argv or "--help" in argv:  # also `updog update --help`
         print(USAGE)
         return 0
     try:

@@ -113,7 +113,8 @@ def _group(text: str) -> tuple[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetlock", description=__doc__,
+    parser = argparse.ArgumentParser(prog="fleetlock",
+                                     description=(__doc__ or "").replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the FleetLock protocol, backed by etcd")
