@@ -12,13 +12,13 @@ a deadline found already past at start-up reverts at once.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.schema import Schema
 from reconciler.store import CommitResult, NothingToCommit, Store
+from reconciler.supervise import Wakeup
 
 META = "pending-confirmation"
 MAX_SECONDS = 24 * 3600
@@ -100,17 +100,9 @@ class ConfirmWatch:
 
     def __init__(self, host: Any, events: Any, wake: Any):
         self.host, self.events, self.wake = host, events, wake
-        self._poked = None  # asyncio.Event, made in the loop
         self._failed: Pending | None = None
-        self._stopping = False
-
-    def poke(self) -> None:
-        if self._poked is not None:
-            self._poked.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.poke()
+        self.wakeup = Wakeup()
+        self.poke, self.stop = self.wakeup.poke, self.wakeup.stop
 
     def after_pass(self, receipt: dict[str, Any]) -> None:
         trial = pending(self.host.store)
@@ -125,8 +117,7 @@ class ConfirmWatch:
         from reconciler.logs import get_logger
 
         log = get_logger("confirm")
-        self._poked = asyncio.Event()
-        while not self._stopping:
+        while not self.wakeup.stopping:
             timeout: float | None = None
             try:
                 trial = await asyncio.to_thread(pending, self.host.store)
@@ -149,6 +140,4 @@ class ConfirmWatch:
             except Exception as error:  # report and retry: this task must not die
                 log.error("confirmation watch failed", error=f"{type(error).__name__}: {error}")
                 timeout = self.RETRY
-            self._poked.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), timeout)
+            await self.wakeup.wait(timeout)

@@ -10,6 +10,7 @@ exponential backoff. Nothing short of cancellation (shutdown) ends a supervised 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -75,6 +76,28 @@ class Loops:
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {name: h.as_dict() for name, h in sorted(self._items.items())}
+
+
+class Wakeup:
+    """How a loop sleeps until it has work: ``poke`` (from the event loop) wakes it at once, a
+    poke while it works is not lost, and ``stop`` ends it at its next wake-up."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()  # bound to the running loop at its first wait
+        self.stopping = False
+
+    def poke(self) -> None:
+        self._event.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._event.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until poked or ``timeout`` seconds (None: until poked)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
 
 
 async def supervised(health: LoopHealth, body: Callable[[], Awaitable[None]]) -> None:

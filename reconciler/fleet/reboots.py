@@ -13,7 +13,6 @@ released the same way (Zincati's initialization step), so a host never holds one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from reconciler.fleet.client import FleetLockClient, LockRejection
 from reconciler.fleet.protocol import DEFAULT_GROUP, ClientParams
 from reconciler.logs import get_logger
 from reconciler.store import Store
+from reconciler.supervise import Wakeup
 
 SLOT_META = "reboot-slot"
 _log = get_logger("reboots")
@@ -65,8 +65,8 @@ class RebootSlots:
         self.instance = uuid.uuid4().hex
         self.state = "idle"  # idle | holding | waiting | releasing
         self.reason = ""
-        self._stopping = False
-        self._poked: asyncio.Event | None = None
+        self.wakeup = Wakeup()
+        self.poke, self.stop = self.wakeup.poke, self.wakeup.stop
 
     def status(self) -> dict[str, Any]:
         held = self.store.get_meta(SLOT_META)
@@ -94,18 +94,9 @@ class RebootSlots:
         _log.info("reboot slot taken", group=lock.group, id=lock.node_id)
         return lock
 
-    def poke(self) -> None:
-        if self._poked is not None:
-            self._poked.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.poke()
-
     async def run(self) -> None:
         """Give back a held slot once the boot is confirmed; report and retry, never die."""
-        self._poked = asyncio.Event()
-        while not self._stopping:
+        while not self.wakeup.stopping:
             timeout = None
             try:
                 held = await asyncio.to_thread(self.store.get_meta, SLOT_META)
@@ -127,6 +118,4 @@ class RebootSlots:
                 self.reason = f"cannot release the reboot slot: {type(error).__name__}: {error}"
                 _log.warning("reboot slot release failed", error=self.reason)
                 timeout = self.RETRY
-            self._poked.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), timeout)
+            await self.wakeup.wait(timeout)
