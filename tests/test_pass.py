@@ -307,9 +307,11 @@ def test_the_pass_carries_out_exactly_the_dry_run(first, second, apply_second, d
                                                   owed, elapsed, budget) -> None:
     with tempfile.TemporaryDirectory() as tmp, a_host(Path(tmp)) as host:
         engine, clock = FakeEngine(), Clock()
+        # Registry pulls run off the pass (issue 13); the fake engine answers at once, and a
+        # pass waits for a pull it starts, so that the pass shows the planned action's outcome.
         host.reconciler.containers = HostContainers(
             host.state_dir, engine, clock=clock, sleep=lambda s: None, max_restarts=budget,
-            window=100.0)
+            window=100.0, pull_grace=5.0)
         commit(host.store, host, as_patch({}, first))
         host.reconciler.run_pass("first")
         if apply_second:  # a change, not applied yet
@@ -388,8 +390,14 @@ def test_a_dry_run_does_not_start_the_update_retry_clock(manager: UpdateManager,
     (tmp_path / "gate").touch()
     (tmp_path / "fail").touch()  # the fake updog's update-image fails
     now = [datetime(2024, 1, 1, 3, 0, tzinfo=UTC)]
+    elapsed = [0.0]  # the retry delay follows monotonic time (issue 19), the window wall time
+
+    def advance(minutes: int) -> None:
+        now[0] += timedelta(minutes=minutes)
+        elapsed[0] += minutes * 60.0
+
     executor = UpdatesExecutor(store=None, manager=manager,  # type: ignore[arg-type]
-                               clock=lambda: now[0])
+                               clock=lambda: now[0], monotonic=lambda: elapsed[0])
     policy = {"updates": {"automatic": True}}
     for expected in ("refresh", "prepare"):
         assert [s["name"] for s in executor.reconcile(policy)] == [expected]
@@ -397,12 +405,12 @@ def test_a_dry_run_does_not_start_the_update_retry_clock(manager: UpdateManager,
     assert manager.status().most_recent_command.cmd_status == "Failed"
     (tmp_path / "fail").unlink()
     assert executor.plan(policy) == []  # the dry run waits too...
-    now[0] += timedelta(minutes=59)
+    advance(59)
     assert executor.plan(policy) == []
     assert executor.reconcile(policy) == []  # ...but only this pass starts the hour
-    now[0] += timedelta(minutes=2)
+    advance(2)
     assert executor.plan(policy) == [] and executor.reconcile(policy) == []
-    now[0] += timedelta(minutes=58)
+    advance(58)
     assert [s["name"] for s in executor.plan(policy)] == ["prepare"]
     assert [s["name"] for s in executor.reconcile(policy)] == ["prepare"]
     manager.wait()
