@@ -8,6 +8,7 @@ metadata without a probe here fails there, naming itself.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -114,5 +115,11 @@ PROBES: dict[str, Probe] = {
         lambda n: {"network": {"https-proxy": f"http://127.0.0.1:{3000 + n}"}},
         _file_has("/etc/network/proxy.env", lambda n: f"HTTPS_PROXY=http://127.0.0.1:{3000 + n}"),
         why="the image has no kubelet: the service must be reported not installed",
+    ),
+    "aws-config": Probe(
+        lambda n: {"aws": {"config": base64.b64encode(
+            f"[default]\nregion = eu-probe-{n}\n".encode()).decode()}},
+        _file_has("/root/.aws/config", lambda n: f"region = eu-probe-{n}"),
+        why="the AWS SDKs (the kubelet's credential provider) read it at each use; no unit",
     ),
 }
