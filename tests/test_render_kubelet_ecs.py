@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from hostcore.keys import flatten, merge_patch
+from hostcore.keys import merge_patch
 from reconciler.host import open_host
 from reconciler.schema import Schema
 from renderers.catalog import Catalog
@@ -274,8 +274,8 @@ def test_a_changed_setting_restarts_only_the_services_that_read_it(
         if variant.startswith("aws-k8s") else '[settings.ecs]\ncluster = "prod"\n')
     with open_host(tmp_path / "state", variant=variant) as host:
         assert host.serve_once([str(user_data)]) == 0
-        settings = merge_patch(host.store.live_document(), change)
-        plan = host.dry_run(settings, set(flatten(change, ("settings",))))
+        host.store.add_patch("change", change, "api:change", host.schema)
+        plan = host.dry_run("change")  # the pass's own decision, over the transaction
     assert {s["name"] for s in plan["services"]} == services, plan
 
 
