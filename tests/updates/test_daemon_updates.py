@@ -119,7 +119,7 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         assert outcome["health_checks"] == [{"name": "workload", "ok": True, "detail": ""}]
         assert sim.flags()["A"].successful
         assert eventually(lambda: "boot marked successful (set A)" in daemon.logs())
-        assert settings(daemon)["host-containers"]["admin"]["source"] == \
+        assert settings(daemon)["host-containers"]["tools"]["source"] == \
             "registry.example.com/admin:v1"
         assert f'metadata_base_url = "{sim.server.base_url}/metadata/"' in \
             (sim.root / "etc/updog.toml").read_text()  # rendered from the settings
@@ -147,15 +147,15 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
     finally:
         daemon.stop()
 
-    # -- boot 2: 1.1.0 in set B, the store migrated forward (admin -> control), marked
+    # -- boot 2: 1.1.0 in set B, the store migrated forward (tools -> debug), marked
     daemon, outcome = boot(sim, "B")
     try:
         assert daemon.ok("GET", "/os")["version_id"] == "1.1.0"
         assert outcome["marked_successful"], outcome
         assert sim.flags()["B"] == Flags(2, 0, True)
         containers = settings(daemon)["host-containers"]
-        assert "admin" not in containers
-        assert containers["control"] == {"enabled": False, "superpowered": False,
+        assert "tools" not in containers
+        assert containers["debug"] == {"enabled": False, "superpowered": False,
                                          "source": "registry.example.com/admin:v1"}
         history = [g["source"] for g in daemon.ok("GET", "/generations")]
         assert "migration:1.0.0->1.1.0" in history
@@ -215,8 +215,8 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         assert outcome["marked_successful"], outcome
         current = settings(daemon)
         assert current["motd"] == DEFAULT_MOTD
-        assert current["host-containers"]["control"]["enabled"] is False
-        assert "admin" not in current["host-containers"]
+        assert current["host-containers"]["debug"]["enabled"] is False
+        assert "tools" not in current["host-containers"]
         history = [g["source"] for g in daemon.ok("GET", "/generations")]
         assert "migration:1.2.0->1.1.0" in history
         assert sim.flags()["B"].successful

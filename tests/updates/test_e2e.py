@@ -28,8 +28,8 @@ from updates.health import BootGate
 from updates.manager import UpdateManager
 
 RENAME = {"migration": 1, "name": "rename-admin", "version": "1.1.0", "steps": [
-    {"op": "rename", "from": "settings.host-containers.admin",
-     "to": "settings.host-containers.control"}]}
+    {"op": "rename", "from": "settings.host-containers.tools",
+     "to": "settings.host-containers.debug"}]}
 REPLACE_MOTD = {"migration": 1, "name": "new-motd", "version": "1.2.0", "steps": [
     {"op": "replace", "key": "settings.motd", "old": "Welcome to the reconciler!",
      "new": "Welcome to 1.2!"}]}
@@ -46,7 +46,7 @@ def user_data(sim: Sim, extra: str = "") -> Path:
 metadata-base-url = "{base}/metadata/"
 targets-base-url = "{base}/targets/"
 ignore-waves = true
-[settings.host-containers.admin]
+[settings.host-containers.tools]
 enabled = false
 superpowered = false
 source = "registry.example.com/admin:v1"
@@ -95,15 +95,15 @@ def test_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -> None:
     first = boot_host(sim)
     assert (first["set"], first["version"], first["pass_ok"]) == ("A", "1.0.0", True)
     assert first["outcome"]["marked_successful"]
-    assert "settings.host-containers.admin.source" in first["live"]
+    assert "settings.host-containers.tools.source" in first["live"]
 
     update_via_api(sim, "1.1.0")
     second = boot_host(sim)
     assert (second["set"], second["version"]) == ("B", "1.1.0")
     assert second["migration"].direction == "forward"
     assert second["migration"].migrations == ("migrate_v1.1.0_rename-admin.json",)
-    assert "settings.host-containers.admin.source" not in second["live"]
-    assert second["live"]["settings.host-containers.control.source"] == \
+    assert "settings.host-containers.tools.source" not in second["live"]
+    assert second["live"]["settings.host-containers.debug.source"] == \
         "registry.example.com/admin:v1"
     assert "migration:1.0.0->1.1.0" in second["history"]
     assert second["outcome"]["marked_successful"], second["outcome"]
@@ -122,6 +122,6 @@ def test_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -> None:
     assert (fourth["set"], fourth["version"]) == ("B", "1.1.0")
     assert fourth["migration"].direction == "backward"
     assert fourth["live"]["settings.motd"] == "Welcome to the reconciler!"
-    assert fourth["live"]["settings.host-containers.control.enabled"] is False
+    assert fourth["live"]["settings.host-containers.debug.enabled"] is False
     assert fourth["outcome"]["marked_successful"]
     assert sim.reboot() == "B"  # and it stays there
