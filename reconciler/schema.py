@@ -684,7 +684,7 @@ def _value_problems(node: Any, path: tuple[Any, ...], item: int | None = None
         for name, child in node.items():
             reason = _text_problem(name) if isinstance(name, str) else None
             if reason and item is None:
-                yield Problem(display_key((*path, name.encode("utf-8", "backslashreplace")
+                yield Problem(display_key((*path, name.encode("ascii", "backslashreplace")
                                            .decode("ascii"))), f"invalid name: {reason}")
                 continue
             yield from _value_problems(child, path if item is not None else (*path, name), item)
