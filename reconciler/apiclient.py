@@ -715,7 +715,8 @@ def _discard(client: Client, tx: str) -> None:
 
 def _null_pairs(pairs: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Split ``KEY=null`` off the pairs: a JSON merge patch deleting those keys (Bottlerocket's
-    keypair form would store the string "null")."""
+    keypair form would store the string "null"). Keys are parsed as everywhere else
+    (``hostcore.keys``: quoted segments such as ``node-labels."a.b/c"``)."""
     kept: list[str] = []
     deleted: dict[str, Any] = {}
     for pair in pairs:
@@ -723,18 +724,16 @@ def _null_pairs(pairs: list[str]) -> tuple[list[str], dict[str, Any]]:
         if value != "null":
             kept.append(pair)
             continue
-        segments = key.strip().split(".")
-        if segments[0] == "settings":
-            segments = segments[1:]
-        if not segments or not all(segments):
-            raise ClientError(f"apiclient set: invalid key in {pair!r}")
-        node = deleted
-        for segment in segments[:-1]:
-            node = node.setdefault(segment, {})
-            if not isinstance(node, dict):
-                raise ClientError(f"apiclient set: {key} conflicts with another pair")
-        node[segments[-1]] = None
-    return kept, deleted
+        name = key.strip()
+        deleted[name if name.startswith("settings.") else f"settings.{name}"] = None
+    if not deleted:
+        return kept, {}
+    from hostcore.keys import InvalidKeyError, unflatten  # only on this path: start fast
+
+    try:
+        return kept, unflatten(deleted, strip=1)
+    except InvalidKeyError as error:
+        raise ClientError(f"apiclient set: invalid key: {error}") from None
 
 
 def cmd_set(client: Client, args: Any) -> int:

@@ -156,24 +156,10 @@ def generator_names() -> list[str]:
     return sorted(_GENERATORS)
 
 
-def _declared(schema: Schema, key: str) -> bool:
-    """Whether the variant's schema has ``key`` (a generator of an absent key is not offered)."""
-    segments = split_key(key)[1:]
-    if segments[0] not in schema.sections:
-        return False
-    node: Any = schema.section_schema(segments[0])
-    for segment in segments[1:]:
-        properties = node.get("properties") if isinstance(node, dict) else None
-        if not isinstance(properties, dict) or segment not in properties:
-            return False
-        node = properties[segment]
-    return True
-
-
 def setting_generators(variant: str) -> dict[str, str]:
     """``{full key: generator name}`` of the variant."""
     schema = Schema.load(variant)
-    return {key: name for key, name in sorted(_KEYS.items()) if _declared(schema, key)}
+    return {key: name for key, name in sorted(_KEYS.items()) if schema.defines(key)}
 
 
 def setting_generator_commands(variant: str) -> dict[str, str]:
