@@ -465,3 +465,46 @@ def test_a_nul_or_nan_health_check_from_an_older_store_fails_the_check_not_the_g
     results = {r.name: r for r in run_checks(checks, {})}
     assert not results["nul"].ok and "embedded null byte" in results["nul"].detail
     assert not results["nan"].ok
+
+
+def test_an_endless_chunked_body_is_cut_off_after_its_413(tmp_path):
+    """F16: past MAX_BODY the daemon answers 413 and closes the connection at once; it does not
+    keep reading (and parsing) the rest of an endless chunked body. Measured in bytes the client
+    gets to push after its 413, not in time: aiohttp's lingering close read every byte it was
+    sent for 10 s (hundreds of MiB on a Unix socket)."""
+    d = Daemon(tmp_path / "host")
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(d.socket))
+        s.settimeout(30)
+        s.sendall(b"PATCH /settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+        answer, after, closed, pending = b"", 0, False, memoryview(chunk)
+        s.setblocking(False)
+        while not closed and after < 256 << 20:
+            try:
+                sent = s.send(pending)
+                pending = pending[sent:] or memoryview(chunk)  # chunks stay whole
+                if answer:
+                    after += sent
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+            try:
+                got = s.recv(65536)
+                if got == b"" and answer:
+                    closed = True
+                answer += got
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed = True
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert closed, f"still reading after its 413: {after >> 20} MiB more accepted"
+        assert after < 64 << 20, f"{after >> 20} MiB accepted after the 413"
+        assert d.ok("GET", "/os")  # and everyone else is served
+    finally:
+        stopped_cleanly(d)

@@ -8,6 +8,9 @@ they write. So:
   finished, a keep-alive connection after its last answer) is closed (aiohttp's keep-alive
   timer, which it arms at connect time as well);
 * a body not received within ``BODY_TIMEOUT`` is answered 408 (``read_body``);
+* a request answered before its body was read (a 413 past ``MAX_BODY``, a refusal) has its
+  connection closed at once: aiohttp's "lingering close" would otherwise read, parse and throw
+  away up to 10 s of an endless chunked body at full speed (``lingering_time=0``);
 * at most ``MAX_CONNECTIONS`` are open. A new one past the cap closes the oldest *idle*
   connection to make room (whoever has a request to make gets served); when none is idle, the
   newcomer gets ``503`` at once. The cap sits well below the unit's ``LimitNOFILE``.
@@ -36,7 +39,7 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConne
 
 def runner_options() -> dict[str, Any]:
     """Keyword arguments of ``web.AppRunner`` for the limits above."""
-    return {"keepalive_timeout": IDLE_TIMEOUT}
+    return {"keepalive_timeout": IDLE_TIMEOUT, "lingering_time": 0}
 
 
 async def read_body(request: web.Request) -> bytes:
