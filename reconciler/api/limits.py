@@ -9,8 +9,11 @@ they write. So:
   timer, which it arms at connect time as well);
 * a body not received within ``BODY_TIMEOUT`` is answered 408 (``read_body``);
 * a request answered before its body was read (a 413 past ``MAX_BODY``, a refusal) has its
-  connection closed at once: aiohttp's "lingering close" would otherwise read, parse and throw
-  away up to 10 s of an endless chunked body at full speed (``lingering_time=0``);
+  connection closed right after the answer: aiohttp's "lingering close" would otherwise read,
+  parse and throw away up to 10 s of an endless chunked body at full speed
+  (``lingering_time=0``). A body of declared length up to ``DRAIN_MAX`` is still read to its
+  end first (``drain_unread``), so a client that sends its whole body before reading the
+  answer (``http.client``, apiclient) sees the 413, not a broken pipe;
 * at most ``MAX_CONNECTIONS`` are open. A new one past the cap closes the oldest *idle*
   connection to make room (whoever has a request to make gets served); when none is idle, the
   newcomer gets ``503`` at once. The cap sits well below the unit's ``LimitNOFILE``.
@@ -19,7 +22,9 @@ they write. So:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +35,7 @@ IDLE_TIMEOUT = 30.0  # seconds
 BODY_TIMEOUT = 30.0  # seconds for a whole request body
 MAX_CONNECTIONS = 512
 NEW_FOR = 1.0  # seconds a handler made by the factory counts before it shows in connections
+DRAIN_MAX = 8 * 1024 * 1024  # bytes of a declared-length body read past an early answer
 BACKLOG = 1024  # connections the kernel queues before we accept them (a burst of clients)
 log = get_logger("api")
 
@@ -50,6 +56,24 @@ async def read_body(request: web.Request) -> bytes:
         raise web.HTTPRequestTimeout(
             text=f"Request body not received within {BODY_TIMEOUT:g} s"
         ) from None
+
+
+@web.middleware
+async def drain_unread(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Read the unread rest of a body of declared length (at most ``DRAIN_MAX``, within
+    ``BODY_TIMEOUT``) before the answer goes out; a chunked or larger body is not read: its
+    connection closes after the answer."""
+    try:
+        return await handler(request)
+    finally:
+        length = request.content_length
+        if length is not None and length <= DRAIN_MAX and not request.content.at_eof():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(BODY_TIMEOUT):
+                    while await request.content.readany():
+                        pass
 
 
 class _Refuse(asyncio.Protocol):

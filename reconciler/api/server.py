@@ -743,7 +743,7 @@ def make_app(
     loops: Any = None,
 ) -> web.Application:
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[errors_and_audit, access_policy]
+        client_max_size=MAX_BODY, middlewares=[limits.drain_unread, errors_and_audit, access_policy]
     )
     app[HOST] = host
     app[WORKER] = worker
