@@ -1,9 +1,11 @@
 """Real faults for tests: a small file system that fills up, a held SQLite write lock, a TCP
-remote that accepts and never answers, a git remote that stalls mid-pack."""
+remote that accepts and never answers, a git remote that stalls mid-pack, an HTTP server that
+drips its files one byte at a time."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import socket
 import sqlite3
@@ -170,3 +172,52 @@ class StallingGitRemote:
                 conn.close()
         self.daemon.terminate()
         self.daemon.wait(timeout=10)
+
+
+class DripServer:
+    """HTTP on 127.0.0.1 serving ``directory``'s files with their true Content-Length, one byte
+    every ``interval`` seconds (each read keeps within any socket timeout; only an overall
+    deadline ends the download). ``open`` counts requests still being dripped to."""
+
+    def __init__(self, directory: Path, interval: float = 0.5):
+        self.directory, self.interval = Path(directory), interval
+        self.requests: list[str] = []
+        self.open = 0
+        self._stop = threading.Event()
+        drip = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                drip.requests.append(self.path)
+                path = drip.directory / self.path.split("?")[0].lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                drip.open += 1
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        if drip._stop.wait(drip.interval):
+                            return
+                except OSError:
+                    return
+                finally:
+                    drip.open -= 1
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()

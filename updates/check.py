@@ -73,7 +73,8 @@ def open_client(host: Host) -> TufClient:
         raise UpdateError(f"cannot read the trusted root {host.paths.trusted_root}: {e}") from e
     fetcher = UpdogFetcher({"seed": str(host.config.seed),
                             "version": str(host.identity.version)},
-                           max_rate=host.config.max_download_rate)
+                           max_rate=host.config.max_download_rate,
+                           deadline=host.config.download_deadline)
     return TufClient(
         host.paths.metadata_dir,
         host.config.metadata_base_url,

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from updates.fetcher import DOWNLOAD_DEADLINE
 from updates.semver import Version, VersionError, parse_version_lock
 from updates.waves import MAX_SEED
 
@@ -33,6 +34,7 @@ class UpdogConfig:
     version_lock: str  # "latest" or a FriendlyVersion; parsed when used
     ignore_waves: bool
     max_download_rate: int | None = None  # bytes/s (ours: settings.updates.max-download-rate)
+    download_deadline: int = DOWNLOAD_DEADLINE  # s per file (ours: ...updates.download-deadline)
 
     def locked_version(self) -> Version | None:
         """None for `latest`, else the pinned version (a bad value is an error here)."""
@@ -61,7 +63,11 @@ def parse_updog_toml(text: str, source: str = "updog.toml") -> UpdogConfig:
     rate = data.get("max_download_rate")
     if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or rate < 1):
         raise ConfigError(f"{source}: `max_download_rate` must be a positive integer (bytes/s)")
-    return UpdogConfig(**{k: data[k] for k in types}, max_download_rate=rate)
+    deadline = data.get("download_deadline", DOWNLOAD_DEADLINE)
+    if not isinstance(deadline, int) or isinstance(deadline, bool) or deadline < 1:
+        raise ConfigError(f"{source}: `download_deadline` must be a positive integer (seconds)")
+    return UpdogConfig(**{k: data[k] for k in types}, max_download_rate=rate,
+                       download_deadline=deadline)
 
 
 def load_updog_toml(path: Path) -> UpdogConfig:

@@ -8,10 +8,18 @@ with an HTTP `Range: bytes=N-` request (a server that ignores it answers 200 and
 already received are skipped), so the caller sees one uninterrupted stream and verifies the
 whole target as usual; and `max_rate` (bytes/s, `settings.updates.max-download-rate`) caps the
 rate by sleeping between chunks.
+
+Every file, metadata or target, has an overall `deadline` (seconds, `download_deadline` in
+updog.toml, `settings.updates.download-deadline`): the socket timeout alone bounds each read,
+so a server dripping one byte every few seconds would keep a download (and updog, and the
+API's 423) going for ever. When the deadline passes, a watchdog shuts the connection down
+(which ends a read blocked in the kernel) and the download fails with `SlowRetrievalError`
+naming the file and the deadline. A resumed target shares its first request's deadline.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -24,6 +32,7 @@ from tuf.ngclient import FetcherInterface, Urllib3Fetcher
 
 CHUNK_SIZE = 1 << 20  # large chunks keep Python overhead negligible next to hashing
 RESUMES = 5  # cut downloads resumed per target before giving up
+DOWNLOAD_DEADLINE = 600  # seconds for one whole file (updog.toml `download_deadline`)
 _CUT = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
         urllib3.exceptions.SSLError, ConnectionError)
 
@@ -39,8 +48,11 @@ class UpdogFetcher(FetcherInterface):
         chunk_size: int = CHUNK_SIZE,
         user_agent: str | None = "updog",
         max_rate: int | None = None,
+        deadline: float = DOWNLOAD_DEADLINE,
     ) -> None:
         self.params: dict[str, str] = dict(params or {})
+        self.deadline = deadline
+        self.user_agent = user_agent or "updog"
         self.chunk_size = chunk_size
         self.max_rate = max_rate
         self.socket_timeout = socket_timeout
@@ -64,7 +76,7 @@ class UpdogFetcher(FetcherInterface):
         if scheme == "file":
             return self._file_chunks(url)
         if scheme in ("http", "https"):
-            return self._http._fetch(self.with_query(url))
+            return self._whole(url)
         raise tuf_exc.DownloadError(f"unsupported URL scheme {scheme!r} in {url}")
 
     def fetch_target(self, url: str, length: int) -> Iterator[bytes]:
@@ -82,13 +94,60 @@ class UpdogFetcher(FetcherInterface):
                 if ahead > 0:
                     self.sleep(ahead)
 
+    def _whole(self, url: str) -> Iterator[bytes]:
+        """One plain GET (metadata), within the deadline; HTTP errors raise here, before the
+        first chunk (the root-version walk ends on a 404)."""
+        ends = time.monotonic() + self.deadline
+        response = self._open_http(url, 0, ends)
+        return self._whole_chunks(url, response, ends)
+
+    def _whole_chunks(self, url: str, response: urllib3.BaseHTTPResponse,
+                      ends: float) -> Iterator[bytes]:
+        try:
+            yield from self._within(url, response, ends)
+        except urllib3.exceptions.TimeoutError as e:
+            raise tuf_exc.SlowRetrievalError(f"{url}: {e}") from e
+        except _CUT as e:
+            raise tuf_exc.DownloadError(f"{url}: download cut: {e}") from e
+        finally:
+            response.release_conn()
+
+    def _within(self, url: str, response: urllib3.BaseHTTPResponse,
+                ends: float) -> Iterator[bytes]:
+        """The response's chunks; past `ends` the connection is shut down and the download
+        fails with SlowRetrievalError (a read blocked in the kernel returns then)."""
+        late = threading.Event()
+
+        def cut() -> None:
+            late.set()
+            response.shutdown()
+
+        watchdog = threading.Timer(max(ends - time.monotonic(), 0.0), cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for chunk in response.stream(self.chunk_size):
+                if late.is_set() or time.monotonic() > ends:
+                    break
+                yield chunk
+        except Exception:
+            if not late.is_set():
+                raise
+        finally:
+            watchdog.cancel()
+        if late.is_set() or time.monotonic() > ends:
+            raise tuf_exc.SlowRetrievalError(
+                f"{url}: not downloaded within its deadline of {self.deadline:g} s "
+                f"(download_deadline)")
+
     def _resuming(self, url: str, length: int) -> Iterator[bytes]:
         got, cuts = 0, 0
+        ends = time.monotonic() + self.deadline
         while True:
-            response = self._open_http(url, got)
+            response = self._open_http(url, got, ends)
             skip = got if got and response.status != 206 else 0  # Range ignored: skip ahead
             try:
-                for chunk in response.stream(self.chunk_size):
+                for chunk in self._within(url, response, ends):
                     if skip:
                         drop = min(skip, len(chunk))
                         chunk, skip = chunk[drop:], skip - drop
@@ -114,14 +173,20 @@ class UpdogFetcher(FetcherInterface):
                 return  # the caller sees the short length and refuses it
             self.resumed_at.append(got)
 
-    def _open_http(self, url: str, offset: int) -> urllib3.BaseHTTPResponse:
-        headers = {"User-Agent": "updog"}
+    def _open_http(self, url: str, offset: int, ends: float) -> urllib3.BaseHTTPResponse:
+        headers = {"User-Agent": self.user_agent}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise tuf_exc.SlowRetrievalError(
+                f"{url}: not downloaded within its deadline of {self.deadline:g} s "
+                f"(download_deadline)")
         try:
             response = self._http._proxy_env.request(
                 "GET", self.with_query(url), headers=headers, preload_content=False,
-                timeout=urllib3.Timeout(self.socket_timeout), retries=urllib3.Retry(3))
+                timeout=urllib3.Timeout(min(self.socket_timeout, left)),
+                retries=urllib3.Retry(3))
         except urllib3.exceptions.MaxRetryError as e:
             if isinstance(e.reason, urllib3.exceptions.TimeoutError):
                 raise tuf_exc.SlowRetrievalError(f"{url}: {e.reason}") from e

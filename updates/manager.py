@@ -4,6 +4,9 @@
 the dispatcher lock (423 if another command runs), then runs `updog` in a child process on a
 worker thread and returns at once, as thar-be-updates' parent does. When updog exits, the new
 status (success or failure, exit status, stderr) is computed by `updates.status` and kept.
+Each command has its own deadline (`DEADLINES`): past it updog is killed and the command fails
+saying so, so the dispatcher lock (and the API's 423) is held no longer than that. updog dies
+with the daemon too (PR_SET_PDEATHSIG): no orphan holds the update cache's lock.
 The status lives in memory; a daemon that starts (after a reboot or a restart) reads it off the
 partition flags, so an update staged or activated before the restart is still reported.
 """
@@ -35,6 +38,11 @@ UPDOG = {
     "deactivate": ["update-revert"],
 }
 
+# Seconds each updog command may run. refresh fetches metadata and the manifest only (a few
+# files, each within updog's own per-file `download_deadline`); prepare downloads and writes the
+# images; activate and deactivate only flip partition flags.
+DEADLINES = {"refresh": 900.0, "prepare": 3600.0, "activate": 300.0, "deactivate": 300.0}
+
 
 class Uninitialized(Exception):
     status = 404
@@ -54,7 +62,7 @@ class UpdateManager:
         version_lock: Callable[[], Version | None] = lambda: None,
         on_done: Callable[[sm.UpdateStatus], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
-        timeout: float = 3600.0,
+        deadlines: Mapping[str, float] | None = None,
         before: Mapping[str, Callable[[sm.UpdateStatus], None]] | None = None,
     ) -> None:
         self.updog = list(updog)
@@ -68,7 +76,7 @@ class UpdateManager:
         self.version_lock = version_lock
         self.on_done = on_done
         self.clock = clock
-        self.timeout = timeout
+        self.deadlines = {**DEADLINES, **(deadlines or {})}
         self._lock = threading.Lock()
         self._status: sm.UpdateStatus | None = None
         self._thread: threading.Thread | None = None
@@ -181,12 +189,16 @@ class UpdateManager:
             if command == "prepare":
                 self._progress_file = Path(tmp) / "progress.json"
                 args += ["--progress-file", str(self._progress_file)]
+            deadline = self.deadlines[command]
             try:
                 done = subprocess.run([*self.updog, *args], capture_output=True, text=True,
-                                      errors="replace", timeout=self.timeout, check=False,
+                                      errors="replace", timeout=deadline, check=False,
                                       preexec_fn=die_with_parent)  # no orphan holds the lock
             except subprocess.TimeoutExpired as e:
-                return 1, "", f"updog timed out after {self.timeout} s: {e.stderr or ''}"
+                tail = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) \
+                    else (e.stderr or "")
+                return 1, "", (f"updog {command} killed: past its deadline of {deadline:g} s"
+                               f"{': ' + tail[-2000:] if tail else ''}")
             finally:
                 self._progress_file = None
         code = done.returncode if done.returncode >= 0 else -done.returncode  # signal number
