@@ -141,6 +141,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="GID[,GID...]",
         help="access policy: callers whose (effective) gid is one of these may use the API",
     )
+    serve.add_argument(
+        "--store-reserve", type=_size, default=16 << 20, metavar="SIZE",
+        help="room kept for the store on the state disk: writes that would eat it get 507, "
+        "disabling a host container always works (default: 16M; 0: none)",
+    )
+    serve.add_argument(
+        "--host-container-quota", type=_size, default=None, metavar="SIZE",
+        help="give each host container's persistent storage a file system of its own of SIZE "
+        "(a loop-mounted ext4 image; needs root), so it cannot fill the state disk "
+        "(default: none, storage shares the state disk)",
+    )
 
     validate = command(
         "validate",
@@ -202,6 +213,16 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
+def _size(text: str) -> int:
+    """A size in bytes: ``1048576``, ``64K``, ``16M``, ``2G`` (powers of 1024); 0 is off."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units \
+        else (text, 1)
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or with K, M or G)")
+    return int(number) * unit
+
+
 def _state_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir", type=Path, required=True, metavar="DIR",
@@ -252,7 +273,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         serving = args.command == "serve"
         host = open_host(args.state_dir, args.root, args.variant, args.renderers,
-                         getattr(args, "disk", None), exclusive=serving, create=serving)
+                         getattr(args, "disk", None), exclusive=serving, create=serving,
+                         store_reserve=getattr(args, "store_reserve", None),
+                         container_quota=getattr(args, "host_container_quota", None))
     except HostError as error:
         print(f"reconciler: {error}", file=sys.stderr)
         return 2

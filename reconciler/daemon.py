@@ -102,6 +102,10 @@ async def _serve(
     files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
     confirm_watch = ConfirmWatch(host, events, worker.wake)
     worker.after_pass.append(confirm_watch.after_pass)
+    if host.reserve is not None:  # the store's room on the state disk, again once there is space
+        reserve = host.reserve
+        reserve.restore()
+        worker.after_pass.append(lambda _receipt: reserve.restore())
     reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker))
     worker.after_pass.append(lambda _receipt: reboot_slots.poke())
     app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch,

@@ -24,6 +24,7 @@ from reconciler.platform.facts import read_facts
 from reconciler.platform.providers import Platform, providers_for
 from reconciler.reconcile import Reconciler
 from reconciler.redact import SCRUBBER, flat_secret_values, redact_plan, secret_values
+from reconciler.reserve import StoreReserve
 from reconciler.schema import (
     DEFAULT_VARIANT,
     VARIANTS,
@@ -59,6 +60,7 @@ class Host:
     reconciler: Reconciler
     boot_result: BootResult | None = None
     lock: StateDirLock | None = None  # held by a daemon (``exclusive``) until it exits
+    reserve: StoreReserve | None = None  # the store's room on the state disk (a daemon's)
 
     def __enter__(self) -> Host:
         return self
@@ -211,6 +213,8 @@ def open_host(
     *,
     exclusive: bool = False,
     create: bool = True,
+    store_reserve: int | None = None,
+    container_quota: int | None = None,
 ) -> Host:
     """Open (or create) a host's state dir; ``renderers`` replaces the built-in catalog.
 
@@ -220,6 +224,10 @@ def open_host(
 
     With ``disk`` (the OS disk or a disk image with the A/B sets), the booted set's version is
     the OS version, the store is migrated to it before it is opened, and updates are managed.
+
+    ``store_reserve``: bytes kept for the store on the state disk (``reconciler.reserve``; a
+    daemon's). ``container_quota``: each host container's persistent storage is a file system
+    of its own of that many bytes (``reconciler.containers.storage``).
     """
     state_dir = Path(state_dir)
     if variant:
@@ -284,14 +292,15 @@ def open_host(
         proxy_env=rendered("proxy-env"),
         ca_bundle=rendered("ca-bundle"),
     )
-    host_containers = HostContainers(state_dir, engine=engine)
+    host_containers = HostContainers(state_dir, engine=engine, storage_quota=container_quota)
     reconciler.containers = host_containers
     # Bootstrap containers run at boot, before the first pass; then they only report.
     reconciler.bootstrap = BootstrapContainers(
         state_dir, engine, store, schema, tools=host_containers)
     if "boot" in schema.sections:
         reconciler.boot = BootParameters(root)
-    return Host(state_dir, root, store, schema, catalog, reconciler, lock=lock)
+    reserve = StoreReserve(state_dir, store_reserve) if store_reserve else None
+    return Host(state_dir, root, store, schema, catalog, reconciler, lock=lock, reserve=reserve)
 
 
 def _open_store(path: Path) -> Store:

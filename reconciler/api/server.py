@@ -32,6 +32,7 @@ from reconciler.host import Host
 from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_value, secret_values
+from reconciler.reserve import ReserveExhausted
 from reconciler.schema import InvalidSettings
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
@@ -65,6 +66,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     UnknownGeneration: 404,
     RollbackRefused: 400,
     PendingLimit: 429,
+    ReserveExhausted: 507,
 }
 
 
@@ -296,6 +298,8 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     if owned:
         request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
                                  tx=tx)
+    if host.reserve is not None:
+        await asyncio.to_thread(host.reserve.check, [body])
     await asyncio.to_thread(host.store.add_patch, tx, body, f"api:{tx}", host.schema)
     return web.Response(status=204)
 
@@ -336,6 +340,9 @@ async def list_tx(request: web.Request) -> web.Response:
 
 async def _commit(request: web.Request, trial: float | None = None) -> tuple[int, list[str]]:
     host = request.app[HOST]
+    if host.reserve is not None:
+        pending = [p.body for p in host.store.pending(_tx(request))]
+        await asyncio.to_thread(host.reserve.check, pending)
     if trial is None:
         result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
     else:

@@ -5,7 +5,10 @@
   crash-loop budget);
 * ``engine``: the ``ContainerEngine`` protocol and the ``RunSpec`` it runs;
 * ``podman``: ``PodmanEngine``, the one real engine (CLI, storage under the state dir);
-* ``executor``: ``HostContainers``, the reconcile pass's ``containers`` executor.
+* ``executor``: ``HostContainers``, the reconcile pass's ``containers`` executor, with its
+  jobs in ``restarts`` (records, restart timers), ``watch`` (engine events), ``images``
+  (running on the pulled image), ``runspec`` (mounts, ``RunSpec``), ``storage`` (persistent
+  directories); ``pulls`` (pulls off the pass) and ``bootstrap`` (bootstrap containers).
 """
 
 from __future__ import annotations
