@@ -137,13 +137,18 @@ def _add_python(tar: tarfile.TarFile) -> None:
 
 def build_image(
     workdir: Path, name: str, version: str, python: bool = False, fmt: str = "oci-archive",
-    command: str = COMMAND,
+    command: str = COMMAND, ballast: int = 0,
 ) -> str:
     """Build an image archive under ``workdir``; returns its source (``oci-archive:PATH``).
-    ``command`` is its CMD (JSON form; default: stay up until SIGTERM)."""
+    ``command`` is its CMD (JSON form; default: stay up until SIGTERM); ``ballast`` bytes of
+    random data in ``/opt/ballast`` make an image that takes a while to load."""
     workdir.mkdir(parents=True, exist_ok=True)
     rootfs = workdir / f"{name}-rootfs.tar"
     write_rootfs(rootfs, version, python=python)
+    if ballast:
+        with tarfile.open(rootfs, "a") as tar:
+            _add_dir(tar, "opt")
+            _add_bytes(tar, "opt/ballast", os.urandom(ballast))
     storage = workdir / "builder"
     reference = f"localhost/{name}:{version}"
     podman(storage, "import", "--change", f"CMD {command}", str(rootfs), reference)

@@ -15,7 +15,8 @@ log file, so restarts are counted exactly. Host-container recreation points belo
 container work and are not in this matrix. Updates: image write and GPT table writes are killed
 through the same seam at the end of this module (random mid-write kills and kills between
 update steps are in ``tests/updates/test_apply.py``). A git fetch is killed mid-pack (a remote
-that stalls) at the very end.
+that stalls), an update download mid-fetch (a silent server), a host container's image pull
+mid-load and a bootstrap container mid-run, at the very end.
 """
 
 from __future__ import annotations
@@ -540,3 +541,82 @@ def test_sigkill_during_an_update_download_leaves_no_updog_behind(tmp_path: Path
         assert "manifest.json" in last["stderr"], last
     finally:
         assert again.stop() == 0
+
+
+# ----------------------------------------------------------------- host container pull, bootstrap
+
+
+
+def test_sigkill_during_a_host_container_pull_then_it_converges_by_itself(tmp_path):
+    """SIGKILL while ``podman pull oci-archive:...`` loads a local image archive (in the pass,
+    status saying the container is pending): the pull dies with the daemon
+    (no orphan holds the engine's storage), status said the container was being pulled, and the
+    restarted daemon pulls again and runs it with no manual step."""
+    from tests.images import build_image, podman, require_podman, reset_storage
+
+    require_podman()
+    source = build_image(tmp_path / "images", "heavy", "v1", ballast=96 << 20)
+    state = tmp_path / "host"
+    env = {"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]}
+    d = Daemon(state, ["--variant", "aws-dev"], env=env)
+    try:
+        d.ok("PATCH", "/settings", {"host-containers": {"heavy": {"enabled": True,
+                                                                  "source": source}}})
+        d.ok("POST", "/tx/commit_and_apply")
+        loading = eventually(lambda: [p for p in _processes(str(state / "containers"))
+                                      if p in _processes(" pull ")], timeout=60, interval=0.01)
+        view = d.ok("GET", "/status")["containers"]["host-containers"].get("heavy", {})
+        assert view.get("state") in ("pending", "pulling"), view
+        d.process.kill()
+        d.stop()
+        eventually(lambda: not any(p in _processes(" pull ") for p in loading), timeout=10)
+        again = Daemon(state, [], env=env)
+        try:
+            def running():
+                view = again.ok("GET", "/status")["containers"]["host-containers"]
+                return view.get("heavy", {}).get("state") == "running"
+            eventually(running, timeout=180, interval=0.5)
+            assert "heavy" in podman(state / "containers", "ps", "--format", "{{.Names}}")
+        finally:
+            assert again.stop() == 0, again.logs()
+    finally:
+        d.stop()
+        reset_storage(state / "containers")
+
+
+def test_sigkill_during_a_bootstrap_container_then_it_runs_again_by_itself(tmp_path):
+    """SIGKILL while a ``once`` bootstrap container runs: status said which one was running;
+    the restarted daemon removes the leftover, runs it again (at least once, never never) and
+    records it, with no manual step."""
+    from tests.images import build_image, require_podman, reset_storage
+    from tests.test_bootstrap import RUN_USER_DATA, b64, ready, write_user_data
+
+    require_podman()
+    image = build_image(tmp_path / "images", "bootscript", "v1", command=RUN_USER_DATA)
+    mine = "/.bottlerocket/bootstrap-containers/slow"
+    script = f"echo start >> {mine}/runs\nsleep 4\necho end >> {mine}/runs\n"
+    user_data = write_user_data(tmp_path / "user-data.toml", {
+        "slow": {"source": image, "mode": "once", "user-data": b64(script)}})
+    state = tmp_path / "host"
+    runs = state / "bootstrap-containers/slow/runs"
+    env = {"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]}
+    d = Daemon(state, ["--variant", "aws-dev", "--user-data", str(user_data)], env=env,
+               wait=False)
+    try:
+        eventually(lambda: runs.exists() and runs.read_text() == "start\n", timeout=120,
+                   interval=0.05)
+        assert d.ok("GET", "/status")["bootstrap"]["running"] == "slow"
+        d.process.kill()
+        d.stop()
+        again = Daemon(state, [], env=env)
+        try:
+            status = ready(again, "slow")
+            assert status["bootstrap"]["containers"]["slow"]["ok"], status["bootstrap"]
+            assert status["bootstrap"]["running"] is None
+            assert runs.read_text().endswith("start\nend\n")
+            assert again.ok("GET", "/settings")["bootstrap-containers"]["slow"]["mode"] == "off"
+        finally:
+            assert again.stop() == 0, again.logs()
+    finally:
+        d.stop()
+        reset_storage(state / "containers")

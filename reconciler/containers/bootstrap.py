@@ -113,6 +113,7 @@ class BootstrapContainers:
         self.pulls = Pulls(engine, grace=PULL_DEADLINE)  # at boot, a pull is waited for
         self.results: dict[str, dict[str, Any]] = {}
         self.failed_essential: list[str] = []
+        self.running: str | None = None  # the one running now (status says so meanwhile)
 
     def run_at_boot(self, settings: Mapping[str, Any]) -> bool:
         """Run what is due, in name order; False when an essential one failed."""
@@ -124,11 +125,14 @@ class BootstrapContainers:
             self._record(name, essential, None, f"invalid settings: {problem}", 0.0)
         for item in runs:
             started = time.monotonic()
+            self.running = item.name
             try:
                 code, output = self._run(item)
                 detail = f"exited {code}" + (f": {_tail(output)}" if code and output else "")
             except (EngineError, OSError) as error:
                 code, detail = None, " ".join(str(error).split())
+            finally:
+                self.running = None
             self._record(item.name, item.essential, code, detail, time.monotonic() - started)
             if item.mode == "once" and code is not None:
                 ran[item.name] = item.identity
@@ -209,7 +213,8 @@ class BootstrapContainers:
         return []  # bootstrap containers run at boot only
 
     def status(self) -> dict[str, Any]:
-        return {"containers": dict(self.results), "failed_essential": list(self.failed_essential)}
+        return {"containers": dict(self.results), "failed_essential": list(self.failed_essential),
+                "running": self.running}
 
 
 def _tail(output: str) -> str:

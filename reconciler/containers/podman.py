@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from hostcore.commands import die_with_parent
 from reconciler.containers.engine import EngineError, EngineUnavailable, Image, RunSpec
 from reconciler.containers.planner import LABEL_MANAGED, ObservedContainer
 
@@ -125,6 +126,7 @@ class PodmanEngine:
                 timeout=timeout,
                 check=False,
                 env=env,
+                preexec_fn=die_with_parent,  # no orphan load or pull holds our storage
             )
         except subprocess.TimeoutExpired:
             raise EngineError(f"podman {args[0]} timed out after {timeout:.0f} s") from None
@@ -230,7 +232,8 @@ class PodmanEngine:
         argv = self.command(*self._run_args(spec, "--rm"))
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                    text=True, timeout=timeout, check=False)
+                                    text=True, timeout=timeout, check=False,
+                                    preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(EngineError):
                 self.remove(spec.name)
