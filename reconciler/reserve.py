@@ -10,8 +10,11 @@ container doing it. So:
   507, naming the disk, what is free and the way out;
 * except a write that only disables host containers (``host-containers.<name>.enabled =
   false``), which is always accepted: the ballast is released (deleted) first, so the store has
-  room for it and for the pass that removes the container. ``restore`` allocates the ballast
-  again once space is back.
+  room for it and for the pass that removes the container. Until ``restore`` allocates the
+  ballast again (once space is back), ordinary writes count the released bytes as still held:
+  they are refused rather than eat what the ballast gave back.
+
+A disk too small for the ballast at start has no reserve (only the ``MARGIN`` check).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class StoreReserve:
         self.path = self.state_dir / "store-reserve"
         self.size = size
         self._lock = threading.Lock()
+        self._released = False  # released for a disabling write, not allocated again yet
 
     def free(self) -> int:
         stat = os.statvfs(self.state_dir)
@@ -78,6 +82,7 @@ class StoreReserve:
             try:
                 with open(self.path, "wb") as f:
                     os.posix_fallocate(f.fileno(), 0, self.size)
+                self._released = False
                 return True
             except OSError:
                 with contextlib.suppress(OSError):
@@ -85,12 +90,22 @@ class StoreReserve:
                 return False
 
     def release(self) -> None:
-        with self._lock, contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        with self._lock:
+            if self.held():
+                self._released = True
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def short(self) -> bool:
+        """True when an ordinary write now would eat into the reserve."""
+        if self.size <= 0:
+            return False
+        owed = self.size - self.held() if self._released else 0
+        return self.free() - owed < MARGIN
 
     def check(self, patches: Iterable[Mapping[str, Any]] | None) -> None:
         """Before an API write of ``patches`` (None: a write of unknown content)."""
-        if self.size <= 0 or self.free() >= MARGIN:
+        if not self.short():
             return
         if patches is not None and only_disables_host_containers(patches):
             self.release()  # disabling always works: the store gets the reserve for it

@@ -108,6 +108,8 @@ def test_a_container_filling_the_state_disk_leaves_the_store_its_reserve(tmp_pat
             assert receipt["ok"], json.dumps(receipt)[:2000]
             assert "filler" not in podman(state / "containers", "ps", "-a", "--format",
                                           "{{.Names}}")
+            # what the reserve gave back is not for ordinary writes while the disk is full
+            assert d.request("PATCH", "/settings", {"motd": "still refused"})[0] == 507
             (storage / "fill").unlink()  # the operator frees the space: back to normal
             d.ok("PATCH", "/settings", {"motd": "space again"})
             assert d.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]["ok"]

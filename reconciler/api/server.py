@@ -340,9 +340,10 @@ async def list_tx(request: web.Request) -> web.Response:
 
 async def _commit(request: web.Request, trial: float | None = None) -> tuple[int, list[str]]:
     host = request.app[HOST]
-    if host.reserve is not None:
-        pending = [p.body for p in host.store.pending(_tx(request))]
-        await asyncio.to_thread(host.reserve.check, pending)
+    reserve = host.reserve
+    if reserve is not None and reserve.short():  # on a full disk only: what would it write?
+        pending = await asyncio.to_thread(host.store.pending, _tx(request))
+        await asyncio.to_thread(reserve.check, [p.body for p in pending])
     if trial is None:
         result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
     else:
