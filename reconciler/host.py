@@ -300,6 +300,7 @@ def open_host(
     if "boot" in schema.sections:
         reconciler.boot = BootParameters(root)
     reserve = StoreReserve(state_dir, store_reserve) if store_reserve else None
+    host_containers.reserve = reserve
     return Host(state_dir, root, store, schema, catalog, reconciler, lock=lock, reserve=reserve)
 
 

@@ -103,6 +103,14 @@ class StoreReserve:
         owed = self.size - self.held() if self._released else 0
         return self.free() - owed < MARGIN
 
+    def problem(self) -> str | None:
+        """What status says while ordinary writes are refused (None when they are not)."""
+        if not self.short():
+            return None
+        return (f"state disk full: {self.free()} bytes free on {self.state_dir} beside the "
+                f"store's reserve of {self.size} bytes; writes are refused (507) except "
+                "disabling host containers")
+
     def check(self, patches: Iterable[Mapping[str, Any]] | None) -> None:
         """Before an API write of ``patches`` (None: a write of unknown content)."""
         if not self.short():

@@ -79,6 +79,10 @@ def _status(d: Daemon) -> dict:
     return d.ok("GET", "/status")
 
 
+def _reasons(view: dict) -> list[str]:
+    return next(c["reasons"] for c in view["conditions"] if c["type"] == "Degraded")
+
+
 def _filler_daemon(state: Path, source: str, *args: str) -> Daemon:
     d = Daemon(state, ["--variant", "aws-dev", *args],
                env={"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]})
@@ -100,6 +104,9 @@ def test_a_container_filling_the_state_disk_leaves_the_store_its_reserve(tmp_pat
             assert (state / "store-reserve").stat().st_blocks * 512 >= 16 << 20
             code, text = d.request("PATCH", "/settings", {"motd": "refused"})
             assert code == 507 and "reserve" in text and "enabled=false" in text, (code, text)
+            view = _status(d)  # status says so while it is so
+            assert view["state"] == "Degraded"
+            assert any("state disk full" in r for r in _reasons(view)), _reasons(view)
             # disabling the container always works
             code, _ = d.request("PATCH", "/settings",
                                 {"host-containers": {"filler": {"enabled": False}}})
@@ -114,6 +121,7 @@ def test_a_container_filling_the_state_disk_leaves_the_store_its_reserve(tmp_pat
             d.ok("PATCH", "/settings", {"motd": "space again"})
             assert d.ok("POST", "/tx/commit_and_apply?wait=true")["receipt"]["ok"]
             eventually(lambda: (state / "store-reserve").stat().st_blocks * 512 >= 16 << 20)
+            eventually(lambda: not any("state disk full" in r for r in _reasons(_status(d))))
         finally:
             d.stop()
             reset_storage(state / "containers")

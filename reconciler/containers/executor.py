@@ -92,6 +92,7 @@ class HostContainers:
         self.clock = clock
         self.sleep = sleep
         self.events: Any = None  # reconciler.events.Events when attached to a daemon
+        self.reserve: Any = None  # reconciler.reserve.StoreReserve (a daemon's), for status
         self._records: dict[str, Record] = {}
         self._engine_problem: str | None = None
         self._lock = threading.Lock()
@@ -192,6 +193,12 @@ class HostContainers:
             "engine_error": problem,
             "host-containers": containers,
         }
+
+    def degraded_reasons(self) -> list[str]:
+        """A state disk filled past the store's reserve degrades the host (GET /status): the
+        likeliest cause is a host container's storage, and the way out is to disable it."""
+        problem = self.reserve.problem() if self.reserve is not None else None
+        return [problem] if problem else []
 
     def reconcile(
         self, settings: Mapping[str, Any], generation: int, changed: set[str] | None = None
