@@ -154,3 +154,13 @@ def test_never_applies_a_revision_whose_failures_exceed_the_budget(budget, seed,
     if decision.action == APPLY:
         opens = rollout.wave_opens(Policy(budget, 30, TWO_WAVES.waves), seed, T0)
         assert opens is None or now >= opens
+
+
+def test_the_documented_policy_parses():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "examples/fleet-repo/README.md").read_text()
+    block = readme.split("```toml\n# clusters/prod/rollout.toml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(block)
+    assert policy.budget == 2 and policy.window == 600 and len(policy.waves) == 3
+    assert rollout.wave_opens(policy, 2047, T0) == T0 + 24 * 3600

@@ -141,7 +141,7 @@ def test_a_revision_failing_health_halts_within_its_budget_and_a_fix_rolls_out(t
         for daemon in daemons.values():
             eventually(lambda d=daemon: (status(d)["rollout"]["last_good"] == fixed
                                          and halted(d) is None), 90)
-            assert (daemon.root / "etc/motd").read_text().startswith("good 2")
+            eventually(lambda d=daemon: (d.root / "etc/motd").read_text().startswith("good 2"))
         view = eventually(lambda: (lambda hosts: hosts if all(
             h["result"] == "succeeded" and h["revision"] == fixed for h in hosts)
             and len(hosts) == 6 else None)(fleet_status(etcd)), 30)
@@ -177,3 +177,68 @@ def test_fleet_status_shows_revision_os_result_and_the_reboot_slot(tmp_path, etc
     assert refused.returncode == 1
     assert refused.stderr.startswith("reconciler fleet status: cannot read etcd "
                                      "http://127.0.0.1:9:")
+
+
+def sync(daemon: Daemon) -> dict:
+    return daemon.ok("POST", "/actions/sync?wait=true")["sync"]
+
+
+def test_a_bad_policy_is_refused_whole_and_an_unreachable_etcd_holds_a_rollout(tmp_path):
+    from tests.etcd import free_port
+
+    repo = Repo(tmp_path)
+    first = repo.commit({"fleet/common.toml": motd("one"), "fleet/rollout.toml": policy(1, 0, 1)},
+                        "one")
+    dead = Etcd.__new__(Etcd)  # an etcd URL nothing listens on
+    dead.url = f"http://127.0.0.1:{free_port()}"
+    daemon = start(tmp_path, repo, dead, "h1", 0)
+    try:  # a new host takes the fleet's revision at once: nothing to protect yet
+        eventually(lambda: status(daemon)["gitops"]["applied_commit"] == first, 60)
+        bad = repo.commit({"fleet/common.toml": motd("two"),
+                           "fleet/rollout.toml": "failure-budget = -1\n"}, "bad policy")
+        answer = sync(daemon)
+        assert answer["condition"] == "Invalid" and answer["applied_commit"] == first
+        assert answer["reason"].startswith(f"commit {bad[:12]}: fleet/rollout.toml: "
+                                           "failure-budget: must be a whole number >= 0")
+        held = repo.commit({"fleet/rollout.toml": policy(1, 0, 1)}, "good policy")
+        answer = sync(daemon)
+        assert answer["applied_commit"] == first and answer["fetched_commit"] == held
+        assert f"cannot read the rollout reports from etcd {dead.url}" in answer["reason"]
+        assert (daemon.root / "etc/motd").read_text().startswith("one")
+    finally:
+        daemon.stop()
+
+
+def test_a_restart_inside_the_health_window_resumes_it_and_reverts(tmp_path):
+    repo = Repo(tmp_path)
+    flag = tmp_path / "app-healthy"
+    flag.touch()
+    first = repo.commit({"fleet/common.toml": motd("one"),
+                         "fleet/rollout.toml": "health-window = 600\n"}, "one")
+    user_data = tmp_path / "h1.toml"
+    user_data.write_text(f'[settings.gitops]\nurl = "file://{repo.bare}"\npath = "fleet"\n'
+                         "interval = 3600\n")
+    daemon = Daemon(tmp_path / "h1", ["--user-data", str(user_data)])
+    try:
+        eventually(lambda: status(daemon)["gitops"]["applied_commit"] == first, 60)
+        second = repo.commit({"fleet/common.toml": motd("two") + (
+            f'[settings.updates.health-checks.app]\ncommand = ["test", "-e", "{flag}"]\n')},
+            "two, with a health check")
+        assert sync(daemon)["applied_commit"] == second
+        trial = eventually(lambda: status(daemon)["rollout"]["trial"], 30)
+        assert trial["revision"] == second and trial["previous"] == first
+    finally:
+        daemon.process.kill()  # SIGKILL inside the window: the trial is in the store
+        daemon.stop()
+    flag.unlink()  # the application breaks while the host is down
+    daemon = Daemon(tmp_path / "h1")
+    try:
+        eventually(lambda: status(daemon)["gitops"]["applied_commit"] == first, 60)
+        rollout = status(daemon)["rollout"]
+        assert rollout["trial"] is None and rollout["last_good"] == first
+        assert rollout["failed"][second].startswith("health check(s) failed: app")
+        eventually(lambda: (daemon.root / "etc/motd").read_text().startswith("one"), 30)
+        assert any(e["message"].startswith(f"revision {second[:12]} failed within its health "
+                                           "window") for e in daemon.ok("GET", "/events"))
+    finally:
+        daemon.stop()

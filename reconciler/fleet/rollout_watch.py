@@ -43,6 +43,7 @@ class Choice:
 
     commit: str | None
     meta: Callable[[int], dict[str, Any]]
+    reason: str = ""  # why not the fetched revision (waiting, halted...)
 
 
 def _no_meta(_generation: int) -> dict[str, Any]:
@@ -120,7 +121,7 @@ class Rollouts:
         self.decision = decision
         self.poke_dirty()
         if decision.action != rollout.APPLY:
-            return Choice(decision.commit, _no_meta)
+            return Choice(decision.commit, _no_meta, decision.reason)
         _log.info("rollout: applying", revision=commit, reason=decision.reason)
         if local.applied is None:  # the host's first revision: nothing to return to
             first = rollout.Local(commit, commit, local.failed, None)

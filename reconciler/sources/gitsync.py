@@ -198,14 +198,14 @@ class GitSync:
                 self.events.emit("git", f"rewind to {revision.commit[:12]} allowed by the signed "
                                  f"tag {REWIND_TAG}{revision.commit}", commit=revision.commit)
         choice = self._choose(repo, revision, pointer)
-        if choice is not None:
+        if choice is not None and choice.commit != revision.commit:
             if choice.commit is None:  # halted, and no revision of ours to keep applied
-                status.condition = "Synced"
-                status.reason = f"{revision.commit[:12]} not applied: rollout halted"
+                status.condition, status.reason = "Synced", choice.reason
                 return
-            if choice.commit != revision.commit:
-                revision = repo.revision(choice.commit)
+            revision = repo.revision(choice.commit)  # the applied one, kept (and re-asserted)
         self._apply(repo, revision, pointer, choice.meta if choice else None, announce=True)
+        if choice is not None and choice.reason:
+            status.reason = f"{status.reason}; {choice.reason}"
 
     def _choose(self, repo: GitRepo, revision: Revision, pointer: dict[str, Any]) -> Any:
         """The rollout gate's choice for ``revision`` (None: no gate, apply it)."""
