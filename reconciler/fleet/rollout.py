@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,12 +168,8 @@ class Local:
 
     applied: str | None = None  # the commit whose layers are applied now
     last_good: str | None = None  # the newest commit that passed its health window here
-    failed: Mapping[str, str] = None  # type: ignore[assignment]  # commit -> why it failed here
+    failed: Mapping[str, str] = field(default_factory=dict)  # commit -> why it failed here
     trial: Trial | None = None
-
-    def __post_init__(self) -> None:
-        if self.failed is None:
-            object.__setattr__(self, "failed", {})
 
     def as_dict(self) -> dict[str, Any]:
         return {"last_good": self.last_good, "failed": dict(self.failed),
