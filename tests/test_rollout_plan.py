@@ -164,3 +164,21 @@ def test_the_documented_policy_parses():
     policy = parse_policy(block)
     assert policy.budget == 2 and policy.window == 600 and len(policy.waves) == 3
     assert rollout.wave_opens(policy, 2047, T0) == T0 + 24 * 3600
+
+
+def test_the_fleet_table_shortens_revisions_and_says_where_a_rollout_stands():
+    from reconciler.fleet.view import format_table
+
+    table = format_table([
+        {"id": "h1", "revision": GOOD, "os_version": "1.4.0", "result": "failed",
+         "state": "refused", "reboot_slot": None},
+        {"id": "h22", "revision": GOOD, "os_version": "1.4.0", "result": "succeeded",
+         "state": "halted", "halted": True, "target": NEW, "reboot_slot": "workers"},
+        {"id": "h3", "revision": None, "state": "wait", "target": NEW},
+    ]).splitlines()
+    assert table == [
+        "HOST  REVISION      OS     RESULT     SLOT     ROLLOUT",
+        f"h1    {GOOD[:12]}  1.4.0  failed     -        refused",
+        f"h22   {GOOD[:12]}  1.4.0  succeeded  workers  halted ({NEW[:12]})",
+        f"h3    -             -      -          -        waiting ({NEW[:12]})",
+    ]

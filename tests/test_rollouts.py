@@ -28,7 +28,7 @@ from tests.gitutil import git
 FIRST_WAVE = {"h1": 1, "h2": 2, "h3": 3}  # seeds of the first wave (Bottlerocket's rule)
 LAST_WAVE = {"h4": 1500, "h5": 1600, "h6": 1700}
 BUDGET = 2
-LAST_WAVE_DELAY = 45  # seconds after the commit: long enough for the first wave to fail
+LAST_WAVE_DELAY = 60  # seconds after the commit: long enough for the first wave to fail
 
 
 def policy(budget: int, window: int, last_wave_after: int) -> str:
@@ -242,3 +242,21 @@ def test_a_restart_inside_the_health_window_resumes_it_and_reverts(tmp_path):
                                            "window") for e in daemon.ok("GET", "/events"))
     finally:
         daemon.stop()
+
+
+def test_reports_live_under_the_hosts_lease(tmp_path, etcd):
+    from reconciler.fleet.reports import HOSTS, RolloutReports
+
+    one, two = "1" * 40, "2" * 40
+    reports = RolloutReports(etcd.url, "h1", lease_ttl=5)
+    reports.publish({"revision": one, "result": "applying"},
+                    {one: {"result": "applying", "reason": ""}})
+    assert [(r.host, r.result) for r in reports.reports(one)] == [("h1", "applying")]
+    reports.publish({"revision": two, "result": "succeeded"},  # the stale key goes
+                    {two: {"result": "succeeded", "reason": ""}})
+    assert reports.reports(one) == [] and [r.result for r in reports.reports(two)] == [
+        "succeeded"]
+    # the host stops refreshing its lease (it died): its reports stop counting after the TTL
+    eventually(lambda: RolloutReports(etcd.url, "other").reports(two) == [], timeout=30,
+               interval=0.5)
+    assert client(etcd.url).get_prefix(HOSTS) == []
