@@ -121,7 +121,8 @@ class Rollouts:
         self.decision = decision
         self.poke_dirty()
         if decision.action != rollout.APPLY:
-            return Choice(decision.commit, _no_meta, decision.reason)
+            held = decision.commit != commit  # the status says why the fetched one waits
+            return Choice(decision.commit, _no_meta, decision.reason if held else "")
         _log.info("rollout: applying", revision=commit, reason=decision.reason)
         if local.applied is None:  # the host's first revision: nothing to return to
             first = rollout.Local(commit, commit, local.failed, None)
@@ -168,13 +169,15 @@ class Rollouts:
         last_publish = 0.0
         while not self.wakeup.stopping:
             timeout: float | None = None
+            dirty, self._dirty = self._dirty, False  # a poke from now on is for the next round
             try:
                 local = rollout.Local.of(self.store.get_meta(META), None)
                 if local.trial is not None:
                     await self._watch(local.trial)
                     local = rollout.Local.of(self.store.get_meta(META), None)
-                    if local.trial is not None:
-                        timeout = max(0.05, local.trial.ends - time.time())
+                    if local.trial is not None:  # past its end: judged at the next pass
+                        left = local.trial.ends - time.time()
+                        timeout = left if left > 0 else self.RETRY
                 decision = self.decision
                 if decision is not None and decision.wake_at is not None:
                     left = decision.wake_at - time.time()
@@ -186,7 +189,7 @@ class Rollouts:
                 etcd = etcd_settings(self.store.live_document())
                 if etcd is not None:
                     period = max(1.0, etcd.lease_ttl / 3)
-                    if time.time() - last_publish >= period or self._dirty:
+                    if time.time() - last_publish >= period or dirty:
                         await asyncio.to_thread(self._publish, etcd, local)
                         last_publish = time.time()
                     timeout = min(timeout or period, period)
@@ -194,7 +197,7 @@ class Rollouts:
                 self.error = f"{type(error).__name__}: {error}"
                 _log.error("rollout watch failed", error=self.error)
                 timeout = self.RETRY
-            self._dirty = False
+                self._dirty = self._dirty or dirty
             await self.wakeup.wait(timeout)
 
     def poke_dirty(self) -> None:
