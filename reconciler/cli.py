@@ -182,6 +182,15 @@ def _parser() -> argparse.ArgumentParser:
 
     command("version", "print the version")
 
+    fleet = command("fleet", "the fleet, as its hosts report it into etcd")
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True)
+    fleet_status = fleet_commands.add_parser(
+        "status", formatter_class=_Formatter,
+        help="per host: git revision, OS version, rollout result, reboot slot held")
+    fleet_status.add_argument("--etcd", required=True, metavar="URL",
+                              help="the fleet's etcd, e.g. http://10.0.0.5:2379")
+    fleet_status.add_argument("--json", action="store_true", help="JSON instead of a table")
+
     images = command("images", "the project's own host-container images")
     image_commands = images.add_subparsers(dest="images_command", required=True)
     build = image_commands.add_parser(
@@ -266,6 +275,10 @@ def _run(args: argparse.Namespace) -> int:
         return _generate(args.name, args.imds_endpoint, args.imds_deadline)
     if args.command == "images":
         return _build_images(args.roles, args.output)
+    if args.command == "fleet":
+        from reconciler.fleet import view
+
+        return view.main(args.etcd, args.json)
     from reconciler import logs
     from reconciler.host import HostError, open_host
 

@@ -24,6 +24,7 @@ from reconciler.api.server import AccessPolicy, make_app
 from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
 from reconciler.fleet.reboots import RebootSlots
+from reconciler.fleet.rollout_watch import Rollouts
 from reconciler.host import Host
 from reconciler.logs import asyncio_exception_handler, get_logger
 from reconciler.metrics import Metrics
@@ -95,10 +96,14 @@ async def _serve(
         host.updates.manager.on_done = lambda _status: worker.wake_threadsafe("update command")
         host.updates.events = events  # boot-health outcomes go to /events
         host.updates.loops = loops  # background threads (the boot gate) report here
-    git_loop = GitLoop(
-        GitSync(host.store, host.schema, events, host.state_dir / "git"), worker.wake, metrics,
-        loops.health("git"),
-    )
+    git_sync = GitSync(host.store, host.schema, events, host.state_dir / "git")
+    os_version = host.reconciler.os_info.get("version_id", "")
+    rollouts = Rollouts(host.store, events, worker.wake, lambda: worker.last_receipt,
+                        {"OS_VERSION_ID": os_version, "OS_VARIANT_ID": host.variant}, os_version)
+    git_sync.gate, rollouts.git = rollouts, git_sync
+    worker.after_pass.append(rollouts.after_pass)
+    git_loop = GitLoop(git_sync, worker.wake, metrics, loops.health("git"))
+    rollouts.git_wake = git_loop.wake
     files = DesiredFiles(host.store, host.schema, events, desired) if desired else None
     confirm_watch = ConfirmWatch(host, events, worker.wake)
     worker.after_pass.append(confirm_watch.after_pass)
@@ -109,7 +114,7 @@ async def _serve(
     reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker))
     worker.after_pass.append(lambda _receipt: reboot_slots.poke())
     app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch,
-                   reboot_slots, loops=loops)
+                   reboot_slots, loops=loops, rollouts=rollouts)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.runner_options())
     await runner.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +139,7 @@ async def _serve(
     # loops that catch their own errors are supervised all the same: nothing ends one but stop()
     confirm_task = asyncio.create_task(supervised(loops.health("confirm"), confirm_watch.run))
     slots_task = asyncio.create_task(supervised(loops.health("reboot-slots"), reboot_slots.run))
+    rollout_task = asyncio.create_task(supervised(loops.health("rollout"), rollouts.run))
     files_loop = (
         DesiredFilesLoop(files, worker.wake, loops.health("desired-files")) if files else None
     )
@@ -172,6 +178,8 @@ async def _serve(
             ("confirm task", lambda: _join(confirm_task)),
             ("reboot slots", reboot_slots.stop),
             ("slots task", lambda: _join(slots_task)),
+            ("rollout watch", rollouts.stop),
+            ("rollout task", lambda: _join(rollout_task)),
         ]
         if files_loop and files_task:
             steps += [("desired files", files_loop.stop), ("files task", lambda: _join(files_task))]

@@ -56,6 +56,7 @@ ACCESS = web.AppKey("access", object)  # AccessPolicy | None
 CONFIRM = web.AppKey("confirm", object)  # ConfirmWatch | None
 REBOOTS = web.AppKey("reboots", object)  # RebootSlots | None
 LOOPS = web.AppKey("loops", object)  # supervise.Loops | None
+ROLLOUTS = web.AppKey("rollouts", object)  # fleet.rollout_watch.Rollouts | None
 
 routes = web.RouteTableDef()
 # domain errors -> status code; the body is the error's message (names the key and the rule)
@@ -643,6 +644,9 @@ async def status(request: web.Request) -> web.Response:
         view["coordination"] = request.app[REBOOTS].status()
     if request.app[LOOPS] is not None:
         view["loops"] = request.app[LOOPS].as_dict()
+    if request.app[ROLLOUTS] is not None:  # config rollouts: RolloutHalted, the trial
+        view["rollout"] = request.app[ROLLOUTS].status()
+        view["conditions"] += request.app[ROLLOUTS].conditions()
     return _json(SCRUBBER.scrub(view))  # receipts quote command output
 
 
@@ -749,6 +753,7 @@ def make_app(
     confirm_watch: confirm.ConfirmWatch | None = None,
     reboot_slots: RebootSlots | None = None,
     loops: Any = None,
+    rollouts: Any = None,
 ) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[limits.drain_unread, errors_and_audit, access_policy]
@@ -763,6 +768,7 @@ def make_app(
     app[CONFIRM] = confirm_watch
     app[REBOOTS] = reboot_slots
     app[LOOPS] = loops
+    app[ROLLOUTS] = rollouts
     app.add_routes(routes)
     updates_routes.register(app, host)
     exec_route.register(app)

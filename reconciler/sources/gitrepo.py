@@ -119,6 +119,16 @@ class GitRepo:
             raise GitSourceError(f"{self.url} gave {commit.hexsha} for commit {ref}")
         return Revision(commit.hexsha, commit.committed_date)
 
+    def revision(self, commit: str) -> Revision:
+        """A commit fetched before (a rollout's last good revision)."""
+        git = _git()
+        try:
+            found = self.repo.commit(commit)
+        except (ValueError, git.BadName) as error:
+            raise GitSourceError(f"commit {commit[:12]} is not in the checkout of {self.url}: "
+                                 f"{error}") from None
+        return Revision(found.hexsha, found.committed_date)
+
     def _git(self, *args: str, config: tuple[str, ...] = (),
              env: dict[str, str] | None = None) -> CommandResult:
         return self.runner.run(

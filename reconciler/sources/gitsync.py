@@ -7,6 +7,7 @@ are owned by git (source ``git:<commit>``); those a new revision no longer decla
 
 from __future__ import annotations
 
+import posixpath
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
 from reconciler.schema import InvalidSettings, Schema
-from reconciler.sources.gitrepo import REWIND_TAG, GitRepo, GitSourceError
+from reconciler.sources.gitrepo import REWIND_TAG, GitRepo, GitSourceError, Revision
 from reconciler.sources.layers import (
     GIT_SOURCE_PREFIX,
     Layer,
@@ -78,6 +79,7 @@ class GitSync:
         self._cancelled = False
         self._started = time.time()
         self._stale_reported = False
+        self.gate: Any = None  # a rollout gate: reconciler.fleet.rollout_watch.Rollouts
 
     def pointer(self) -> dict[str, Any]:
         return self.store.live_document().get("gitops", {})
@@ -195,6 +197,46 @@ class GitSync:
                     )
                 self.events.emit("git", f"rewind to {revision.commit[:12]} allowed by the signed "
                                  f"tag {REWIND_TAG}{revision.commit}", commit=revision.commit)
+        choice = self._choose(repo, revision, pointer)
+        if choice is not None and choice.commit != revision.commit:
+            if choice.commit is None:  # halted, and no revision of ours to keep applied
+                status.condition, status.reason = "Synced", choice.reason
+                return
+            revision = repo.revision(choice.commit)  # the applied one, kept (and re-asserted)
+        self._apply(repo, revision, pointer, choice.meta if choice else None, announce=True)
+        if choice is not None and choice.reason:
+            status.reason = f"{status.reason}; {choice.reason}"
+
+    def _choose(self, repo: GitRepo, revision: Revision, pointer: dict[str, Any]) -> Any:
+        """The rollout gate's choice for ``revision`` (None: no gate, apply it)."""
+        if self.gate is None:
+            return None
+        from reconciler.fleet.rollout import POLICY_FILE, PolicyError
+
+        name = posixpath.normpath(posixpath.join(pointer.get("path") or ".", POLICY_FILE))
+        try:
+            text = repo.read(revision.commit, name)
+            return self.gate.choose(revision.commit, revision.committed, text, name,
+                                    self.status.applied_commit)
+        except (DocumentError, PolicyError) as error:
+            raise _InvalidRevision(f"commit {revision.commit[:12]}: {error}") from None
+
+    def revert(self, commit: str, meta: dict[str, Any]) -> list[str]:
+        """Apply the layers of an earlier ``commit`` again (a rollout's last good revision),
+        with ``meta`` written in the same store commit; the keys it changed."""
+        with self._lock:
+            pointer = self.pointer()
+            if self._repo is None or self._repo.url != pointer.get("url"):
+                self._repo = GitRepo(self.base, pointer["url"])
+            revision = self._repo.revision(commit)
+            self._apply(self._repo, revision, pointer, lambda _generation: meta, announce=False)
+            return list(self.status.changed)
+
+    def _apply(self, repo: GitRepo, revision: Revision, pointer: dict[str, Any],
+               extra_meta: Any, announce: bool) -> None:
+        """Apply ``revision``'s layers whole. ``extra_meta(generation)``: more store meta for
+        the same commit; ``announce``: say so when the ref moved back (not for a revert)."""
+        status = self.status
         layers = self._layers(repo, revision.commit, pointer)
         desired = merge_layers(layers)
         self._check(desired, layers, revision.commit)
@@ -204,12 +246,14 @@ class GitSync:
         source = f"{GIT_SOURCE_PREFIX}{revision.commit}"
         history = [revision.commit] + [c for c in self._history if c != revision.commit]
         store.discard(GIT_TX)
+        more = extra_meta or (lambda _generation: {})
         try:
             store.add_patch(GIT_TX, patch, source)  # validated once, by the commit
             result = store.commit(
                 GIT_TX,
                 schema,
                 meta={
+                    **more(store.generation() + 1),
                     APPLIED_META: {
                         "commit": revision.commit,
                         "url": pointer["url"],
@@ -227,6 +271,8 @@ class GitSync:
             raise _InvalidRevision(self._describe(error, layers, revision.commit)) from None
         except NothingToCommit:
             changed = []
+            for key, value in more(store.generation()).items():
+                store.set_meta(key, value)
         drifted = [
             k
             for k in changed
@@ -242,7 +288,8 @@ class GitSync:
                 commit=revision.commit,
             )
         moved_back = revision.commit in self._history or revision.committed < self._applied_time
-        if status.applied_commit and status.applied_commit != revision.commit and moved_back:
+        if (announce and status.applied_commit and status.applied_commit != revision.commit
+                and moved_back):
             self.events.emit(
                 "git",
                 f"ref moved back to an older commit {revision.commit[:12]} "
