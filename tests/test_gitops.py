@@ -148,7 +148,7 @@ def test_removed_key_returns_to_its_default_and_force_push_back(tmp_path, fleet)
         fleet.git("push", "-q", "-f", "origin", "main")
         assert sync(d)["sync"]["applied_commit"] == first
         assert motd(d).startswith("web-1: serving the fleet")
-        assert any("older commit" in e["message"] for e in d.ok("GET", "/events"))
+        assert any("older commit" in e["data"]["message"] for e in d.ok("GET", "/events"))
     finally:
         d.stop()
 
@@ -163,7 +163,7 @@ def test_api_patch_of_git_key_is_refused_unless_forced_then_reverted(tmp_path, f
         assert motd(d).startswith("mine")
         sync(d)
         assert motd(d).startswith("web-1: serving the fleet")
-        assert any(e["type"] == "drift" and "settings.motd" in e["message"]
+        assert any(e["type"] == "drift" and "settings.motd" in e["data"]["message"]
                    for e in d.ok("GET", "/events"))
         # keys git does not own stay writable
         assert d.request("PATCH", "/settings", {"updates": {"seed": 7}})[0] == 204
