@@ -9,9 +9,10 @@ it), ``code`` for an HTTP status label. ``GET /metrics`` serves them on the API 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST  # text/plain; version=0.0.4; charset=utf-8
+# The classic text format generate_latest writes, under the media type every Prometheus 2.x
+# server parses (prometheus_client 0.26's CONTENT_TYPE_LATEST says version=1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
