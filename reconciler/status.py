@@ -138,6 +138,8 @@ def coordination_part(status: Mapping[str, Any] | None) -> Part | None:
     if not status:
         return None
     state, reason = status.get("state"), status.get("reason") or ""
+    if state == "idle" and not reason and not status.get("held"):
+        return None  # no reboot was ever coordinated by this daemon: nothing to report
     if reason.startswith("cannot release"):
         return Part("Coordination", FAILED, "ReleaseFailed", f"reboot lock: {reason}")
     if state == "waiting":  # a reboot deferred until a slot frees: not a failure

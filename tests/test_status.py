@@ -25,7 +25,7 @@ def test_ready_only_when_converged_and_every_part_is_healthy():
         status.boot_health_part({"marked_successful": True, "set": "A"}, gated=True),
         status.containers_part({"host-containers": {"a": {"state": "running"}}}),
         status.updates_part({"busy": False, "update_state": "Idle"}),
-        status.coordination_part({"state": "idle", "reason": ""}),
+        status.coordination_part({"state": "idle", "reason": "released the reboot slot in a"}),
         status.loops_part({"git": {"state": "running"}, "worker": {"state": "running"}}),
     ]
     summary = summarize(SETTLED, parts)
@@ -122,6 +122,7 @@ def test_parts_not_in_use_are_not_conditions():
     assert status.user_data_part(None) is None
     assert status.boot_health_part(None, gated=False) is None
     assert status.containers_part({"host-containers": {}}) is None
+    assert status.coordination_part({"state": "idle", "reason": "", "held": None}) is None
     summary = summarize(SETTLED, [None, None])
     assert [c["type"] for c in summary["conditions"]] == [
         "Ready", "Reconciling", "Degraded", "Stalled"]
