@@ -130,6 +130,12 @@ def updates_part(status: Mapping[str, Any] | None) -> Part | None:
         return None
     if status.get("busy"):
         return Part("Updates", PROGRESSING, "CommandRunning", "updates: a command is running")
+    command = status.get("most_recent_command") or {}
+    if command.get("cmd_status") == "Failed":  # until the next command of any kind succeeds
+        detail = (command.get("stderr") or "").strip().splitlines()[-1:] or [
+            f"exit status {command.get('exit_status')}"]
+        return Part("Updates", FAILED, "UpdateCommandFailed",
+                    f"updates: {command.get('cmd_type')} failed: {detail[0]}")
     return Part("Updates", OK, "Idle", f"updates: state {status.get('update_state') or 'Idle'}")
 
 

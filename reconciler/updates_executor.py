@@ -162,8 +162,10 @@ class UpdatesExecutor:
 
     def status(self) -> dict[str, Any]:
         current = self.manager.peek()
+        command = current.most_recent_command if current else None
         return {
             "update_state": current.update_state if current else None,
+            "most_recent_command": command.to_json() if command else None,
             "busy": self.manager.busy,
             "progress": self.manager.progress(),
             "boot": self.gate.outcome if self.gate else None,

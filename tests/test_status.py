@@ -63,6 +63,9 @@ FAILING = [
     (status.containers_part({"engine_error": "podman: not found",
                              "host-containers": {"a": {"state": "failed"}}}),
      "EngineUnavailable", False),
+    (status.updates_part({"busy": False, "most_recent_command": {
+        "cmd_type": "prepare", "cmd_status": "Failed", "exit_status": 1,
+        "stderr": "downloading\nupdog: tampered target"}}), "UpdateCommandFailed", False),
     (status.coordination_part({"state": "holding", "reason": "cannot release the reboot slot: "
                                "ConnectionRefusedError"}), "ReleaseFailed", False),
     (status.loops_part({"git": {"state": "retrying", "last_error": "OSError: disk full"}}),
@@ -81,6 +84,7 @@ def test_a_failing_part_makes_the_headline_degraded_with_its_reason(part, reason
     found = conditions(summary)
     assert found["Ready"]["status"] is False and found["Ready"]["reason"] == reason
     assert found["Degraded"]["status"] is True and part.message in found["Degraded"]["reasons"]
+    assert "updog: tampered target" in part.message or reason != "UpdateCommandFailed"
     assert found["Stalled"]["status"] is stalled
     assert found[part.type]["status"] is False
 
