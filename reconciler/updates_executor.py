@@ -172,13 +172,6 @@ class UpdatesExecutor:
             "rollback": self.rollback.condition() if self.rollback else None,
         }
 
-    def degraded_reasons(self) -> list[str]:
-        """A boot that failed its health gate degrades the host (GET /status)."""
-        outcome = (self.gate.outcome if self.gate else None) or {}
-        if outcome and not outcome.get("marked_successful"):
-            return [f"boot not marked successful: {outcome.get('reason')}"]
-        return []
-
     def conditions(self) -> list[dict[str, Any]]:
         return [self.rollback.condition()] if self.rollback else []
 

@@ -542,7 +542,7 @@ def status_view(
     loops: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``GET /status``: every part's own status dictionary, and the headline and conditions
-    ``reconciler.status_rules.summarize`` decides over them (this only gathers)."""
+    ``reconciler.status.summarize`` decides over them (this only gathers)."""
     live = host.store.generation()
     applied = host.store.applied_generation()
     views = {e.name: e.status() for e in host.reconciler.executors}
@@ -560,8 +560,6 @@ def status_view(
         status_rules.coordination_part(coordination),
         status_rules.loops_part(loops),
     ]
-    # the boot gate's verdict is its own part now; other executors' reasons stay as given
-    extra = [r for r in extra if not r.startswith("boot not marked successful")]
     facts = status_rules.PassFacts(live, applied, worker.busy, worker.last_receipt, tuple(extra))
     summary = status_rules.summarize(facts, parts)
     summary["conditions"] += [
