@@ -926,17 +926,22 @@ def cmd_status(client: Client, args: Any) -> int:
         _print_json(answer)
         return 0
     variant = f" (variant {answer['variant']})" if answer.get("variant") else ""
-    print(f"State:       {answer.get('state')}{variant}")
+    state = answer.get("state")
+    why = f": {answer['reason']}" if answer.get("reason") and state != "Ready" else ""
+    print(f"State:       {state}{why}{variant}")
+    if why and answer.get("message"):
+        print(f"Why:         {answer['message']}")
     print(
         f"Generations: live {answer.get('live_generation')}, "
         f"applied {answer.get('applied_generation')}"
     )
     for condition in answer.get("conditions") or []:
         reasons = condition.get("reasons")
-        reason = condition.get("reason")
-        text = "; ".join(reasons) if reasons else (reason or "")
+        reason, message = condition.get("reason"), condition.get("message")
+        text = "; ".join(reasons) if reasons else (
+            f"{reason}: {message}" if reason and message else (reason or message or ""))
         flag = "yes" if condition.get("status") else "no"
-        print(f"  {condition.get('type', '?'):<12} {flag:<3} {text}".rstrip())
+        print(f"  {condition.get('type', '?'):<17} {flag:<3} {text}".rstrip())
     if answer.get("retries"):
         print(f"Retries:     {answer['retries']} failed pass(es) in a row")
     engine = answer.get("containers")
@@ -1085,7 +1090,15 @@ def cmd_explain(client: Client, args: Any) -> int:
 
 def cmd_sync(client: Client, args: Any) -> int:
     """``POST /actions/sync?wait=true``; 1 unless the revision was fetched, valid and applied."""
-    answer = client.call("POST", _query("/actions/sync", wait="true")) or {}
+    try:
+        answer = client.call("POST", _query("/actions/sync", wait="true")) or {}
+    except ResponseError as error:  # a sync that did not apply: the same JSON, an error status
+        try:
+            answer = json.loads(error.body)
+        except ValueError:
+            raise error from None
+        if not isinstance(answer, dict) or "sync" not in answer:
+            raise
     if args.json:
         _print_json(answer)
     sync = answer.get("sync") or {}
@@ -1108,11 +1121,15 @@ def cmd_sync(client: Client, args: Any) -> int:
 
 
 def _event_line(event: dict[str, Any]) -> str:
+    """One CloudEvents event (``data`` holds the message and the fields) as one line."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    event = {**{k: v for k, v in event.items() if k not in (
+        "data", "specversion", "id", "source", "datacontenttype", "subject")}, **data}
     known = ("seq", "time", "type", "message")
     extra = " ".join(f"{k}={_value(v)}" for k, v in sorted(event.items()) if k not in known)
     when = event.get("time")
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if isinstance(
-        when, int | float) else str(when)
+        when, int | float) else str(when).replace("T", " ")[:19]
     return f"{event.get('seq', '?'):>6}  {stamp}  {event.get('type', '?'):<10} " \
            f"{event.get('message', '')}" + (f"  [{extra}]" if extra else "")
 

@@ -129,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
         help="local desired-state file, applied at start and whenever it changes",
     )
     serve.add_argument(
+        "--metrics-listen",
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="also serve GET /metrics (Prometheus text) over TCP on this address, e.g. "
+        "127.0.0.1:9101 ([::1]:9101 for IPv6; port 0 picks one, logged); default: off, "
+        "/metrics is on the API socket only",
+    )
+    serve.add_argument(
         "--allowed-uids",
         type=_ids,
         metavar="UID[,UID...]",
@@ -209,6 +217,15 @@ def _endpoint(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT``) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9101)")
+    return host, int(port)
 
 
 def _ids(text: str) -> list[int]:
@@ -306,7 +323,8 @@ def _run(args: argparse.Namespace) -> int:
         from reconciler.daemon import serve
 
         return serve(host, args.socket, args.user_data, args.interval, args.desired,
-                     allowed=(args.allowed_uids, args.allowed_gids), platform=platform)
+                     allowed=(args.allowed_uids, args.allowed_gids), platform=platform,
+                     metrics_listen=args.metrics_listen)
 
 
 def _build_images(roles: Sequence[str], output: Path | None) -> int:

@@ -130,9 +130,8 @@ class ConfirmWatch:
                                else "it was not confirmed in time")
                         message = (f"generation {trial.generation} rolled back to the settings "
                                    f"of generation {trial.previous}: {why}")
-                        log.warning("trial commit reverted", generation=trial.generation,
-                                    previous=trial.previous, reason=why)
-                        self.events.emit("confirm", message, generation=trial.generation)
+                        self.events.emit("confirm", message, level="warning",
+                                         generation=trial.generation, previous=trial.previous)
                         self._failed = None
                         self.wake("confirmation expired")
                         continue

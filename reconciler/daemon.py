@@ -27,7 +27,7 @@ from reconciler.fleet.reboots import RebootSlots
 from reconciler.fleet.rollout_watch import Rollouts
 from reconciler.host import Host
 from reconciler.logs import asyncio_exception_handler, get_logger
-from reconciler.metrics import Metrics
+from reconciler.metrics import CONTENT_TYPE, Metrics
 from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import GitSync
@@ -64,15 +64,18 @@ def serve(
     desired: Sequence[str] = (),
     allowed: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
     platform: Platform | None = None,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> int:
     """``allowed``: the uids and gids of the access policy (None, None: anyone); ``platform``:
-    how to reach the instance metadata service."""
+    how to reach the instance metadata service; ``metrics_listen``: (host, port) where
+    ``GET /metrics`` is served over TCP too (None: only on the API socket)."""
     redact.track(host.schema, host.store)  # secrets of user data never reach a log line either
     if not host.boot(user_data, platform):
         return 1
     path = Path(socket_path) if socket_path else host.state_dir / "api.sock"
     try:
-        return asyncio.run(_serve(host, path, interval, desired, AccessPolicy.of(*allowed)))
+        return asyncio.run(_serve(host, path, interval, desired, AccessPolicy.of(*allowed),
+                                  metrics_listen))
     finally:
         redact.untrack()
 
@@ -83,10 +86,11 @@ async def _serve(
     interval: float,
     desired: Sequence[str],
     access: AccessPolicy | None = None,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(asyncio_exception_handler)  # an accept() flood: one line a period
-    events = Events()
+    events = Events(source=f"/host-reconciler/{socket.gethostname()}")
     metrics = Metrics()
     loops = Loops()
     worker = Worker(host, events, metrics, interval=interval)
@@ -123,6 +127,7 @@ async def _serve(
     site = limits.CappedUnixSite(runner, str(path))
     await site.start()
     os.chmod(path, 0o660)
+    metrics_runner = await _metrics_site(metrics, metrics_listen) if metrics_listen else None
 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -188,6 +193,7 @@ async def _serve(
             ("worker task", lambda: _join(worker_task)),
             ("containers", host.containers.close if host.containers else lambda: None),
             ("api", runner.cleanup),
+            ("metrics", metrics_runner.cleanup if metrics_runner else lambda: None),
             ("socket", lambda: path.unlink() if path.is_socket() else None),
         ]
         for name, step in steps:
@@ -199,6 +205,23 @@ async def _serve(
                 log.exception("shutdown step failed", step=name)
         log.info("stopped")
     return 0
+
+
+async def _metrics_site(metrics: Metrics, address: tuple[str, int]) -> web.AppRunner:
+    """``GET /metrics`` alone, over TCP at ``address`` (for a Prometheus server to scrape);
+    the API itself stays on the Unix socket."""
+
+    async def scrape(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, address[0], address[1])
+    await site.start()
+    log.info("metrics listening", address=[f"{a[0]}:{a[1]}" for a in runner.addresses])
+    return runner
 
 
 async def _join(task: asyncio.Task[Any], timeout: float = SHUTDOWN_WAIT) -> None:

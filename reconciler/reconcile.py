@@ -83,6 +83,7 @@ class Reconciler:
         }
         self._last_rendered: dict[str, bytes] = {}  # to tell drift from a settings change
         self._expected: dict[str, tuple[bytes, int]] = {}  # absolute path -> content, mode
+        self._written: dict[str, tuple[bytes, int]] = {}  # what our last write of it left
 
     @property
     def executors(self) -> list[Executor]:
@@ -101,9 +102,12 @@ class Reconciler:
         try:
             with open(path, "rb") as handle:
                 mode = os.fstat(handle.fileno()).st_mode & 0o7777
-                return (handle.read(), mode) == expected
+                found = (handle.read(), mode)
         except OSError:
             return False
+        # An event of an earlier write may arrive after the next pass set what it expects
+        # but before it wrote: the file is then what we last wrote, still no hand edit.
+        return found == expected or found == self._written.get(path)
 
     def model(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {"settings": settings, "os": self.os_info, "host": self.facts.as_model()}
@@ -177,6 +181,7 @@ class Reconciler:
             try:
                 faults.point(f"before-file:{action.path}")
                 write_atomic(self.root, action.path, action.content, action.mode)
+                self._written[self._absolute[action.name]] = (action.content, action.mode)
                 faults.point(f"after-file:{action.path}")
                 steps.append(
                     Step("file", action.name, "written", action.reason, path=action.path,

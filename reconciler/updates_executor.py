@@ -162,20 +162,15 @@ class UpdatesExecutor:
 
     def status(self) -> dict[str, Any]:
         current = self.manager.peek()
+        command = current.most_recent_command if current else None
         return {
             "update_state": current.update_state if current else None,
+            "most_recent_command": command.to_json() if command else None,
             "busy": self.manager.busy,
             "progress": self.manager.progress(),
             "boot": self.gate.outcome if self.gate else None,
             "rollback": self.rollback.condition() if self.rollback else None,
         }
-
-    def degraded_reasons(self) -> list[str]:
-        """A boot that failed its health gate degrades the host (GET /status)."""
-        outcome = (self.gate.outcome if self.gate else None) or {}
-        if outcome and not outcome.get("marked_successful"):
-            return [f"boot not marked successful: {outcome.get('reason')}"]
-        return []
 
     def conditions(self) -> list[dict[str, Any]]:
         return [self.rollback.condition()] if self.rollback else []
@@ -200,7 +195,8 @@ class UpdatesExecutor:
                             "reason": f"boot gate failed: {type(error).__name__}: {error}"}
             if self.events is not None:
                 self.events.emit("boot-health", f"boot NOT marked successful: "
-                                 f"{gate.outcome['reason']}", marked_successful=False)
+                                 f"{gate.outcome['reason']}", level="error",
+                                 marked_successful=False)
 
         ok = bool(receipt.get("ok"))
         self._gate_thread = supervised_thread(
@@ -211,13 +207,14 @@ class UpdatesExecutor:
         assert self.gate is not None
         outcome = self.gate.after_first_pass(pass_ok, updates)
         failed = [c["name"] for c in outcome.get("health_checks", []) if not c["ok"]]
-        if outcome.get("marked_successful"):
+        marked = bool(outcome.get("marked_successful"))
+        if marked:
             message = f"boot marked successful (set {outcome.get('set')})"
-            log.info(message, kind="boot-health")
         else:
             message = f"boot NOT marked successful: {outcome.get('reason')}"
-            log.warning(message, kind="boot-health", failed_checks=failed)
-        if self.events is not None:
-            self.events.emit("boot-health", message,
-                             marked_successful=bool(outcome.get("marked_successful")),
+        level = "info" if marked else "warning"
+        if self.events is not None:  # the event is the log line too
+            self.events.emit("boot-health", message, level=level, marked_successful=marked,
                              failed_checks=failed)
+        else:
+            getattr(log, level)(message, kind="boot-health", failed_checks=failed)

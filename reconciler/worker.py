@@ -152,6 +152,8 @@ class Worker:
                 self.events.emit(
                     "drift",
                     f"{step.get('path', step['name'])} drifted; rewritten",
+                    level="warning",
+                    subject=step.get("path"),
                     generation=generation,
                     file=step["name"],
                 )
@@ -159,15 +161,17 @@ class Worker:
                 self.events.emit(
                     "failure",
                     f"{step['kind']} {step['name']}: {step['detail']}",
+                    level="warning",
                     generation=generation,
                 )
         if receipt.get("error"):
-            self.events.emit("failure", receipt["error"], generation=generation)
+            self.events.emit("failure", receipt["error"], level="error", generation=generation)
         written = [s for s in receipt.get("steps", []) if s["result"] != "failed"]
         if written or not receipt["ok"]:
             self.events.emit(
                 "pass",
                 f"pass for generation {generation}: {'ok' if receipt['ok'] else 'failed'}",
+                level="info" if receipt["ok"] else "warning",
                 generation=generation,
                 ok=receipt["ok"],
                 reason=receipt["reason"],

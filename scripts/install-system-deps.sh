@@ -29,6 +29,8 @@ command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
 command -v lz4 >/dev/null || need+=(lz4)
 # Fleet tests: a real etcd on loopback ports (reboot slots under leases).
 command -v etcd >/dev/null || need+=(etcd-server)
+# Metrics: promtool checks /metrics, and a real Prometheus server scrapes the daemon.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -34,14 +34,15 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Daemon:
     def __init__(
         self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None,
-        nofile: int | None = None, wait: bool = True,
+        nofile: int | None = None, wait: bool = True, log_level: str | None = None,
     ):
         self.state_dir = state_dir
         self.socket = state_dir / "api.sock"
         self.root = state_dir / "root"
         self.log = open(state_dir.parent / f"{state_dir.name}.log", "wb")  # noqa: SIM115
-        command = [sys.executable, "-m", "reconciler.cli", "serve", "--state-dir", str(state_dir),
-                   *args]
+        levels = ["--log-level", log_level] if log_level else []
+        command = [sys.executable, "-m", "reconciler.cli", *levels, "serve", "--state-dir",
+                   str(state_dir), *args]
         limit = None if nofile is None else (
             lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=self.log,

@@ -24,7 +24,7 @@ def test_unconfirmed_change_returns_by_itself(tmp_path):
         eventually(lambda: (daemon.root / "etc/motd").read_text().startswith(before[:20]),
                    timeout=20)
         assert daemon.ok("GET", "/status")["pending_confirmation"] is None
-        assert any(e["type"] == "confirm" and "not confirmed in time" in e["message"]
+        assert any(e["type"] == "confirm" and "not confirmed in time" in e["data"]["message"]
                    for e in daemon.ok("GET", "/events"))
     finally:
         daemon.stop()

@@ -148,10 +148,10 @@ def test_removed_by_hand_comes_back_and_strangers_are_left_alone(daemon, images)
     assert after["stranger"] == stranger
     drift = eventually(
         lambda: [e for e in daemon.ok("GET", "/events") if e["type"] == "drift"
-                 and e.get("container") == "a"]
+                 and e["data"].get("container") == "a"]
     )
     # "removed", or "exited" when the pass woken by the kill came before the removal.
-    assert "removed" in drift[0]["message"] or "exited" in drift[0]["message"]
+    assert "removed" in drift[0]["data"]["message"] or "exited" in drift[0]["data"]["message"]
     # One restart, or two when the pass woken by "died" raced the hand-removal.
     eventually(lambda: container_status(daemon)["a"]["restarts"] >= 1)
 

@@ -479,7 +479,7 @@ def test_sigkill_during_a_git_fetch_then_the_source_recovers_by_itself(tmp_path)
             eventually(lambda: (state / "root/etc/motd").exists()
                        and (state / "root/etc/motd").read_text().startswith("web-1: serving"))
             assert not lock.exists()
-            assert any("shallow.lock" in e["message"] for e in again.ok("GET", "/events"))
+            assert any("shallow.lock" in e["data"]["message"] for e in again.ok("GET", "/events"))
         finally:
             assert again.stop() == 0
     finally:

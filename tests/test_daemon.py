@@ -96,7 +96,7 @@ def test_hand_edit_is_reverted_with_an_event(daemon):
     (daemon.root / "etc/motd").write_text("edited by hand\n")
     eventually(lambda: motd(daemon) == expected, timeout=1.0)
     events = eventually(lambda: [e for e in daemon.ok("GET", "/events") if e["type"] == "drift"])
-    assert "/etc/motd" in events[0]["message"]
+    assert "/etc/motd" in events[0]["data"]["message"]
 
 
 def test_errors_name_the_key_and_change_nothing(daemon):

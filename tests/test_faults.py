@@ -52,7 +52,7 @@ def test_git_source_survives_a_store_error_and_converges_by_itself(tmp_path, fle
         fleet.write("clusters/prod/hosts/web-1.toml", '[settings]\nmotd = "after the lock"\n')
         fleet.commit("new motd")
         with store_locked(d.state_dir / "store.db"):
-            answer = sync(d)["sync"]  # answered (it hung for good before)
+            answer = sync(d, 502)["sync"]  # answered (it hung for good before)
             assert answer["condition"] == "Failed"
             assert "database is locked" in answer["reason"]
             assert status(d)["gitops"]["condition"] == "Failed"
@@ -124,7 +124,7 @@ def test_failed_fetch_on_a_full_disk_leaves_no_temporary_objects(tmp_path, fleet
             fleet.commit("a big blob")
             filler = fill(small, leave=3 * 1024 * 1024)
             before = free_bytes(small)
-            answer = sync(d)["sync"]
+            answer = sync(d, 502)["sync"]
             assert answer["condition"] == "Failed"
             garbage = [p for p in (d.state_dir / "git").rglob("*")
                        if p.name.startswith(("tmp_obj_", "tmp_pack_", "tmp_idx_"))]
@@ -174,7 +174,7 @@ def test_verified_source_refuses_a_rollback_to_an_older_signed_commit(tmp_path, 
         fleet.commit("v2", "-S")
         assert sync(d)["sync"]["condition"] == "Synced" and motd(d).startswith("v2")
         fleet.git("push", "-q", "-f", "origin", f"{v1}:main")  # whoever holds the server
-        answer = sync(d)["sync"]
+        answer = sync(d, 422)["sync"]
         assert answer["condition"] == "Refused", answer
         assert "not a descendant" in answer["reason"] and v1[:12] in answer["reason"]
         assert motd(d).startswith("v2")
@@ -323,10 +323,11 @@ def test_git_layer_with_a_lone_surrogate_keeps_the_last_good_revision(tmp_path, 
         (fleet.work / "clusters/prod/hosts/web-1.toml").unlink()
         fleet.write("clusters/prod/hosts/web-1.json", '{"settings": {"motd": "\\ud800"}}')
         fleet.commit("a lone surrogate")
-        answer = sync(d)["sync"]
+        answer = sync(d, 422)["sync"]
         assert answer["condition"] == "Invalid" and "valid Unicode" in answer["reason"]
         assert motd(d).startswith("web-1: serving the fleet")
-        assert status(d)["state"] == "Ready"
+        # the daemon serves on, and says the revision is refused (it was "Ready" before)
+        assert (status(d)["state"], status(d)["reason"]) == ("Degraded", "RevisionInvalid")
     finally:
         stopped_cleanly(d)
 

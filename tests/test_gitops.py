@@ -63,8 +63,12 @@ def motd(daemon: Daemon) -> str:
     return (daemon.root / "etc/motd").read_text() if (daemon.root / "etc/motd").exists() else ""
 
 
-def sync(daemon: Daemon) -> dict:
-    return daemon.ok("POST", "/actions/sync?wait=true")
+def sync(daemon: Daemon, expect: int = 200) -> dict:
+    """``POST /actions/sync?wait=true``, answered with ``expect`` (422: a refused revision,
+    502: a failed fetch; the JSON body is the same)."""
+    status, answer = daemon.request("POST", "/actions/sync?wait=true")
+    assert status == expect, (status, answer)
+    return answer
 
 
 @pytest.fixture
@@ -119,7 +123,7 @@ def test_invalid_commit_keeps_the_last_good_revision(tmp_path, fleet):
                     '[settings.aws]\nregion = "us-west-2"\n[settings.ntp]\ntime-server = ["x"]\n')
         fleet.write("clusters/prod/hosts/web-1.toml", '[settings]\nmotd = "never applied"\n')
         bad = fleet.commit("typo")
-        status = sync(d)["sync"]
+        status = sync(d, 422)["sync"]
         assert status["condition"] == "Invalid"
         assert bad[:12] in status["reason"] and "groups/web.toml" in status["reason"]
         assert "settings.ntp.time-server" in status["reason"]
@@ -148,7 +152,7 @@ def test_removed_key_returns_to_its_default_and_force_push_back(tmp_path, fleet)
         fleet.git("push", "-q", "-f", "origin", "main")
         assert sync(d)["sync"]["applied_commit"] == first
         assert motd(d).startswith("web-1: serving the fleet")
-        assert any("older commit" in e["message"] for e in d.ok("GET", "/events"))
+        assert any("older commit" in e["data"]["message"] for e in d.ok("GET", "/events"))
     finally:
         d.stop()
 
@@ -163,7 +167,7 @@ def test_api_patch_of_git_key_is_refused_unless_forced_then_reverted(tmp_path, f
         assert motd(d).startswith("mine")
         sync(d)
         assert motd(d).startswith("web-1: serving the fleet")
-        assert any(e["type"] == "drift" and "settings.motd" in e["message"]
+        assert any(e["type"] == "drift" and "settings.motd" in e["data"]["message"]
                    for e in d.ok("GET", "/events"))
         # keys git does not own stay writable
         assert d.request("PATCH", "/settings", {"updates": {"seed": 7}})[0] == 204
@@ -175,7 +179,7 @@ def test_unreachable_remote_is_a_condition(tmp_path, fleet):
     d = start(tmp_path, fleet)
     try:
         shutil.rmtree(fleet.bare)
-        status = sync(d)["sync"]
+        status = sync(d, 502)["sync"]
         assert status["condition"] == "Failed" and "fleet.git" in status["reason"]
         assert motd(d).startswith("web-1: serving the fleet")
         assert d.process.poll() is None
@@ -202,7 +206,7 @@ def test_signed_commit_policy(tmp_path, fleet):
         assert motd(d).startswith("signed")
         fleet.write("clusters/prod/hosts/web-1.toml", '[settings]\nmotd = "unsigned"\n')
         fleet.commit("unsigned change")
-        assert sync(d)["sync"]["condition"] == "Unverified"
+        assert sync(d, 422)["sync"]["condition"] == "Unverified"
         assert motd(d).startswith("signed")
     finally:
         d.stop()

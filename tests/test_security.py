@@ -425,7 +425,7 @@ def test_secrets_redacted_in_logs_events_plan_history_but_not_settings(tmp_path)
         assert not answer["receipt"]["ok"]
         assert REDACTED in json.dumps(answer["receipt"])
         events = daemon.ok("GET", "/events")
-        assert any(e["type"] == "failure" and "bad config" in e["message"] for e in events)
+        assert any(e["type"] == "failure" and "bad config" in e["data"]["message"] for e in events)
         status = daemon.ok("GET", "/status")
         generations = daemon.ok("GET", "/generations")
         provenance = daemon.ok("GET", f"/provenance?keys={USER_DATA_KEY}&history=true")

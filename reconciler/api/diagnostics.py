@@ -28,13 +28,15 @@ from reconciler.redact import SCRUBBER, redact_change, redact_value
 CONTAINER_LOG_LINES = 500
 
 
-def collect(host: Any, worker: Any, events: Any) -> dict[str, Any]:
+def collect(host: Any, worker: Any, events: Any,
+            status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``status``: the daemon's ``GET /status`` (every part); else the host's own view."""
     from reconciler.api.server import services_view, status_view
 
     store, schema = host.store, host.schema
     files: dict[str, Any] = {
         "reconciler.log": "\n".join(recent_lines()) + "\n",
-        "status.json": status_view(host, worker),
+        "status.json": status if status is not None else status_view(host, worker),
         "events.json": events.since(0, limit=10_000),
         "settings.json": redact_value(schema, "settings", store.live_document()),
         "services.json": services_view(host),
@@ -118,7 +120,10 @@ async def diagnostics(request: web.Request) -> web.Response:
     from reconciler.api.server import EVENTS, HOST, WORKER, _json
 
     app = request.app
-    return _json(await asyncio.to_thread(collect, app[HOST], app[WORKER], app[EVENTS]))
+    from reconciler.api.server import app_status
+
+    return _json(await asyncio.to_thread(collect, app[HOST], app[WORKER], app[EVENTS],
+                                         app_status(app)))
 
 
 def register(app: web.Application) -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from hostcore.documents import DocumentError, parse_json
 from hostcore.keys import InvalidKeyError, flatten, is_under, join_key, split_key, unflatten
 from reconciler import confirm
+from reconciler import status as status_rules
 from reconciler.api import diagnostics, exec_route, limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
@@ -30,7 +31,7 @@ from reconciler.fleet.reboots import RebootSlots, SlotRefused
 from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
-from reconciler.metrics import Metrics
+from reconciler.metrics import CONTENT_TYPE, Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_value, secret_values
 from reconciler.reserve import ReserveExhausted
 from reconciler.schema import InvalidSettings
@@ -174,9 +175,10 @@ async def errors_and_audit(
         return answer
     finally:
         request.app[METRICS].requests.labels(request.method, str(status)).inc()
-        if request.method not in ("GET", "HEAD"):
-            audit.info(
-                "api write",
+        if request.method not in ("GET", "HEAD"):  # a refused write is a warning, ours an error
+            level = "info" if status < 400 else "warning" if status < 500 else "error"
+            getattr(audit, level)(
+                "api write" if status < 400 else "api write refused",
                 method=request.method,
                 path=request.path_qs,
                 status=status,
@@ -298,7 +300,7 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
         raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
         request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
-                                 tx=tx)
+                                 level="warning", tx=tx, key=owned[0])
     if host.reserve is not None:
         await asyncio.to_thread(host.reserve.check, [body])
     await asyncio.to_thread(host.store.add_patch, tx, body, f"api:{tx}", host.schema)
@@ -505,7 +507,7 @@ async def reboot(request: web.Request) -> web.Response:
         try:
             lock = await asyncio.to_thread(slots.before_reboot, host.store.live_document())
         except SlotRefused as error:
-            events.emit("reboot", f"reboot deferred: {error}")
+            events.emit("reboot", f"reboot deferred: {error}", level="warning")
             raise web.HTTPConflict(text=f"Reboot deferred: {error}") from None
         if lock is not None:
             events.emit("reboot", f"reboot slot taken in group {lock.group}")
@@ -540,56 +542,62 @@ def _call(executor: Any, method: str, default: Any) -> Any:
     return hook() if hook else default
 
 
-def status_view(host: Host, worker: Worker) -> dict[str, Any]:
+def status_view(
+    host: Host,
+    worker: Worker,
+    git: dict[str, Any] | None = None,
+    desired_files: dict[str, Any] | None = None,
+    coordination: dict[str, Any] | None = None,
+    loops: dict[str, Any] | None = None,
+    rollout: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``GET /status``: every part's own status dictionary, and the headline and conditions
+    ``reconciler.status.summarize`` decides over them (this only gathers)."""
     live = host.store.generation()
     applied = host.store.applied_generation()
-    receipt = worker.last_receipt
-    failures = [
-        f"{s['kind']} {s['name']}: {s['detail']}"
-        for s in (receipt or {}).get("steps", [])
-        if s["result"] == "failed"
-    ]
-    if receipt and receipt.get("error"):
-        failures.append(receipt["error"])
+    views = {e.name: e.status() for e in host.reconciler.executors}
     extra = [r for e in host.reconciler.executors for r in _call(e, "degraded_reasons", [])]
-    failures += extra  # e.g. a boot that failed its health checks
-    degraded = (bool(receipt) and not receipt["ok"]) or bool(extra)
-    reconciling = worker.busy or applied < live
-    if degraded:
-        state = "Degraded"
-    elif reconciling or receipt is None:
-        state = "Reconciling"
-    else:
-        state = "Ready"
-    return {
-        "state": state,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": state == "Ready",
-                "reason": "Converged" if state == "Ready" else state,
-            },
-            {
-                "type": "Reconciling",
-                "status": reconciling,
-                "reason": f"applied generation {applied} of {live}",
-            },
-            {"type": "Degraded", "status": degraded, "reasons": failures},
-            *(c for e in host.reconciler.executors for c in _call(e, "conditions", [])),
-            *_boot_conditions(host),
-        ],
+    updates = views.get("updates")
+    boot = host.boot_result
+    parts = [
+        status_rules.git_part(git),
+        status_rules.desired_files_part(desired_files),
+        status_rules.user_data_part(boot.unavailable if boot is not None else None),
+        status_rules.boot_health_part((updates or {}).get("boot"),
+                                gated=host.updates is not None and host.updates.gate is not None),
+        status_rules.containers_part(views.get("containers")),
+        status_rules.updates_part(updates),
+        status_rules.coordination_part(coordination),
+        status_rules.rollout_part(rollout),
+        status_rules.loops_part(loops),
+    ]
+    facts = status_rules.PassFacts(live, applied, worker.busy, worker.last_receipt, tuple(extra))
+    summary = status_rules.summarize(facts, parts)
+    summary["conditions"] += [
+        {**c, "observedGeneration": summary["conditions"][0]["observedGeneration"]}
+        for c in [*(c for e in host.reconciler.executors for c in _call(e, "conditions", [])),
+                  *_boot_conditions(host)]
+    ]
+    view: dict[str, Any] = {
+        **summary,
         "variant": host.variant,
         "live_generation": live,
         "applied_generation": applied,
-        "last_receipt": receipt,
+        "last_receipt": worker.last_receipt,
         "retries": worker.failures,
         # services whose unit this host lacks (their pick-up command found no unit to act on)
         "not_installed": dict(sorted(host.reconciler.not_installed.items())),
-        **{e.name: e.status() for e in host.reconciler.executors},
+        **views,
         **_boot_view(host),
         "pending_confirmation": (trial.as_dict() if (trial := confirm.pending(host.store))
                                  else None),
     }
+    for name, value in (("gitops", git), ("desired_files", desired_files),
+                        ("coordination", coordination), ("loops", loops),
+                        ("rollout", rollout)):
+        if value is not None:
+            view[name] = value
+    return view
 
 
 def _boot_conditions(host: Host) -> list[dict[str, Any]]:
@@ -624,30 +632,47 @@ async def sync(request: web.Request) -> web.Response:
     if not _flag(request, "wait"):
         git.wake()
         return web.Response(status=204)
-    status = await git.request()
-    answer: dict[str, Any] = {"sync": status}
-    if status["changed"]:
+    outcome = await git.request()
+    answer: dict[str, Any] = {"sync": outcome}
+    if outcome["changed"]:
         generation = request.app[HOST].store.generation()
         answer["receipt"] = SCRUBBER.scrub(await request.app[WORKER].wait_for(generation))
-    return _json(answer)
+    return _json(answer, status=SYNC_STATUS.get(outcome["condition"], 502))
+
+
+# ``POST /actions/sync?wait=true``: what a sync that did not apply answers (the body is the same
+# JSON); a script (or ``apiclient -m POST -u ...``) sees the failure in the status code.
+SYNC_STATUS = {
+    "Synced": 200,
+    "Stale": 200,  # applied; the age is a condition in GET /status
+    "Disabled": 409,  # no git source configured
+    "Invalid": 422,  # the revision was fetched and refused: nothing of it applied
+    "Unverified": 422,
+    "Refused": 422,
+    "Failed": 502,  # the remote did not answer (or the fetch failed)
+}
 
 
 @routes.get("/status")
 async def status(request: web.Request) -> web.Response:
-    view = status_view(request.app[HOST], request.app[WORKER])
-    git = request.app[GIT]
-    if git is not None:
-        view["gitops"] = git.sync.status.as_dict()
-    if request.app[DESIRED_FILES] is not None:
-        view["desired_files"] = request.app[DESIRED_FILES].status
-    if request.app[REBOOTS] is not None:
-        view["coordination"] = request.app[REBOOTS].status()
-    if request.app[LOOPS] is not None:
-        view["loops"] = request.app[LOOPS].as_dict()
-    if request.app[ROLLOUTS] is not None:  # config rollouts: RolloutHalted, the trial
-        view["rollout"] = request.app[ROLLOUTS].status()
-        view["conditions"] += request.app[ROLLOUTS].conditions()
-    return _json(SCRUBBER.scrub(view))  # receipts quote command output
+    return _json(SCRUBBER.scrub(app_status(request.app)))  # receipts quote command output
+
+
+def app_status(app: web.Application) -> dict[str, Any]:
+    """``status_view`` with every part this daemon runs (also logdog's ``status.json``)."""
+    git, files, slots, loops = app[GIT], app[DESIRED_FILES], app[REBOOTS], app[LOOPS]
+    rollouts = app[ROLLOUTS]
+    view = status_view(
+        app[HOST], app[WORKER],
+        git=git.sync.status.as_dict() if git is not None else None,
+        desired_files=dict(files.status) if files is not None else None,
+        coordination=slots.status() if slots is not None else None,
+        loops=loops.as_dict() if loops is not None else None,
+        rollout=rollouts.status() if rollouts is not None else None,
+    )
+    if rollouts is not None:  # RolloutHalted with its counts, as the fleet reports them
+        view["conditions"] += rollouts.conditions()
+    return view
 
 
 @routes.get("/generations")
@@ -739,7 +764,7 @@ async def events(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[METRICS].render()
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def make_app(

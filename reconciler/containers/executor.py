@@ -126,11 +126,12 @@ class HostContainers:
         if self.wake is not None and not self._watch.stop.is_set():
             self.wake(reason)
 
-    def _emit(self, kind: str, message: str, **fields: Any) -> None:
+    def _emit(self, kind: str, message: str, level: str = "warning", **fields: Any) -> None:
+        """A drift or a failure: an event, logged at ``level``."""
         if self.events is not None:
-            self.events.emit(kind, message, **fields)
+            self.events.emit(kind, message, level=level, **fields)
         else:
-            log.info(message, kind=kind, **fields)
+            getattr(log, level)(message, kind=kind, **fields)
 
     def _wake_later(self, name: str, delay: float) -> None:
         if self.wake is None or self._watch.stop.is_set():

@@ -149,15 +149,14 @@ class GitSync:
             return
         if not self._stale_reported:
             self._stale_reported = True
-            self.events.emit("git", f"git source stale: {status.reason}",
+            self.events.emit("git", f"git source stale: {status.reason}", level="warning",
                              commit=status.applied_commit)
 
     def _fail(self, condition: str, reason: str) -> None:
         self.status.condition, self.status.reason = condition, reason
         self.status.failures += 1
-        self.events.emit(
-            "git", f"git sync {condition.lower()}: {reason}", commit=self.status.fetched_commit
-        )
+        self.events.emit("git", f"git sync {condition.lower()}: {reason}", level="warning",
+                         commit=self.status.fetched_commit)
 
     def _sync(self, pointer: dict[str, Any]) -> None:
         status = self.status
@@ -177,7 +176,8 @@ class GitSync:
         revision = repo.fetch(pointer.get("ref"), depth=ANCESTRY_DEPTH if verifying else 1)
         status.fetching_since = None
         if repo.cleared:
-            self.events.emit("git", "removed what an interrupted git left in the checkout: "
+            self.events.emit("git", level="warning", message="removed what an interrupted git "
+                             "left in the checkout: "
                              + ", ".join(dict.fromkeys(repo.cleared[:10])))
             repo.cleared = []
         status.fetched_commit = revision.commit
@@ -273,26 +273,21 @@ class GitSync:
             changed = []
             for key, value in more(store.generation()).items():
                 store.set_meta(key, value)
-        drifted = [
-            k
-            for k in changed
-            if k in sources
-            and not sources[k].startswith(GIT_SOURCE_PREFIX)
-            and sources[k] != "default"
-            and not sources[k].startswith("generator")
-        ]
-        for key in drifted:
+        for key in drifted_keys(changed, sources, first_sync=status.applied_commit is None):
             self.events.emit(
                 "drift",
                 f"{key} was changed outside git ({sources[key]}); git's value restored",
+                level="warning",
                 commit=revision.commit,
+                key=key,
             )
         moved_back = revision.commit in self._history or revision.committed < self._applied_time
         if (announce and status.applied_commit and status.applied_commit != revision.commit
                 and moved_back):
             self.events.emit(
                 "git",
-                f"ref moved back to an older commit {revision.commit[:12]} "
+                level="warning",
+                message=f"ref moved back to an older commit {revision.commit[:12]} "
                 f"(was {status.applied_commit[:12]}): applied as the fleet's "
                 "desired state",
                 commit=revision.commit,
@@ -350,6 +345,16 @@ class GitSync:
             origin = declaring_layer(problem.key, layers) or "merged layers"
             lines.append(f"commit {commit[:12]}: {origin}: {problem}")
         return "; ".join(lines)
+
+
+def drifted_keys(changed: list[str], sources: dict[str, str], first_sync: bool) -> list[str]:
+    """Keys git put back after someone changed them through the API (``force=true``): drift.
+
+    Taking a key over from user data, desired files, a default or a generator is git
+    becoming its owner, not drift; nor is anything the very first sync applies."""
+    if first_sync:
+        return []
+    return [k for k in changed if sources.get(k, "").startswith("api:")]
 
 
 class _InvalidRevision(Exception):

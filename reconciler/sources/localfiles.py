@@ -50,11 +50,13 @@ class DesiredFiles:
                 changed = self._apply()
             except (DocumentError, _Invalid) as error:
                 self.status.update(condition="Invalid", reason=str(error))
-                self.events.emit("failure", f"desired-state files not applied: {error}")
+                self.events.emit("failure", f"desired-state files not applied: {error}",
+                                 level="warning")
                 return []
             except Exception as error:  # a full disk, a locked store: not applied, retried
                 self.status.update(condition="Failed", reason=f"{type(error).__name__}: {error}")
-                self.events.emit("failure", f"desired-state files not applied: {error}")
+                self.events.emit("failure", f"desired-state files not applied: {error}",
+                                 level="error")
                 raise
             self.status.update(condition="Applied", reason=f"{len(changed)} key(s) changed")
             return changed

@@ -178,8 +178,8 @@ def test_daemon_update_migrate_health_gate_and_fallback(tmp_path: Path, serve) -
         degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
         assert any("boot not marked successful" in r and "workload" in r
                    for r in degraded["reasons"]), degraded
-        assert any(e["type"] == "boot-health" and e["marked_successful"] is False
-                   and e["failed_checks"] == ["workload"]
+        assert any(e["type"] == "boot-health" and e["data"]["marked_successful"] is False
+                   and e["data"]["failed_checks"] == ["workload"]
                    for e in daemon.ok("GET", "/events"))
         assert eventually(lambda: "boot NOT marked successful" in daemon.logs())
         assert "warn" in next(line for line in daemon.logs().splitlines()
