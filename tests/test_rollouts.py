@@ -91,8 +91,8 @@ def halted(daemon: Daemon) -> dict | None:
 
 
 def applied_events(daemon: Daemon, commit: str) -> list[str]:
-    return [e["message"] for e in daemon.ok("GET", "/events")
-            if e["message"].startswith(f"applied {commit[:12]}")]
+    return [e["data"]["message"] for e in daemon.ok("GET", "/events")
+            if e["data"]["message"].startswith(f"applied {commit[:12]}")]
 
 
 def fleet_status(etcd: Etcd) -> list[dict]:
@@ -238,7 +238,7 @@ def test_a_restart_inside_the_health_window_resumes_it_and_reverts(tmp_path):
         assert rollout["trial"] is None and rollout["last_good"] == first
         assert rollout["failed"][second].startswith("health check(s) failed: app")
         eventually(lambda: (daemon.root / "etc/motd").read_text().startswith("one"), 30)
-        assert any(e["message"].startswith(f"revision {second[:12]} failed within its health "
+        assert any(e["data"]["message"].startswith(f"revision {second[:12]} failed within its health "
                                            "window") for e in daemon.ok("GET", "/events"))
     finally:
         daemon.stop()
