@@ -238,8 +238,8 @@ def test_a_restart_inside_the_health_window_resumes_it_and_reverts(tmp_path):
         assert rollout["trial"] is None and rollout["last_good"] == first
         assert rollout["failed"][second].startswith("health check(s) failed: app")
         eventually(lambda: (daemon.root / "etc/motd").read_text().startswith("one"), 30)
-        assert any(e["data"]["message"].startswith(f"revision {second[:12]} failed within its health "
-                                           "window") for e in daemon.ok("GET", "/events"))
+        reverted = f"revision {second[:12]} failed within its health window"
+        assert any(e["data"]["message"].startswith(reverted) for e in daemon.ok("GET", "/events"))
     finally:
         daemon.stop()
 

@@ -248,9 +248,8 @@ class Rollouts:
             self.git.revert(trial.previous, meta)
         message = (f"revision {trial.revision[:12]} failed within its health window ({reason}); "
                    f"reverted to {str(trial.previous)[:12]}")
-        _log.warning("rollout: reverted", revision=trial.revision, previous=trial.previous,
-                     reason=reason)
-        self.events.emit("rollout", message, revision=trial.revision, result=rollout.FAILED)
+        self.events.emit("rollout", message, level="warning", subject=f"git/{trial.revision}",
+                         revision=trial.revision, result=rollout.FAILED)
         self.poke_dirty()
         self.wake_worker("rollout revert")
         self.git_wake()  # the next sync says where the fleet stands (halted or not)
@@ -259,9 +258,9 @@ class Rollouts:
         local = rollout.Local.of(self.store.get_meta(META), None)
         self.store.set_meta(META, rollout.Local(trial.revision, trial.revision, local.failed,
                                                 None).as_dict())
-        _log.info("rollout: revision good", revision=trial.revision, reason=reason)
         self.events.emit("rollout", f"revision {trial.revision[:12]} {reason}",
-                         revision=trial.revision, result=rollout.SUCCEEDED)
+                         subject=f"git/{trial.revision}", revision=trial.revision,
+                         result=rollout.SUCCEEDED)
         self.poke_dirty()
         self.git_wake()  # a newer revision may be waiting for this window to end
 
