@@ -88,13 +88,13 @@ def _argparse_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] 
 
 
 def _all_commands() -> list[tuple[str, ...]]:
-    from reconciler import apiclient
     from reconciler import cli as reconciler_cli
+    from reconciler.apiclient import arguments as apiclient
     from reconciler.fleet import server as fleetlock
     from updates import updata
 
     commands = [("reconciler.cli", *p) for p in _argparse_commands(reconciler_cli._parser())]
-    commands += [("reconciler.apiclient", *p) for p in _argparse_commands(apiclient._parser())]
+    commands += [("reconciler.apiclient", *p) for p in _argparse_commands(apiclient.build_parser())]
     commands += [("updates.updata", *p) for p in _argparse_commands(updata.build_parser())]
     commands += [("reconciler.fleet.server", *p) for p in _argparse_commands(fleetlock._parser())]
     for module, usage in (("updates.updog", "updog"), ("updates.signpost", "signpost")):
