@@ -304,6 +304,8 @@ def _run(args: argparse.Namespace) -> int:
         return _generate(args.name, args.imds_endpoint, args.imds_deadline)
     if args.command == "images":
         return _build_images(args.roles, args.output)
+    if args.command == "serve":
+        _without_rich()
     from reconciler import logs
     from reconciler.host import HostError, open_host
 
@@ -330,6 +332,15 @@ def _run(args: argparse.Namespace) -> int:
 
         return serve(host, args.socket, args.user_data, args.interval, args.desired,
                      allowed=(args.allowed_uids, args.allowed_gids), platform=platform)
+
+
+def _without_rich() -> None:
+    """Keep ``rich`` out of the daemon: structlog imports it (for pretty tracebacks on a
+    terminal) whenever it is installed, as it is in a development venv (import-linter and
+    schemathesis need it), which cost the idle daemon 3.6 MiB for nothing; a host's install
+    has no rich. Marking it absent makes the daemon the same in both (bench/bench_idle_rss.py)."""
+    if "rich" not in sys.modules:
+        sys.modules["rich"] = None  # type: ignore[assignment]
 
 
 def _build_images(roles: Sequence[str], output: Path | None) -> int:
