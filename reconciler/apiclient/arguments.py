@@ -220,10 +220,11 @@ def build_parser(only: str | None = None) -> Any:
         terminal = exec_.add_mutually_exclusive_group()
         terminal.add_argument("-t", "--tty", action="store_true", default=None,
                               help="allocate a terminal (default: when stdin and stdout are one)")
-        terminal.add_argument("-T", "--no-tty", dest="tty", action="store_false",
+        terminal.add_argument("-T", "--no-tty", dest="tty", action="store_false", default=None,
                               help="never allocate a terminal")
         exec_.add_argument("target", metavar="NAME", help="host container, e.g. admin")
-        exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+        exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]",
+                           help="the command and its arguments, e.g. bash")
 
     if sync := sub("sync", "fetch the git source now and wait for its pass; exit 1 on failure"):
         sync.add_argument("--json", action="store_true", help="print the raw answer")
