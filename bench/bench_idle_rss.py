@@ -71,13 +71,18 @@ def commits(daemon: Daemon, count: int) -> None:
 
 
 def third_party(log: str) -> list[str]:
+    """Installed third-party packages the daemon imported (importtime also lists optional
+    imports that failed, such as aiohttp's brotli: those are left out, and so is rich, which
+    ``serve`` keeps out on purpose)."""
+    from importlib.util import find_spec
+
     names = set()
     for line in log.splitlines():
         if line.startswith("import time:") and "|" in line:
             name = line.rsplit("|", 1)[1].strip().split(".")[0]
             if name and not name.startswith("_") and name not in sys.stdlib_module_names:
                 names.add(name)
-    return sorted(names - FIRST_PARTY)
+    return sorted(n for n in names - FIRST_PARTY - {"rich"} if n.isidentifier() and find_spec(n))
 
 
 def main() -> None:
