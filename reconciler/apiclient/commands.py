@@ -12,7 +12,6 @@ import os
 import sys
 import time
 
-from reconciler.apiclient import format as fmt
 from reconciler.apiclient.transport import (
     Client,
     ClientError,
@@ -26,12 +25,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    # Imported by each command that prints for people: ``get`` prints JSON only, and every
+    # module on its path counts (bench/bench_apiclient.py).
+    from reconciler.apiclient import format as fmt
+
 NAMESPACES = ("settings", "os", "services", "configuration-files")
 
 
 def style(args: Any, stream: Any = None) -> fmt.Style:
     """Colour for ``stream`` (stdout): ``--color always|never``, else on a terminal unless
     ``NO_COLOR`` is set (https://no-color.org) or ``TERM=dumb``."""
+    from reconciler.apiclient import format as fmt
+
     choice = getattr(args, "color", None) or "auto"
     if choice != "auto":
         return fmt.Style(choice == "always")
@@ -46,7 +51,8 @@ def style(args: Any, stream: Any = None) -> fmt.Style:
 
 
 def _print_json(data: Any) -> None:
-    print(fmt.json_text(data))
+    """Bottlerocket's pretty JSON (two-space indent, sorted keys); ``format.json_text`` too."""
+    print(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _print_lines(lines: list[str], stream: Any = None) -> None:
@@ -183,6 +189,8 @@ def _commit_and_apply(client: Client, tx: str, args: Any, confirm: str | None = 
 
 def _report_receipt(receipt: Any, args: Any) -> int:
     """Print a pass's receipt (failures on stderr); 1 when the pass failed."""
+    from reconciler.apiclient import format as fmt
+
     out, err, ok = fmt.receipt_lines(receipt, style(args))
     _print_lines(out)
     _print_lines(err, sys.stderr)
@@ -335,11 +343,15 @@ def cmd_plan(client: Client, args: Any) -> int:
 
 def _print_plan(answer: dict[str, Any], tx: str, args: Any) -> int:
     """The plan of ``tx`` for people; 1 when it holds errors."""
+    from reconciler.apiclient import format as fmt
+
     _print_lines(fmt.plan_lines(answer, f"Plan for transaction {tx!r}", style(args)))
     return 1 if answer.get("errors") else 0
 
 
 def cmd_status(client: Client, args: Any) -> int:
+    from reconciler.apiclient import format as fmt
+
     answer = client.call("GET", "/status")
     if args.json:
         _print_json(answer)
@@ -350,6 +362,8 @@ def cmd_status(client: Client, args: Any) -> int:
 
 def cmd_history(client: Client, args: Any) -> int:
     """Generations newest first: when, source, who (uid and user name) and what changed."""
+    from reconciler.apiclient import format as fmt
+
     answer = client.call("GET", query("/generations", limit=args.limit, before=args.before))
     if args.json:
         _print_json(answer)
@@ -404,6 +418,8 @@ def _settings_key(key: str) -> str:
 
 
 def cmd_explain(client: Client, args: Any) -> int:
+    from reconciler.apiclient import format as fmt
+
     key = _settings_key(args.key)
     answer = client.call("GET", query("/provenance", keys=key, history="true")) or {}
     if args.json:
@@ -445,6 +461,8 @@ def cmd_sync(client: Client, args: Any) -> int:
 
 def cmd_events(client: Client, args: Any) -> int:
     """``GET /events?since=N``, printed oldest first; ``--follow`` polls for new ones."""
+    from reconciler.apiclient import format as fmt
+
     since = args.since
     paint = style(args)
     while True:
