@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from reconciler.osinfo import package_version
 from reconciler.platform.imds import (
@@ -106,7 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--once",
         action="store_true",
-        help="run the boot pipeline and one pass, print the receipt, exit",
+        help="run the boot pipeline, apply the --desired files and run one pass, print the "
+        "receipt (a summary; JSON with --json), exit: 0 when the pass succeeded",
+    )
+    serve.add_argument(
+        "--json", action="store_true",
+        help="with --once: print the receipt as JSON instead of the summary",
     )
 
     serve.add_argument(
@@ -174,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = command("plan", "dry run: what a pass would change now")
     _state_args(plan)
+    plan.add_argument(
+        "--json", action="store_true",
+        help="print the plan as JSON (default: a summary, diffs coloured on a terminal)",
+    )
+    _color_arg(plan)
+    _color_arg(serve)
 
     generate = command(
         "generate", "run one setting generator and print its value as JSON (exit 2: no value)"
@@ -209,6 +221,53 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--output", type=Path, help="image directory (default: the machine's,"
                        " $RECONCILER_IMAGES or /var/lib/host-reconciler/images)")
     return parser
+
+
+def _color_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto",
+        help="colour in the summary: auto is on a terminal unless NO_COLOR is set",
+    )
+
+
+def _style(choice: str) -> Any:
+    """The summary's colours: ``--color``, else a terminal without ``NO_COLOR``/``TERM=dumb``."""
+    import os
+
+    from reconciler.apiclient.format import Style
+
+    if choice != "auto":
+        return Style(choice == "always")
+    return Style(sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+                 and os.environ.get("TERM") != "dumb")
+
+
+def _print_plan(answer: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    from reconciler.apiclient.format import plan_lines
+
+    title = f"Plan for {args.state_dir}"
+    print("\n".join(plan_lines(answer, title, _style(args.color))))
+    return 0
+
+
+def _receipt_reporter(args: argparse.Namespace) -> Any:
+    """How ``serve --once`` prints its receipt: JSON (``--json``), else the summary."""
+    if args.json:
+        return None
+
+    def report(receipt: dict[str, Any]) -> None:
+        from reconciler.apiclient.format import receipt_lines
+
+        out, err, _ = receipt_lines(receipt, _style(args.color))
+        if out:
+            print("\n".join(out))
+        if err:
+            print("\n".join(err), file=sys.stderr)
+
+    return report
 
 
 def _endpoint(text: str) -> str:
@@ -296,6 +355,8 @@ def _run(args: argparse.Namespace) -> int:
         from reconciler.fleet import view
 
         return view.main(args.etcd, args.json)
+    if args.command == "serve":
+        _without_rich()
     from reconciler import logs
     from reconciler.host import HostError, open_host
 
@@ -315,16 +376,25 @@ def _run(args: argparse.Namespace) -> int:
     redact.track(host.schema, host.store)  # no secret in a log line, whatever the command
     with host:
         if args.command == "plan":
-            print(json.dumps(host.dry_run(), indent=2))
-            return 0
+            return _print_plan(host.dry_run(), args)
         platform = Platform(args.imds_endpoint, args.imds_deadline)
         if args.once:
-            return host.serve_once(args.user_data, platform)
+            return host.serve_once(args.user_data, platform, args.desired,
+                                   _receipt_reporter(args))
         from reconciler.daemon import serve
 
         return serve(host, args.socket, args.user_data, args.interval, args.desired,
                      allowed=(args.allowed_uids, args.allowed_gids), platform=platform,
                      metrics_listen=args.metrics_listen)
+
+
+def _without_rich() -> None:
+    """Keep ``rich`` out of the daemon: structlog imports it (for pretty tracebacks on a
+    terminal) whenever it is installed, as it is in a development venv (import-linter and
+    schemathesis need it), which cost the idle daemon 3.6 MiB for nothing; a host's install
+    has no rich. Marking it absent makes the daemon the same in both (bench/bench_idle_rss.py)."""
+    if "rich" not in sys.modules:
+        sys.modules["rich"] = None  # type: ignore[assignment]
 
 
 def _build_images(roles: Sequence[str], output: Path | None) -> int:

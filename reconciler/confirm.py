@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.schema import Schema
-from reconciler.store import CommitResult, NothingToCommit, Store
+from reconciler.store import Actor, CommitResult, NothingToCommit, Store
 from reconciler.supervise import Wakeup
 
 META = "pending-confirmation"
@@ -61,12 +61,14 @@ def pending(store: Store) -> Pending | None:
     return Pending.of(store.get_meta(META))
 
 
-def commit_on_trial(store: Store, tx: str, schema: Schema, seconds: float) -> CommitResult:
+def commit_on_trial(
+    store: Store, tx: str, schema: Schema, seconds: float, actor: Actor | None = None
+) -> CommitResult:
     """Commit ``tx`` and record, in the same transaction, when it must be confirmed by."""
     previous = store.generation()
     deadline = time.time() + seconds
     trial = {"generation": previous + 1, "previous": previous, "deadline": deadline, "tx": tx}
-    return store.commit(tx, schema, meta={META: trial})
+    return store.commit(tx, schema, meta={META: trial}, actor=actor)
 
 
 def confirm(store: Store) -> Pending:

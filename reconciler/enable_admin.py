@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from reconciler.apiclient import DEFAULT_SOCKET, Client, ClientError, _discard, _query
+from reconciler.apiclient.transport import DEFAULT_SOCKET, Client, ClientError, discard, query
 
 NAME = "admin"
 
@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def enable(client: Client, timeout: float) -> int:
     tx = "enable-admin-container-" + os.urandom(4).hex()
-    client.call("PATCH", _query("/settings", tx=tx),
+    client.call("PATCH", query("/settings", tx=tx),
                 {"host-containers": {NAME: {"enabled": True}}})
     try:
-        client.call("POST", _query("/tx/commit_and_apply", tx=tx, wait="true"))
+        client.call("POST", query("/tx/commit_and_apply", tx=tx, wait="true"))
     except ClientError as error:
-        _discard(client, tx)
+        discard(client, tx)
         if "Nothing to commit" not in str(error) and "422" not in str(error):
             raise
     deadline = time.monotonic() + timeout

@@ -6,7 +6,7 @@ import json
 import shutil
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,14 +127,36 @@ class Host:
         if self.updates is not None:
             self.updates.after_pass(receipt)
 
-    def serve_once(self, user_data: Sequence[str], platform: Platform | None = None) -> int:
-        """Boot pipeline and one pass; the receipt goes to stdout."""
+    def serve_once(
+        self,
+        user_data: Sequence[str],
+        platform: Platform | None = None,
+        desired: Sequence[str] = (),
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ) -> int:
+        """Boot pipeline, the desired-state files (``--desired``, as the daemon applies them at
+        start), and one pass; the receipt (secrets scrubbed) goes to ``report``, by default to
+        stdout as JSON. A desired file that is refused is named on stderr and no pass runs."""
         if not self.boot(user_data, platform):
             return 1
+        if desired:
+            from reconciler.events import Events
+            from reconciler.sources.localfiles import DesiredFiles
+
+            files = DesiredFiles(self.store, self.schema, Events(), desired)
+            files.apply()
+            if files.status["condition"] != "Applied":
+                print(f"reconciler serve: desired-state files not applied (nothing changed): "
+                      f"{files.status['reason']}", file=sys.stderr)
+                return 1
         self.run_bootstrap()
         receipt = self.reconciler.run_pass(reason="boot")
         self.after_pass(receipt)
-        print(json.dumps(SCRUBBER.scrub(receipt), indent=2))
+        scrubbed = SCRUBBER.scrub(receipt)
+        if report is None:
+            print(json.dumps(scrubbed, indent=2))
+        else:
+            report(scrubbed)
         return 0 if receipt["ok"] else 1
 
     def dry_run(self, tx: str | None = None) -> dict[str, Any]:

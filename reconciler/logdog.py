@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 
-from reconciler.apiclient import DEFAULT_SOCKET, Client, ClientError
+from reconciler.apiclient.transport import DEFAULT_SOCKET, Client, ClientError
 
 ARCHIVE_DIR = "bottlerocket-logs"
 DEFAULT_NAME = "bottlerocket-logs.tar.gz"

@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS receipts (
     time REAL NOT NULL, body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_generation ON receipts (generation, pass);
+CREATE TABLE IF NOT EXISTS actors (
+    generation INTEGER PRIMARY KEY, uid INTEGER NOT NULL, user TEXT, pid INTEGER
+);
 """
 
 
@@ -99,12 +102,23 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who made a generation through the API: the caller's uid (SO_PEERCRED), its user name as
+    the daemon's passwd database had it then (None: no entry), its pid."""
+
+    uid: int
+    user: str | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
 class Generation:
     number: int
     time: float
     tx: str
     source: str
     changes: tuple[Change, ...]
+    actor: Actor | None = None  # None: not made through the API (git, user data, files...)
 
 
 @dataclass(frozen=True)
@@ -366,11 +380,37 @@ class Store:
         """Newest first."""
         with self._read() as db:
             rows = db.execute(
-                "SELECT number, time, tx, source FROM generations WHERE number < ?"
-                " ORDER BY number DESC LIMIT ?",
+                "SELECT g.number, g.time, g.tx, g.source, a.uid, a.user, a.pid"
+                " FROM generations g LEFT JOIN actors a ON a.generation = g.number"
+                " WHERE g.number < ? ORDER BY g.number DESC LIMIT ?",
                 (before if before is not None else 2**62, limit),
             ).fetchall()
-            return [Generation(n, t, tx, s, self._changes(db, n)) for n, t, tx, s in rows]
+            return [
+                Generation(n, t, tx, s, self._changes(db, n),
+                           None if uid is None else Actor(uid, user, pid))
+                for n, t, tx, s, uid, user, pid in rows
+            ]
+
+    def actors(self, generations: Iterable[int]) -> dict[int, Actor]:
+        """Who made each of these generations through the API (those that were)."""
+        numbers = sorted(set(generations))
+        if not numbers:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT generation, uid, user, pid FROM actors WHERE generation IN "
+                f"({','.join('?' * len(numbers))})",
+                numbers,
+            ).fetchall()
+        return {g: Actor(uid, user, pid) for g, uid, user, pid in rows}
+
+    def _record_actor(self, db: sqlite3.Connection, result: CommitResult,
+                      actor: Actor | None) -> None:
+        if actor is not None and result.changed:
+            db.execute(
+                "INSERT OR REPLACE INTO actors (generation, uid, user, pid) VALUES (?, ?, ?, ?)",
+                (result.generation, actor.uid, actor.user, actor.pid),
+            )
 
     def key_history(self, key: str, limit: int = 50) -> list[tuple[int, float, Change]]:
         """Changes of one key, newest first: (generation, time, change)."""
@@ -531,8 +571,10 @@ class Store:
         schema: SchemaLike,
         source_label: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        actor: Actor | None = None,
     ) -> CommitResult:
-        """Validate and apply ``tx`` atomically; ``meta`` is written in the same transaction."""
+        """Validate and apply ``tx`` atomically; ``meta`` and who did it (``actor``) are written
+        in the same transaction."""
         with self._write() as db:
             patches = self._pending(db, tx)
             if not patches:
@@ -540,6 +582,7 @@ class Store:
             plan = self._plan(db, tx, patches, schema)
             label = source_label or ",".join(dict.fromkeys(p.source for p in patches))
             result = self._apply(db, tx, label, plan)
+            self._record_actor(db, result, actor)
             db.execute("DELETE FROM pending WHERE tx = ?", (tx,))
             self._replays.pop(tx, None)
             for name, value in (meta or {}).items():
@@ -549,7 +592,8 @@ class Store:
         faults.point("after-commit")
         return result
 
-    def rollback(self, generation: int, schema: SchemaLike, floor_tx: str = "boot") -> CommitResult:
+    def rollback(self, generation: int, schema: SchemaLike, floor_tx: str = "boot",
+                 actor: Actor | None = None) -> CommitResult:
         """A new commit whose values are those of ``generation``.
 
         Never below the first commit of ``floor_tx`` (the first boot: before it there were no
@@ -578,6 +622,7 @@ class Store:
                 plan.to_validate, sections=plan.sections, origin=f"generation {generation}"
             )
             result = self._apply(db, f"rollback-{generation}", f"rollback:{generation}", plan)
+            self._record_actor(db, result, actor)
         self.last_generation = max(self.last_generation, result.generation)
         return result
 

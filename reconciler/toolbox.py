@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Standard library only, importing nothing of ours outside this list (apiclient's ``apply``
 # shares hostcore's document parser with user data).
 MODULES = tuple(f"reconciler/{name}" for name in (
-    "apiclient.py", "wsclient.py", "logdog.py", "enable_admin.py")) + tuple(
+    "wsclient.py", "logdog.py", "enable_admin.py")) + tuple(
+    f"reconciler/apiclient/{name}" for name in (
+        "__init__.py", "__main__.py", "transport.py", "arguments.py", "commands.py", "format.py",
+        "session.py", "cli.py")) + tuple(
     f"hostcore/{name}" for name in ("__init__.py", "keys.py", "documents.py", "unixhttp.py"))
 TOOLS = {
     "apiclient": "reconciler.apiclient",
@@ -55,7 +58,7 @@ def fingerprint() -> str:
 def zipapp_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "app"
-        for folder in ("reconciler", "hostcore"):
+        for folder in ("reconciler", "reconciler/apiclient", "hostcore"):
             (package / folder).mkdir(parents=True)
         (package / "reconciler" / "__init__.py").write_text("")
         for name, data in sources().items():

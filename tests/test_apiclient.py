@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pwd
 import re
 import selectors
 import socket
@@ -329,14 +330,23 @@ def test_status(apiclient):
 
 
 def test_history(apiclient):
+    """A table (header first): generation, local and relative time, the source without its
+    generated transaction name, who (the caller's uid and name, from SO_PEERCRED) and what."""
     ok(apiclient("set", "motd=for history"))
     lines = ok(apiclient("history")).splitlines()
-    newest = lines[0].split()
-    assert newest[0] == str(live_generation(apiclient))
-    assert newest[3].startswith("api:apiclient-set-")
-    assert "settings.motd" in lines[0]
-    assert "user-data" in lines[-1]  # the boot generation
-    assert len(ok(apiclient("history", "--limit", "1")).splitlines()) == 1
+    assert lines[0].split() == ["GEN", "WHEN", "SOURCE", "WHO", "WHAT"]
+    newest = lines[1]
+    assert newest.split()[0] == str(live_generation(apiclient))
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \((now|\d+ s ago)\) ", newest)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert re.search(rf" api +{re.escape(user)} \(uid {os.getuid()}\) ", newest), newest
+    assert f'settings.motd: "{BOOT_MOTD}" -> "for history"' in newest
+    assert "apiclient-set-" not in newest
+    assert re.search(r" default\+user-data\S* +daemon ", lines[-1])  # the boot generation
+    assert len(ok(apiclient("history", "--limit", "1")).splitlines()) == 2
+    raw = json.loads(ok(apiclient("history", "--json", "--limit", "1")))[0]
+    assert raw["actor"] == {"uid": os.getuid(), "user": user}
+    assert raw["source"].startswith("api:apiclient-set-")
 
 
 def test_rollback(daemon, apiclient):

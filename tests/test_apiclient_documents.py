@@ -97,7 +97,7 @@ def test_the_apply_path_imports_the_standard_library_only() -> None:
     but hostcore's own modules (ruamel.yaml waits for a YAML document)."""
     code = (
         "import sys; before = set(sys.modules)\n"
-        "import reconciler.apiclient as client\n"
+        "import reconciler.apiclient.commands as client\n"
         "client._parse_settings(b'[settings]\\nmotd = \"x\"\\n', 'a.toml')\n"
         "client._parse_settings(b'{\"settings\": {}}', 'b.json')\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"

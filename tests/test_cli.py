@@ -13,6 +13,8 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.daemon import REPO, cli
 
 
@@ -88,13 +90,13 @@ def _argparse_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] 
 
 
 def _all_commands() -> list[tuple[str, ...]]:
-    from reconciler import apiclient
     from reconciler import cli as reconciler_cli
+    from reconciler.apiclient import arguments as apiclient
     from reconciler.fleet import server as fleetlock
     from updates import updata
 
     commands = [("reconciler.cli", *p) for p in _argparse_commands(reconciler_cli._parser())]
-    commands += [("reconciler.apiclient", *p) for p in _argparse_commands(apiclient._parser())]
+    commands += [("reconciler.apiclient", *p) for p in _argparse_commands(apiclient.build_parser())]
     commands += [("updates.updata", *p) for p in _argparse_commands(updata.build_parser())]
     commands += [("reconciler.fleet.server", *p) for p in _argparse_commands(fleetlock._parser())]
     for module, usage in (("updates.updog", "updog"), ("updates.signpost", "signpost")):
@@ -142,10 +144,20 @@ def test_every_command_refuses_a_bad_flag_without_a_traceback():
     assert not failures
 
 
-def test_reconciler_options_each_have_help_with_their_default():
+def _argparse_parsers() -> list[argparse.ArgumentParser]:
     from reconciler import cli as reconciler_cli
+    from reconciler.apiclient import arguments
+    from reconciler.fleet import server as fleetlock
+    from updates import updata
 
-    parser = reconciler_cli._parser()
+    return [reconciler_cli._parser(), arguments.build_parser(), updata.build_parser(),
+            fleetlock._parser()]
+
+
+@pytest.mark.parametrize("parser", _argparse_parsers(), ids=lambda p: p.prog)
+def test_every_option_has_help_with_its_default(parser):
+    """``reconciler``, ``apiclient``, ``updata`` and ``fleetlock``: every option of every
+    (sub)command has help text, and the text names the default whenever there is one."""
     for path in _argparse_commands(parser):
         sub = parser
         for name in path:
@@ -154,10 +166,12 @@ def test_reconciler_options_each_have_help_with_their_default():
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
                 continue
-            assert action.help, (path, action.option_strings or action.dest)
+            if action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, (parser.prog, path, action.option_strings or action.dest)
             shown = sub.formatter_class(sub.prog)._get_help_string(action)
             if action.default not in (None, False, [], argparse.SUPPRESS):
-                assert "default" in shown, (path, action.option_strings)
+                assert "default" in shown, (parser.prog, path, action.option_strings)
 
 
 def test_bad_values_and_files_are_one_line_errors(tmp_path):

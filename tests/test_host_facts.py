@@ -18,7 +18,7 @@ def test_a_debian_root_gets_debian_paths(tmp_path: Path) -> None:
     (root / "etc" / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n')
     data = tmp_path / "user-data.toml"
     data.write_text('[settings.ntp]\ntime-servers = ["127.0.0.1"]\n')
-    done = cli("serve", "--once", "--state-dir", tmp_path / "state", "--root", root,
+    done = cli("serve", "--once", "--json", "--state-dir", tmp_path / "state", "--root", root,
                "--user-data", data)
     assert done.returncode == 0, done.stderr
     assert "pool 127.0.0.1 iburst" in (root / "etc" / "chrony" / "chrony.conf").read_text()

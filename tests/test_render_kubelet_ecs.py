@@ -285,7 +285,7 @@ def test_readme_admin_snippet_boots_and_serves(tmp_path):
     admin = FIXTURES / "readme-2023-00-admin.toml"
     try:
         result = cli("serve", "--state-dir", tmp_path / "state", "--user-data", admin, "--once",
-                     env={"CONTAINERS_CONF": str(REPO / "examples" / "containers.conf"),
+                     "--json", env={"CONTAINERS_CONF": str(REPO / "examples" / "containers.conf"),
                           "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
     finally:
         reset_storage(tmp_path / "state" / "containers")

@@ -447,7 +447,7 @@ def test_secrets_redacted_in_logs_events_plan_history_but_not_settings(tmp_path)
     _assert_no_secret(logs, old, new)
     # `reconciler plan` offline: the file drifted (emptied by hand); its diff shows no secret
     (state / "root/etc/agent.conf").write_text("")
-    result = cli("plan", "--state-dir", state, "--renderers", renderers)
+    result = cli("plan", "--json", "--state-dir", state, "--renderers", renderers)
     assert result.returncode == 0, result.stderr
     offline = json.loads(result.stdout)
     (agent,) = [f for f in offline["files"] if f["name"] == "agent"]

@@ -226,9 +226,12 @@ def _manifest_parser(sub: argparse._SubParsersAction, name: str, fn: Callable, h
     p.add_argument("--help", action="help")
     p.add_argument("file", type=Path, help="manifest.json")
     if match:
-        p.add_argument("-f", "-l", "--variant", required=True)
-        p.add_argument("-a", "--arch", required=True)
-        p.add_argument("-v", "--version", type=_version, required=True)
+        p.add_argument("-f", "-l", "--variant", required=True,
+                       help="the updates' variant, e.g. aws-k8s-1.30")
+        p.add_argument("-a", "--arch", required=True, help="the updates' architecture, e.g. "
+                       "x86_64")
+        p.add_argument("-v", "--version", type=_version, required=True,
+                       help="the updates' version, e.g. 1.2.0")
     p.set_defaults(fn=fn)
     return p
 
@@ -251,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="write an empty manifest")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="manifest.json to create")
     p.set_defaults(fn=cmd_init)
     p = _manifest_parser(sub, "add-update", cmd_add_update, "append an update")
-    p.add_argument("-m", "--max-version", type=_version)
+    p.add_argument("-m", "--max-version", type=_version,
+                   help="the newest version hosts may reach (default: the larger of "
+                   "--version and the first update's max_version)")
     p.add_argument("-b", "--boot", required=True, help="boot image target name (a file "
                    "with --compress)")
     p.add_argument("-r", "--root", required=True, help="root image target name (a file "
@@ -267,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_parser(sub, "remove-update", cmd_remove_update, "drop matching updates")
     p = _manifest_parser(sub, "set-max-version", cmd_set_max_version,
                          "set max_version on all updates (the regret lever)", match=False)
-    p.add_argument("-m", "--max-version", type=_version, required=True)
+    p.add_argument("-m", "--max-version", type=_version, required=True,
+                   help="the newest version hosts may reach")
     p = _manifest_parser(sub, "set-waves", cmd_set_waves, "set waves from a policy")
     p.add_argument("-w", "--wave-file", "--policy", required=True,
                    help="default, accelerated, ohno, or a wave policy TOML file")
@@ -284,32 +290,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_set_migrations)
     p = sub.add_parser("make-images", help="build a release's root, hash and boot images",
                        description=osimage.__doc__.split("\n\n")[0])
-    p.add_argument("--os-version", dest="version", type=_version, required=True)
-    p.add_argument("--variant", required=True)
-    p.add_argument("--arch")
+    p.add_argument("--os-version", dest="version", type=_version, required=True,
+                   help="the release's version, e.g. 1.2.0")
+    p.add_argument("--variant", required=True, help="the release's variant")
+    p.add_argument("--arch", help="the release's architecture, written to its os-release "
+                   "as ARCH (default: none written)")
     p.add_argument("--payload", type=Path, help="file appended to the root image's header")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
     p.set_defaults(fn=cmd_make_images)
     p = sub.add_parser("validate", help="parse a manifest")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="manifest.json to check")
     p.set_defaults(fn=cmd_validate)
 
     p = _repo_parser(sub, "create", cmd_create, "create a repository with fresh keys")
-    p.add_argument("--keytype", default="ed25519", choices=("ed25519", "ecdsa", "rsa"))
+    p.add_argument("--keytype", default="ed25519", choices=("ed25519", "ecdsa", "rsa"),
+                   help="type of the fresh keys (default: ed25519)")
     p.add_argument("--key", type=_role_value, action="append", metavar="ROLE=PEM",
                    help="use this private key for ROLE instead of a fresh one")
-    p.add_argument("--threshold", type=_role_value, action="append", metavar="ROLE=N")
+    p.add_argument("--threshold", type=_role_value, action="append", metavar="ROLE=N",
+                   help="signatures ROLE needs (default: 1 for every role)")
     p.add_argument("--expiry-policy", type=Path, help="TOML: <role>_expiration = '1 week'")
     p = _repo_parser(sub, "add-targets", cmd_add_targets, "add files as targets and publish")
-    p.add_argument("targets", nargs="+", metavar="[NAME=]PATH")
+    p.add_argument("targets", nargs="+", metavar="[NAME=]PATH",
+                   help="files to list (NAME: the target name, default the file's name)")
     p = _repo_parser(sub, "remove-targets", cmd_remove_targets, "unlist targets and publish")
-    p.add_argument("names", nargs="+")
+    p.add_argument("names", nargs="+", help="target names to unlist")
     p = _repo_parser(sub, "resign", cmd_resign, "re-sign roles (default snapshot, timestamp)")
-    p.add_argument("--role", action="append", choices=ROLES)
+    p.add_argument("--role", action="append", choices=ROLES,
+                   help="a role to re-sign, repeatable (default: snapshot and timestamp)")
     p = _repo_parser(sub, "rotate-keys", cmd_rotate_keys, "replace role keys in a new root")
-    p.add_argument("--role", action="append", choices=ROLES, required=True)
-    p.add_argument("--keytype", default="ed25519", choices=("ed25519", "ecdsa", "rsa"))
-    p.add_argument("--key", type=_role_value, action="append", metavar="ROLE=PEM")
+    p.add_argument("--role", action="append", choices=ROLES, required=True,
+                   help="a role whose keys are replaced, repeatable")
+    p.add_argument("--keytype", default="ed25519", choices=("ed25519", "ecdsa", "rsa"),
+                   help="type of the fresh keys (default: ed25519)")
+    p.add_argument("--key", type=_role_value, action="append", metavar="ROLE=PEM",
+                   help="use this private key for ROLE instead of a fresh one")
     _repo_parser(sub, "show", cmd_show, "print role versions, expiries and targets")
     return parser
 

@@ -8,6 +8,7 @@ plain text, as in Bottlerocket. Writes are audited with the caller's uid and pid
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -39,7 +40,13 @@ from reconciler.sources.gitloop import GitLoop
 from reconciler.sources.gitsync import owner_message
 from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
-from reconciler.store import NothingToCommit, PendingLimit, RollbackRefused, UnknownGeneration
+from reconciler.store import (
+    Actor,
+    NothingToCommit,
+    PendingLimit,
+    RollbackRefused,
+    UnknownGeneration,
+)
 from reconciler.worker import Worker
 
 MAX_BODY = 1024 * 1024
@@ -136,6 +143,25 @@ def peer(request: web.Request) -> dict[str, int]:
         "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     )
     return {"pid": pid, "uid": uid, "gid": gid}
+
+
+def actor(request: web.Request) -> Actor | None:
+    """Who is calling, to record with the generation it makes (``apiclient history``): the
+    uid from SO_PEERCRED and its name in the daemon's passwd database, if it has one."""
+    who = peer(request)
+    if "uid" not in who:
+        return None
+    import pwd
+
+    try:
+        name: str | None = pwd.getpwuid(who["uid"]).pw_name
+    except KeyError:
+        name = None
+    return Actor(who["uid"], name, who.get("pid"))
+
+
+def actor_view(who: Actor | None) -> dict[str, Any] | None:
+    return None if who is None else {"uid": who.uid, "user": who.user}
 
 
 async def _body(request: web.Request) -> Any:
@@ -258,6 +284,8 @@ async def get_model(request: web.Request) -> web.Response:
         if not prefix:
             raise BadRequest("Input 'prefix' cannot be empty")
         model = _filter_model(model, prefix)
+    if _flag(request, "redact") and "settings" in model:  # apiclient get (not Bottlerocket's)
+        model["settings"] = redact_value(host.schema, "settings", model["settings"])
     return _json(model)
 
 
@@ -348,10 +376,12 @@ async def _commit(request: web.Request, trial: float | None = None) -> tuple[int
         pending = await asyncio.to_thread(host.store.pending, _tx(request))
         await asyncio.to_thread(reserve.check, [p.body for p in pending])
     if trial is None:
-        result = await asyncio.to_thread(host.store.commit, _tx(request), host.schema)
+        result = await asyncio.to_thread(
+            host.store.commit, _tx(request), host.schema, actor=actor(request)
+        )
     else:
         result = await asyncio.to_thread(
-            confirm.commit_on_trial, host.store, _tx(request), host.schema, trial
+            confirm.commit_on_trial, host.store, _tx(request), host.schema, trial, actor(request)
         )
         if not result.changed:  # nothing changed: nothing to try
             await asyncio.to_thread(host.store.set_meta, confirm.META, None)
@@ -693,6 +723,7 @@ async def generations(request: web.Request) -> web.Response:
                 "time": g.time,
                 "tx": g.tx,
                 "source": g.source,
+                "actor": actor_view(g.actor),
                 "changes": [
                     redact_change(
                         host.schema, {"key": c.key, "old": c.old, "new": c.new, "source": c.source}
@@ -712,7 +743,9 @@ async def rollback(request: web.Request) -> web.Response:
         generation = int(request.query["generation"])
     except (KeyError, ValueError):
         raise BadRequest("Input 'generation' must be an integer") from None
-    result = await asyncio.to_thread(host.store.rollback, generation, host.schema)
+    result = await asyncio.to_thread(
+        functools.partial(host.store.rollback, generation, host.schema, actor=actor(request))
+    )
     request.app[EVENTS].emit(
         "rollback", f"settings rolled back to generation {generation}", generation=result.generation
     )
@@ -739,6 +772,8 @@ async def provenance(request: web.Request) -> web.Response:
             result[item.key] = entry
         if history:
             for item_key in [k for k in result if is_under(k, key)] or [key]:
+                changes = store.key_history(item_key)
+                actors = store.actors(g for g, _, _ in changes)
                 result.setdefault(item_key, {"value": None})["history"] = [
                     {
                         "generation": g,
@@ -746,8 +781,9 @@ async def provenance(request: web.Request) -> web.Response:
                         "old": redact_value(schema, item_key, c.old),
                         "new": redact_value(schema, item_key, c.new),
                         "source": c.source,
+                        "actor": actor_view(actors.get(g)),
                     }
-                    for g, t, c in store.key_history(item_key)
+                    for g, t, c in changes
                 ]
     return _json(result)
 

@@ -156,7 +156,7 @@ def test_hold_reasons_of_automatic_updates() -> None:
 def test_apiclient_progress_bar_on_a_terminal() -> None:
     import io
 
-    from reconciler.apiclient import _ProgressBar
+    from reconciler.apiclient.commands import _ProgressBar
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:

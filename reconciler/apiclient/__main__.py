@@ -1,0 +1,7 @@
+"""``python -m reconciler.apiclient``."""
+
+import sys
+
+from reconciler.apiclient.cli import main
+
+sys.exit(main())
