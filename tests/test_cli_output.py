@@ -21,7 +21,7 @@ import pytest
 
 from hostcore import unixhttp
 from reconciler.apiclient import format as fmt
-from tests.daemon import REPO, Daemon, cli, ok
+from tests.daemon import REPO, Daemon, cli, eventually, ok
 
 USER_DATA = "examples/user-data/aws-dev.toml"
 ESC = "\033["
@@ -31,6 +31,7 @@ ESC = "\033["
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     running = Daemon(tmp_path_factory.mktemp("output") / "state",
                      ["--variant", "aws-dev", "--user-data", USER_DATA])
+    eventually(lambda: running.ok("GET", "/status")["state"] == "Ready", 120)  # the first pass
     yield running
     running.stop()
 
