@@ -33,9 +33,8 @@ from reconciler.logs import get_logger
 from reconciler.metrics import Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_value, secret_values
 from reconciler.schema import InvalidSettings
+from reconciler.sources.applier import owned_keys, owner_message
 from reconciler.sources.gitloop import GitLoop
-from reconciler.sources.gitsync import owner_message
-from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
 from reconciler.store import NothingToCommit, PendingLimit, RollbackRefused, UnknownGeneration
 from reconciler.worker import Worker
@@ -294,8 +293,8 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     if owned and not _flag(request, "force"):
         raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
-        request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
-                                 tx=tx)
+        shown = ", ".join(f"{k} ({s})" for k, s in list(owned.items())[:5])
+        request.app[EVENTS].emit("forced", f"forced change of source-owned {shown}", tx=tx)
     await asyncio.to_thread(host.store.add_patch, tx, body, f"api:{tx}", host.schema)
     return web.Response(status=204)
 
