@@ -5,7 +5,7 @@ Kernel and init parameters only apply at boot. The renderer writes the wanted on
 shows in ``/proc/bootconfig`` and reports a ``RebootRequired`` condition in ``GET /status`` when
 they differ and ``settings.boot.reboot-to-reconcile`` is true (Bottlerocket reboots by itself in
 that case; here the operator, or a fleet reboot coordinator, acts on the condition). The decision
-is :func:`reboot_required`, pure; the executor only reads the file.
+is :func:`reboot_required`, pure (``plan_pass`` calls it); the executor only reads the file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler.steps import Step
 from renderers.hostfiles import boot_parameters, normalized, parse_bootconfig
 
 BOOTED = "proc/bootconfig"  # under the host root
@@ -39,7 +40,10 @@ def reboot_required(settings: Mapping[str, Any], booted: str) -> dict[str, Any]:
 
 
 class BootParameters:
-    """Executor: recomputes the condition each pass; nothing to do to the host itself."""
+    """Executor on the pass protocol (``reconciler.reconcile.Executor``): ``observe`` reads the
+    booted parameters, the pure ``decide`` (:func:`reboot_required`, called by
+    ``reconciler.passplan.plan_pass``) makes the condition, ``execute`` records it for
+    ``GET /status``. Nothing is done to the host itself."""
 
     name = "boot"
 
@@ -47,22 +51,25 @@ class BootParameters:
         self.root = Path(root)
         self._condition: dict[str, Any] = reboot_required({}, "")
 
-    def _booted(self) -> str:
+    def observe(self) -> str:
+        """The booted parameters: the text of /proc/bootconfig (empty when there is none)."""
         try:
             return (self.root / BOOTED).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
 
-    def reconcile(
-        self, settings: Mapping[str, Any], generation: int, changed: set[str]
-    ) -> list[dict[str, Any]]:
-        self._condition = reboot_required(settings, self._booted())
+    decide = staticmethod(reboot_required)
+
+    def execute(self, condition: Mapping[str, Any]) -> list[Step]:
+        """Record the decided condition; no step (nothing is done to the host)."""
+        self._condition = dict(condition)
         return []
 
-    def plan(self, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
-        condition = reboot_required(settings, self._booted())
-        return [{"kind": "boot", "name": "reboot", "reason": condition["reason"]}] if condition[
-            "status"] else []
+    @staticmethod
+    def dry_run(condition: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The dry run's entries for the decided condition (a reboot, when one is required)."""
+        return ([{"kind": "boot", "name": "reboot", "reason": condition["reason"]}]
+                if condition["status"] else [])
 
     def status(self) -> dict[str, Any]:
         return {"condition": dict(self._condition)}

@@ -197,8 +197,8 @@ class Host:
                 self.containers.dry_run(the_plan.containers)
                 if the_plan.containers is not None else []
             )
-        if self.reconciler.boot is not None:
-            result["boot"] = self.reconciler.boot.plan(shown_settings(settings, snapshot))
+        if self.reconciler.boot is not None and the_plan.boot is not None:
+            result["boot"] = self.reconciler.boot.dry_run(the_plan.boot)
         for name, error in the_plan.broken.items():
             result[name] = [{"name": "", "action": "unknown", "reason": error}]
         if snapshot.preview is not None:

@@ -5,7 +5,8 @@ able to disagree. Everything either of them decides is decided here, from plain 
 beforehand (one store snapshot, the files on disk, the container engine, the update manager):
 which files to write, which services to restart (settled and owed restarts included), what to
 do with each host container (drift, back-off and crash-loop budgets included) and which update
-command the automatic policy starts. The executors only carry a ``PassPlan`` out and report.
+command the automatic policy starts, whether a reboot is required for the boot parameters. The
+executors only carry a ``PassPlan`` out and report.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.bootparams import reboot_required
 from reconciler.containers.planner import (
     ContainerObservation,
     ContainerPlan,
@@ -54,6 +56,7 @@ class Observed:
     last_rendered: Mapping[str, bytes] = field(default_factory=dict)
     containers: ContainerObservation | None = None
     updates: UpdateObservation | None = None
+    booted: str | None = None  # /proc/bootconfig's text (None: the host has no boot executor)
     broken: Mapping[str, str] = field(default_factory=dict)  # executor -> why it cannot observe
 
 
@@ -65,6 +68,7 @@ class PassPlan:
     containers: ContainerPlan | None
     update: UpdateDecision | None
     broken: Mapping[str, str] = field(default_factory=dict)
+    boot: Mapping[str, Any] | None = None  # the RebootRequired condition
 
 
 def plan_pass(desired: Desired, observed: Observed) -> PassPlan:
@@ -89,6 +93,9 @@ def plan_pass(desired: Desired, observed: Observed) -> PassPlan:
     update = None
     if observed.updates is not None:
         update = decide_update(desired.settings, observed.updates)
+    boot = None
+    if observed.booted is not None:
+        boot = reboot_required(desired.settings, observed.booted)
     return PassPlan(
         desired.generation,
         tuple(sorted(desired.changed)),
@@ -96,4 +103,5 @@ def plan_pass(desired: Desired, observed: Observed) -> PassPlan:
         containers,
         update,
         dict(observed.broken),
+        boot,
     )

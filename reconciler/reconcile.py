@@ -149,6 +149,7 @@ class Reconciler:
             last_rendered=self._last_rendered,
             containers=containers,
             updates=updates,
+            booted=self.boot.observe() if self.boot is not None else None,
             broken=broken,
         )
         return plan_pass(desired, observed), rendered
@@ -199,8 +200,8 @@ class Reconciler:
             steps.append(step)
 
         steps += self._execute_executors(the_plan, generation)
-        if self.boot is not None:  # recomputes its reboot-required condition; acts on nothing
-            self.boot.reconcile(snapshot.settings, generation, set(the_plan.changed))
+        if self.boot is not None and the_plan.boot is not None:  # a condition; no host action
+            steps += self.boot.execute(the_plan.boot)
         if self.bootstrap is not None:  # an essential one that failed at boot fails every pass
             steps += [Step(s["kind"], s["name"], s["result"], s["detail"])
                       for s in self.bootstrap.reconcile(snapshot.settings, generation, set())]

@@ -1,8 +1,10 @@
 """The settings store: one SQLite file (WAL, synchronous=FULL), opened only by the daemon.
 
 It holds live settings with their provenance, named pending transactions (ordered merge patches),
-the generation history with exact per-key changes, metadata, restarts owed by an interrupted
-pass, and pass receipts. Every commit is one SQLite transaction: a crash leaves the old or the
+the generation history with exact per-key changes and metadata; the reconcile ledger (restarts
+owed by an interrupted pass, settled work, pass receipts) shares the file and its transactions
+but is its own module, ``reconciler.ledger``, reached through ``Store.ledger`` and the
+delegating methods below. Every commit is one SQLite transaction: a crash leaves the old or the
 new generation, never a mix. What a commit *means* is decided by ``reconciler.transaction``.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from hostcore import faults
 from hostcore.keys import flatten, unflatten
+from reconciler.ledger import LEDGER_SCHEMA, Ledger, Owed
 from reconciler.transaction import (
     DEFAULT_SOURCE,
     ROOT,
@@ -54,22 +57,10 @@ CREATE TABLE IF NOT EXISTS changes (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS changes_key ON changes (key, generation);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS owed (
-    service TEXT PRIMARY KEY, generation INTEGER NOT NULL, reason TEXT NOT NULL,
-    keys TEXT NOT NULL, time REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS receipts (
-    pass INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER NOT NULL, ok INTEGER NOT NULL,
-    time REAL NOT NULL, body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS receipts_generation ON receipts (generation, pass);
 CREATE TABLE IF NOT EXISTS actors (
     generation INTEGER PRIMARY KEY, uid INTEGER NOT NULL, user TEXT, pid INTEGER
 );
 """
-
-
-SETTLED = "settled:"  # meta name prefix: the generation a service last restarted for
 
 
 class NothingToCommit(Exception):
@@ -125,14 +116,6 @@ class Generation:
 class CommitResult:
     generation: int  # the live generation after the commit (unchanged when no value changed)
     changed: tuple[str, ...]  # keys whose values actually changed
-
-
-@dataclass(frozen=True)
-class Owed:
-    service: str
-    generation: int
-    reason: str
-    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -203,8 +186,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self.ledger = Ledger(self._write, self._locked)
         with self._write():
-            for statement in _SCHEMA.split(";"):
+            for statement in (_SCHEMA + LEDGER_SCHEMA).split(";"):
                 if statement.strip():
                     self._db.execute(statement)
         self.last_generation = self.generation()
@@ -257,6 +241,12 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The main connection for one statement (no transaction of its own)."""
+        with self._lock:
+            yield self._db
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -316,26 +306,14 @@ class Store:
         ``schema``, also the preview of committing ``tx`` (validated, nothing changed)."""
         with self._read() as db:
             generation = db.execute("SELECT max(number) FROM generations").fetchone()[0] or 0
-            applied = db.execute(
-                "SELECT max(generation) FROM receipts WHERE ok = 1"
-            ).fetchone()[0] or 0
+            ledger = Ledger.read(db)
+            applied, owed, settled = ledger.applied, ledger.owed, ledger.settled
             live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
             changed = frozenset(
                 r[0] for r in db.execute(
                     "SELECT DISTINCT key FROM changes WHERE generation > ?", (applied,)
                 )
             )
-            owed = {
-                s: Owed(s, g, r, tuple(_load(k)))
-                for s, g, r, k in db.execute("SELECT service, generation, reason, keys FROM owed")
-            }
-            settled = {
-                name.removeprefix(SETTLED): _load(value)
-                for name, value in db.execute(
-                    "SELECT name, value FROM meta WHERE name > ? AND name < ?",
-                    (SETTLED, SETTLED[:-1] + ";"),  # ';' follows ':'
-                )
-            }
             changed_after: dict[int, frozenset[str]] = {}
             for since in sorted(set(settled.values())):
                 if since == applied:
@@ -722,71 +700,29 @@ class Store:
             row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return default if row is None else _load(row[0])
 
-    # ---- reconcile ledger: owed restarts and receipts ----------------------------------------
+    # ---- the reconcile ledger (reconciler.ledger), for the callers of the store ------------
 
     def owe(self, services: Mapping[str, Iterable[str]], generation: int, reason: str) -> None:
-        """Record, before the effect that creates the debt, restarts a pass will owe."""
-        with self._write() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO owed (service, generation, reason, keys, time)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [
-                    (name, generation, reason, _dump(sorted(keys)), time.time())
-                    for name, keys in services.items()
-                ],
-            )
+        self.ledger.owe(services, generation, reason)
 
     def owed(self) -> dict[str, Owed]:
-        with self._lock:
-            rows = self._db.execute("SELECT service, generation, reason, keys FROM owed").fetchall()
-        return {s: Owed(s, g, r, tuple(_load(k))) for s, g, r, k in rows}
+        return self.ledger.owed()
 
     def settle(self, service: str, generation: int | None = None) -> None:
-        """Clear ``service``'s owed restart; with ``generation``, record that it restarted for it
-        in the same transaction (``settled``), so a pass killed before its receipt does not
-        restart it again for the same settings."""
-        with self._write() as db:
-            db.execute("DELETE FROM owed WHERE service = ?", (service,))
-            if generation is not None:
-                self._set_meta(db, SETTLED + service, generation)
+        self.ledger.settle(service, generation)
 
     def settled(self, service: str) -> int | None:
-        """The generation ``service`` last restarted (or was skipped) for, if recorded."""
-        return self.get_meta(SETTLED + service)
+        return self.ledger.settled(service)
 
-    def save_receipt(
-        self,
-        generation: int,
-        ok: bool,
-        body: Mapping[str, Any],
-        settled: Iterable[str] = (),
-    ) -> int:
-        """Save a pass's receipt; ``settled`` services (which ran nothing: no commands, or a
-        sandbox) are settled for ``generation`` in the same transaction."""
-        with self._write() as db:
-            for service in settled:
-                db.execute("DELETE FROM owed WHERE service = ?", (service,))
-                self._set_meta(db, SETTLED + service, generation)
-            cursor = db.execute(
-                "INSERT INTO receipts (generation, ok, time, body) VALUES (?, ?, ?, ?)",
-                (generation, int(ok), time.time(), _dump(body)),
-            )
-            db.execute("DELETE FROM receipts WHERE pass <= ?", ((cursor.lastrowid or 0) - 1000,))
-            return cursor.lastrowid or 0
+    def save_receipt(self, generation: int, ok: bool, body: Mapping[str, Any],
+                     settled: Iterable[str] = ()) -> int:
+        return self.ledger.save_receipt(generation, ok, body, settled)
 
     def last_receipt(self, ok_only: bool = False) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body FROM receipts WHERE ok >= ? ORDER BY pass DESC LIMIT 1",
-                (1 if ok_only else 0,),
-            ).fetchone()
-        return None if row is None else _load(row[0])
+        return self.ledger.last_receipt(ok_only)
 
     def applied_generation(self) -> int:
-        """The newest generation a pass fully applied (0 before the first)."""
-        with self._lock:
-            row = self._db.execute("SELECT max(generation) FROM receipts WHERE ok = 1").fetchone()
-        return row[0] or 0
+        return self.ledger.applied_generation()
 
 
 class _SqliteView:

@@ -5,6 +5,7 @@ need=()
 command -v git >/dev/null || need+=(git)
 command -v sgdisk >/dev/null || need+=(gdisk)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)  # signed-commit tests
+command -v gpg >/dev/null || need+=(gnupg)  # GPG-signed commit tests (tests/test_gitops_gpg.py)
 # Host containers: podman with the runc runtime (crun fails on hybrid cgroups), its network stack
 # named explicitly (not left to Recommends), and busybox-static to build the test images locally
 # (no registry is reachable from CI). Engine options: examples/containers.conf (CONTAINERS_CONF).

@@ -48,7 +48,11 @@ class Daemon:
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=self.log,
                                         env={**os.environ, **(env or {})}, preexec_fn=limit)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:  # never leave a daemon behind that nobody will stop
+                self.stop()
+                raise
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

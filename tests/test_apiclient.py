@@ -36,10 +36,8 @@ def motd_file(daemon: Daemon) -> Path:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path / "state", ["--variant", "aws-dev", "--user-data", USER_DATA])
-    yield running
-    running.stop()
+def daemon(daemons) -> Daemon:
+    return daemons(["--variant", "aws-dev", "--user-data", USER_DATA])
 
 
 @pytest.fixture

@@ -30,13 +30,9 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture
-def daemon(tmp_path, images):
-    started = Daemon(
-        tmp_path / "state",
-        ["--variant", "aws-dev"],
-        env={"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]},
-    )
-    eventually(lambda: started.ok("GET", "/status")["state"] == "Ready", timeout=30)
+def daemon(daemons, images):
+    started = daemons(["--variant", "aws-dev"],
+                      env={"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]}, ready=True)
     yield started
     started.stop()
     reset_storage(started.state_dir / "containers")

@@ -26,7 +26,6 @@ import http.client
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,11 @@ from reconciler.host import open_host
 from reconciler.store import Store
 from tests.daemon import Daemon, eventually
 from tests.faultutil import StallingGitRemote
+from tests.scratch import write_renderers
 from tests.test_gitops import Fleet, pointer
-from tests.updates import conftest as updates_conftest
 from tests.updates.simhost import make_sim
 from tests.updates.test_gpt import assert_sgdisk_agrees
 from updates.partitions import OsDisk
-
-serve = updates_conftest.serve  # the TUF repository server fixture of tests/updates
 
 RESTART = """
 import os, sys
@@ -176,16 +173,8 @@ def restarts(base: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     renderers = tmp_path_factory.mktemp("renderers")
-    (renderers / "templates").mkdir()
     (renderers / "restart.py").write_text(RESTART)
-    (renderers / "metadata.toml").write_text(
-        METADATA.replace("{python}", sys.executable).replace(
-            "{restart}", str(renderers / "restart.py")
-        )
-    )
-    for name, text in TEMPLATES.items():
-        (renderers / "templates" / name).write_text(text)
-    return renderers
+    return write_renderers(renderers, METADATA, TEMPLATES, restart=renderers / "restart.py")
 
 
 @pytest.fixture(scope="module")

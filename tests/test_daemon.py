@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -18,11 +17,8 @@ AWS_DEV = str(REPO / "examples/user-data/aws-dev.toml")
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    started = Daemon(tmp_path / "state", ["--variant", "aws-dev", "--user-data", AWS_DEV])
-    eventually(lambda: started.ok("GET", "/status")["state"] == "Ready")
-    yield started
-    started.stop()
+def daemon(daemons):
+    return daemons(["--variant", "aws-dev", "--user-data", AWS_DEV], ready=True)
 
 
 def motd(d: Daemon) -> str:
@@ -199,17 +195,14 @@ if open(sys.argv[1]).read().strip() == "us-fail-1":
 """
 
 
-def test_failing_restart_is_isolated_and_recovers(tmp_path):
+def test_failing_restart_is_isolated_and_recovers(tmp_path, scratch_renderers):
     state = tmp_path / "state"
-    renderers = tmp_path / "renderers"
-    (renderers / "templates").mkdir(parents=True)
     checker = tmp_path / "checker.py"
     checker.write_text(CHECKER)
-    (renderers / "metadata.toml").write_text(
-        FLAKY_METADATA.format(python=sys.executable, checker=checker, root=state / "root"))
-    (renderers / "templates/motd.j2").write_text("{{ settings.motd }}\n")
-    (renderers / "templates/region.j2").write_text(
-        "{{ settings.aws.region | default('none') }}\n")
+    renderers = scratch_renderers(FLAKY_METADATA, {
+        "motd.j2": "{{ settings.motd }}\n",
+        "region.j2": "{{ settings.aws.region | default('none') }}\n",
+    }, checker=checker, root=state / "root")
     d = Daemon(state, ["--renderers", str(renderers), "--interval", "0.5"])
     try:
         receipt = commit_and_wait(d, {"motd": "still applied", "aws": {"region": "us-fail-1"}})

@@ -32,11 +32,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import REPO
-from tests.updates import conftest as updates_conftest
-from tests.updates.simhost import Sim, make_sim
+from tests.updates.simhost import Sim
 from updates import gpt
-
-serve = updates_conftest.serve  # the TUF repository server fixture of tests/updates
 
 SYSCALLS = (
     "openat,write,pwrite64,pread64,fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat,"
@@ -368,11 +365,10 @@ def check_disk_writes(calls: list[Call], disk: Path) -> tuple[list[str], dict[st
 
 
 @pytest.fixture
-def sim(tmp_path: Path, serve) -> Sim:
+def sim(sim: Sim) -> Sim:
+    """The shared simulator (tests/conftest.py); every test of it traces with strace."""
     need_strace()
-    s = make_sim(tmp_path, serve)
-    s.publish("1.1.0")
-    return s
+    return sim
 
 
 def trace_update_image(sim: Sim) -> list[Call]:

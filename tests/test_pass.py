@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from reconciler.store import Store
 from reconciler.updates_executor import UpdatesExecutor
 from reconciler.worker import Worker
 from tests.daemon import Daemon, eventually
+from tests.scratch import write_renderers
 from tests.test_containers_plan import Clock, FakeEngine
 from tests.updates.test_update_api import manager  # noqa: F401 - the fake updog fixture
 from updates.manager import UpdateManager
@@ -87,16 +87,10 @@ TEMPLATES = {
 
 def renderers(base: Path) -> Path:
     folder = base / "renderers"
-    (folder / "templates").mkdir(parents=True)
+    folder.mkdir(parents=True)
     (folder / "restart.py").write_text(RESTART)
-    (folder / "metadata.toml").write_text(
-        METADATA.replace("{python}", sys.executable)
-        .replace("{restart}", str(folder / "restart.py"))
-        .replace("{log}", str(base / "restarts.log"))
-    )
-    for name, text in TEMPLATES.items():
-        (folder / "templates" / name).write_text(text)
-    return folder
+    return write_renderers(folder, METADATA, TEMPLATES, restart=folder / "restart.py",
+                           log=base / "restarts.log")
 
 
 def restarts(base: Path) -> list[str]:

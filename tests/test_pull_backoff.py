@@ -19,10 +19,9 @@ from tests.images import require_podman, reset_storage
 
 
 @pytest.fixture
-def daemon(tmp_path):
+def daemon(daemons):
     require_podman()
-    d = Daemon(tmp_path / "state", ["--variant", "aws-dev"],
-               env={"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]})
+    d = daemons(["--variant", "aws-dev"], env={"CONTAINERS_CONF": os.environ["CONTAINERS_CONF"]})
     yield d
     d.stop()
     reset_storage(d.state_dir / "containers")

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import stat
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -397,17 +396,15 @@ def _assert_no_secret(text: str, *secrets: str) -> None:
         assert decoded not in text and json.dumps(decoded)[1:-1] not in text
 
 
-def test_secrets_redacted_in_logs_events_plan_history_but_not_settings(tmp_path):
+def test_secrets_redacted_in_logs_events_plan_history_but_not_settings(tmp_path,
+                                                                       scratch_renderers):
     old = _example_secret()
     new_text = "token: s3cr3t-n3w-value-0f-the-admin"
     new = base64.b64encode(new_text.encode()).decode()
-    renderers = tmp_path / "renderers"
-    (renderers / "templates").mkdir(parents=True)
     state = tmp_path / "state"
-    (renderers / "metadata.toml").write_text(
-        LEAKY_METADATA.format(python=sys.executable, root=state / "root", script=QUOTING_SERVICE))
-    (renderers / "templates/motd.j2").write_text("{{ settings.motd }}\n")
-    (renderers / "templates/agent.j2").write_text(AGENT_TEMPLATE)
+    renderers = scratch_renderers(
+        LEAKY_METADATA, {"motd.j2": "{{ settings.motd }}\n", "agent.j2": AGENT_TEMPLATE},
+        root=state / "root", script=QUOTING_SERVICE)
     args = ["--variant", "aws-dev", "--user-data", AWS_DEV, "--renderers", str(renderers)]
     daemon = Daemon(state, args)
     try:

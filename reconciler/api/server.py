@@ -36,9 +36,8 @@ from reconciler.metrics import CONTENT_TYPE, Metrics
 from reconciler.redact import SCRUBBER, redact_change, redact_value, secret_values
 from reconciler.reserve import ReserveExhausted
 from reconciler.schema import InvalidSettings
+from reconciler.sources.applier import owned_keys, owner_message
 from reconciler.sources.gitloop import GitLoop
-from reconciler.sources.gitsync import owner_message
-from reconciler.sources.layers import owned_keys
 from reconciler.sources.localfiles import DesiredFiles
 from reconciler.store import (
     Actor,
@@ -327,8 +326,9 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
     if owned and not _flag(request, "force"):
         raise web.HTTPConflict(text=owner_message(host.store, owned))
     if owned:
-        request.app[EVENTS].emit("forced", f"forced change of git-owned {', '.join(owned[:5])}",
-                                 level="warning", tx=tx, key=owned[0])
+        shown = ", ".join(f"{k} ({s})" for k, s in list(owned.items())[:5])
+        request.app[EVENTS].emit("forced", f"forced change of source-owned {shown}",
+                                 level="warning", tx=tx, key=next(iter(owned)))
     if host.reserve is not None:
         await asyncio.to_thread(host.reserve.check, [body])
     await asyncio.to_thread(host.store.add_patch, tx, body, f"api:{tx}", host.schema)

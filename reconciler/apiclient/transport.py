@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # typing costs ~2 ms at startup; annotations are not evaluate
     from typing import Any
 
 DEFAULT_SOCKET = "/run/api.sock"
-REQUEST_TIMEOUT = 600.0  # commit_and_apply?wait=true lasts as long as the reconcile pass
+# commit_and_apply?wait=true lasts as long as the reconcile pass; $APICLIENT_TIMEOUT lowers it
+REQUEST_TIMEOUT = float(os.environ.get("APICLIENT_TIMEOUT") or 600.0)
 
 
 class ClientError(Exception):
@@ -55,6 +56,7 @@ class Client:
         self.socket_path = socket_path
         self.verbose = verbose
         self._conn: Any = None
+        self.content_type = ""  # of the last answer
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -99,6 +101,7 @@ class Client:
                         f"Failed to {method} {uri} on {self.socket_path}: {error}"
                     ) from None
         text = response.body.decode("utf-8", errors="replace")
+        self.content_type = (response.header("content-type") or "").split(";")[0].strip()
         if self.verbose > 1:
             print(f"< {response.status} {response.reason}", file=sys.stderr)
         return response.status, response.reason, text
@@ -114,6 +117,13 @@ class Client:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
+            if self.content_type in ("application/json", "text/html"):  # not what it says, or
+                # not the daemon at all (a proxy's page)
+                shown = " ".join(text.split())[:60]
+                raise ClientError(
+                    f"Failed to {method.upper()} {uri} on {self.socket_path}: the answer is not "
+                    f"JSON ({self.content_type or 'no content type'}): {shown!r}"
+                ) from None
             return text
 
 

@@ -23,7 +23,38 @@ FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class GitSourceError(Exception):
-    """Fetching, resolving, reading or verifying failed; the message says what and where."""
+    """Fetching, resolving, reading or verifying failed; the message says what and where.
+
+    The subclasses are how callers tell failures apart (never by the message's text)."""
+
+
+class GitMissing(GitSourceError):
+    """No ``git`` program on this host (GitPython cannot import)."""
+
+
+class FetchFailed(GitSourceError):
+    """The remote did not answer the fetch (unreachable, no such ref, deadline passed); the
+    exit status or the runner's own error is in the message."""
+
+
+class NotACommit(GitSourceError):
+    """The fetched ref does not resolve to the commit asked for."""
+
+
+class BadTree(GitSourceError):
+    """A layer's path names something other than a file at that commit."""
+
+
+class TrustMissing(GitSourceError):
+    """Verification is on but what to trust (allowed signers, keyring) is unset or unreadable."""
+
+
+class Stopping(GitSourceError):
+    """The daemon is stopping: no fetch is started."""
+
+
+class Unverified(GitSourceError):
+    """The commit (or tag) is not signed by a trusted key: ``git verify-*`` exited non-zero."""
 
 
 def _git() -> ModuleType:
@@ -33,7 +64,7 @@ def _git() -> ModuleType:
         import git
     except ImportError as error:  # GitPython raises ImportError when it finds no git binary
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise GitSourceError(f"settings.gitops needs the git program: {first}") from None
+        raise GitMissing(f"settings.gitops needs the git program: {first}") from None
     return git
 
 
@@ -110,13 +141,13 @@ class GitRepo:
             detail = " / ".join(lines[-STDERR_LINES:]) or f"exit {result.returncode}"
             if result.error:
                 detail = f"{result.error}" + (f": {detail}" if lines else "")
-            raise GitSourceError(f"fetching {target!r} from {self.url}: {detail}")
+            raise FetchFailed(f"fetching {target!r} from {self.url}: {detail}")
         try:
             commit = self.repo.commit("FETCH_HEAD")
         except (ValueError, git.BadName) as error:
-            raise GitSourceError(f"{target!r} of {self.url} is not a commit: {error}") from None
+            raise NotACommit(f"{target!r} of {self.url} is not a commit: {error}") from None
         if ref and FULL_COMMIT.fullmatch(ref) and commit.hexsha != ref:
-            raise GitSourceError(f"{self.url} gave {commit.hexsha} for commit {ref}")
+            raise NotACommit(f"{self.url} gave {commit.hexsha} for commit {ref}")
         return Revision(commit.hexsha, commit.committed_date)
 
     def revision(self, commit: str) -> Revision:
@@ -155,7 +186,7 @@ class GitRepo:
             return False
         try:
             self.verify(tag, mode, allowed_signers, keyring, gnupg_home, kind="tag")
-        except GitSourceError:
+        except Unverified:
             return False
         return True
 
@@ -166,7 +197,7 @@ class GitRepo:
         except KeyError:
             return None
         if blob.type != "blob":
-            raise GitSourceError(f"{path} at {commit[:12]} is a {blob.type}, not a file")
+            raise BadTree(f"{path} at {commit[:12]} is a {blob.type}, not a file")
         if blob.mode == SYMLINK_MODE:  # never followed; say so rather than parse the target name
             raise DocumentError(path, "is a symbolic link; layers must be regular files")
         if blob.size > MAX_DOCUMENT_BYTES:  # checked before the blob is read into memory
@@ -188,7 +219,7 @@ class GitRepo:
         env = dict(os.environ)
         if mode == "ssh":
             if not allowed_signers:
-                raise GitSourceError("verify.mode is ssh but verify.allowed-signers is not set")
+                raise TrustMissing("verify.mode is ssh but verify.allowed-signers is not set")
             command += [
                 "-c",
                 "gpg.format=ssh",
@@ -197,7 +228,7 @@ class GitRepo:
             ]
         elif mode == "gpg":
             if not keyring:
-                raise GitSourceError("verify.mode is gpg but verify.keyring is not set")
+                raise TrustMissing("verify.mode is gpg but verify.keyring is not set")
             gnupg_home.mkdir(mode=0o700, parents=True, exist_ok=True)
             env["GNUPGHOME"] = str(gnupg_home)
             imported = subprocess.run(
@@ -208,7 +239,7 @@ class GitRepo:
                 timeout=self.timeout,
             )
             if imported.returncode != 0:
-                raise GitSourceError(f"importing keyring {keyring}: {imported.stderr.strip()}")
+                raise TrustMissing(f"importing keyring {keyring}: {imported.stderr.strip()}")
         else:
             return
         result = subprocess.run(
@@ -221,6 +252,6 @@ class GitRepo:
         if result.returncode != 0:
             detail = result.stderr.strip().splitlines()
             reason = detail[-1] if detail else f"exit {result.returncode}"
-            raise GitSourceError(
+            raise Unverified(
                 f"{kind} {commit[:12]} is not signed by a trusted key ({mode}): {reason}"
             )

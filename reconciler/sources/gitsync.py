@@ -17,20 +17,27 @@ from typing import Any
 
 from hostcore.documents import DocumentError, parse_document, settings_of
 from reconciler.events import Events
-from reconciler.schema import InvalidSettings, Schema
-from reconciler.sources.gitrepo import REWIND_TAG, GitRepo, GitSourceError, Revision
-from reconciler.sources.layers import (
+from reconciler.schema import Schema
+from reconciler.sources.applier import (
+    GIT_APPLIED_META,
     GIT_SOURCE_PREFIX,
-    Layer,
-    declaring_layer,
-    layer_candidates,
-    merge_layers,
-    sync_patch,
+    InvalidLayers,
+    LayeredApplier,
+    OwnedElsewhere,
 )
-from reconciler.store import NothingToCommit, Store
+from reconciler.sources.gitrepo import (
+    REWIND_TAG,
+    GitRepo,
+    GitSourceError,
+    Revision,
+    Stopping,
+    Unverified,
+)
+from reconciler.sources.layers import Layer, layer_candidates
+from reconciler.store import Store
 
 GIT_TX = "gitops"
-APPLIED_META = "gitops-applied"
+APPLIED_META = GIT_APPLIED_META
 HISTORY = 50  # applied commits remembered
 FETCH_TIMEOUT = 120.0  # seconds: the deadline of one fetch (settings.gitops.fetch-timeout)
 ANCESTRY_DEPTH = 1000  # commits fetched with verification on, to check descent
@@ -69,6 +76,9 @@ class GitSync:
         self.events = events
         self.base = Path(work_dir)
         self.status = GitStatus()
+        self.applier = LayeredApplier(store, schema, GIT_SOURCE_PREFIX, GIT_TX,
+                                      lambda _layer: f"{GIT_SOURCE_PREFIX}{self._applying}")
+        self._applying = ""  # the commit being applied (the source of every key it sets)
         applied = store.get_meta(APPLIED_META) or {}
         self.status.applied_commit = applied.get("commit")
         # to notice a ref moved backwards: commits applied before, and the newest one's time
@@ -106,9 +116,11 @@ class GitSync:
                 status.reason = f"fetching since {_iso(status.last_attempt)}"
             try:
                 self._sync(pointer)
+            except Unverified as error:
+                self._fail("Unverified", str(error))
             except GitSourceError as error:
-                self._fail("Unverified" if "not signed" in str(error) else "Failed", str(error))
-            except _InvalidRevision as error:
+                self._fail("Failed", str(error))
+            except (_InvalidRevision, InvalidLayers, OwnedElsewhere) as error:
                 self._fail("Invalid", str(error))
             except _Refused as error:
                 self._fail("Refused", str(error))
@@ -161,7 +173,7 @@ class GitSync:
     def _sync(self, pointer: dict[str, Any]) -> None:
         status = self.status
         if self._cancelled:
-            raise GitSourceError("not fetching: the daemon is stopping")
+            raise Stopping("not fetching: the daemon is stopping")
         if self._repo is None or self._repo.url != pointer["url"]:
             self._repo = GitRepo(self.base, pointer["url"])  # one per URL, not one per sync
             if self._cancelled:
@@ -238,45 +250,34 @@ class GitSync:
         the same commit; ``announce``: say so when the ref moved back (not for a revert)."""
         status = self.status
         layers = self._layers(repo, revision.commit, pointer)
-        desired = merge_layers(layers)
-        self._check(desired, layers, revision.commit)
-        store, schema = self.store, self.schema
-        sources = store.sources()
-        patch = sync_patch(desired, sources)
-        source = f"{GIT_SOURCE_PREFIX}{revision.commit}"
         history = [revision.commit] + [c for c in self._history if c != revision.commit]
-        store.discard(GIT_TX)
+        self._applying = revision.commit
         more = extra_meta or (lambda _generation: {})
-        try:
-            store.add_patch(GIT_TX, patch, source)  # validated once, by the commit
-            result = store.commit(
-                GIT_TX,
-                schema,
-                meta={
-                    **more(store.generation() + 1),
-                    APPLIED_META: {
-                        "commit": revision.commit,
-                        "url": pointer["url"],
-                        "path": pointer.get("path"),
-                        "ref": pointer.get("ref"),
-                        "time": time.time(),
-                        "committed": revision.committed,
-                        "history": history[:HISTORY],
-                    }
-                },
-            )
-            changed = list(result.changed)
-        except InvalidSettings as error:
-            store.discard(GIT_TX)
-            raise _InvalidRevision(self._describe(error, layers, revision.commit)) from None
-        except NothingToCommit:
-            changed = []
-            for key, value in more(store.generation()).items():
-                store.set_meta(key, value)
-        for key in drifted_keys(changed, sources, first_sync=status.applied_commit is None):
+        first_sync = status.applied_commit is None
+        applied = self.applier.apply(
+            layers,
+            meta={
+                **more(self.store.generation() + 1),
+                APPLIED_META: {
+                    "commit": revision.commit,
+                    "url": pointer["url"],
+                    "path": pointer.get("path"),
+                    "ref": pointer.get("ref"),
+                    "time": time.time(),
+                    "committed": revision.committed,
+                    "history": history[:HISTORY],
+                }
+            },
+            context=f"commit {revision.commit[:12]}",
+        )
+        if not applied.committed:  # the values were already there: the rollout's meta still is
+            for key, value in more(self.store.generation()).items():
+                self.store.set_meta(key, value)
+        changed = applied.changed
+        for key, was in drifted_keys(applied.taken_over, first_sync).items():
             self.events.emit(
                 "drift",
-                f"{key} was changed outside git ({sources[key]}); git's value restored",
+                f"{key} was changed outside git ({was}); git's value restored",
                 level="warning",
                 commit=revision.commit,
                 key=key,
@@ -333,28 +334,14 @@ class GitSync:
             )
         return layers
 
-    def _check(self, desired: dict[str, Any], layers: list[Layer], commit: str) -> None:
-        problems = self.schema.validate(desired)
-        if problems:
-            raise _InvalidRevision(self._describe(InvalidSettings(problems), layers, commit))
-
-    @staticmethod
-    def _describe(error: InvalidSettings, layers: list[Layer], commit: str) -> str:
-        lines = []
-        for problem in error.problems:
-            origin = declaring_layer(problem.key, layers) or "merged layers"
-            lines.append(f"commit {commit[:12]}: {origin}: {problem}")
-        return "; ".join(lines)
-
-
-def drifted_keys(changed: list[str], sources: dict[str, str], first_sync: bool) -> list[str]:
+def drifted_keys(taken_over: dict[str, str], first_sync: bool) -> dict[str, str]:
     """Keys git put back after someone changed them through the API (``force=true``): drift.
 
     Taking a key over from user data, desired files, a default or a generator is git
     becoming its owner, not drift; nor is anything the very first sync applies."""
     if first_sync:
-        return []
-    return [k for k in changed if sources.get(k, "").startswith("api:")]
+        return {}
+    return {k: was for k, was in taken_over.items() if was.startswith("api:")}
 
 
 class _InvalidRevision(Exception):
@@ -367,16 +354,3 @@ class _Refused(Exception):
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def owner_message(store: Store, keys: list[str]) -> str:
-    """Why a PATCH of git-owned ``keys`` is refused, naming the repository that owns them."""
-    applied = store.get_meta(APPLIED_META) or {}
-    where = f"{applied.get('url', 'the fleet repository')}"
-    if applied.get("path"):
-        where += f" (path {applied['path']})"
-    shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
-    return (
-        f"{shown}: managed by git, {where}; change it in the repository, or PATCH with "
-        "force=true (git puts its value back at the next sync)"
-    )

@@ -1,8 +1,10 @@
 """Local desired-state files (``serve --desired FILE``): applied at start and on every change.
 
-The files are layers like a fleet repository's (later files win, ``null`` deletes) and are
-applied whole or not at all. Their keys carry the source ``file:<path>``; keys a file no longer
-declares are pruned and return to their defaults.
+The files are layers like a fleet repository's, applied by the same ``LayeredApplier``
+(``reconciler.sources.applier``: later files win, a ``null`` deletes what an earlier file set,
+whole or nothing, keys another layered source owns refused). Their keys carry the source
+``file:<path>`` of the file declaring them; keys no file declares any more are pruned and return
+to their defaults.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any
 
 from hostcore.documents import DocumentError, load_document, settings_of
 from reconciler.events import Events
-from reconciler.schema import InvalidSettings, Schema
-from reconciler.sources.layers import Layer, declaring_layer, merge_layers, sync_patch
-from reconciler.store import NothingToCommit, Store
+from reconciler.schema import Schema
+from reconciler.sources.applier import FILE_SOURCE_PREFIX, LayeredApplier, LayerError
+from reconciler.sources.layers import Layer
+from reconciler.store import Store
 from reconciler.supervise import LoopHealth, supervised
 from reconciler.watch import FileWatch
 
-FILE_SOURCE_PREFIX = "file:"
 TX = "desired-files"
 SETTLE_SECONDS = 0.1
 
@@ -42,13 +44,15 @@ class DesiredFiles:
             "reason": "",
         }
         self._lock = threading.Lock()
+        self.applier = LayeredApplier(store, schema, FILE_SOURCE_PREFIX, TX,
+                                      lambda layer: f"{FILE_SOURCE_PREFIX}{layer.origin}")
 
     def apply(self) -> list[str]:
         """Apply the files as they are now; returns the keys whose values changed."""
         with self._lock:
             try:
                 changed = self._apply()
-            except (DocumentError, _Invalid) as error:
+            except (DocumentError, LayerError) as error:
                 self.status.update(condition="Invalid", reason=str(error))
                 self.events.emit("failure", f"desired-state files not applied: {error}",
                                  level="warning")
@@ -63,35 +67,12 @@ class DesiredFiles:
 
     def _apply(self) -> list[str]:
         layers = [Layer(str(p), settings_of(load_document(p), str(p))) for p in self.paths]
-        desired = merge_layers(layers)
-        problems = self.schema.validate(desired)
-        if problems:
-            raise _Invalid(
-                "; ".join(f"{declaring_layer(p.key, layers) or 'files'}: {p}" for p in problems)
-            )
-        store = self.store
-        prune = sync_patch({}, store.sources(), owner=FILE_SOURCE_PREFIX)
-        store.discard(TX)
-        if prune:
-            store.add_patch(TX, prune, FILE_SOURCE_PREFIX)
-        for layer in layers:
-            store.add_patch(TX, layer.settings, f"{FILE_SOURCE_PREFIX}{layer.origin}")
-        try:
-            changed = list(store.commit(TX, self.schema).changed)
-        except InvalidSettings as error:
-            store.discard(TX)
-            raise _Invalid(str(error)) from None
-        except NothingToCommit:
-            return []
+        changed = self.applier.apply(layers).changed
         if changed:
             self.events.emit(
                 "desired-files", f"applied {len(changed)} change(s) from files", changed=changed
             )
         return changed
-
-
-class _Invalid(Exception):
-    pass
 
 
 class DesiredFilesLoop:

@@ -1,11 +1,9 @@
-"""Fixtures: a real TUF repository built by `updata`, served on 127.0.0.1 and via file://."""
+"""Fixtures: a real TUF repository built by `updata`, served on 127.0.0.1 (the ``serve`` fixture of
+tests/conftest.py) and via file://."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
+from tests.tufserver import Server
 from updates import updata
 from updates.fetcher import UpdogFetcher
 from updates.repo import Repository
@@ -21,58 +20,6 @@ from updates.tuf_client import TufClient
 VARIANT, ARCH = "aws-dev", "x86_64"
 IMAGES = {"boot": b"boot image 1.1.0 " * 64, "root": b"root image 1.1.0 " * 256,
           "hash": b"hash image 1.1.0 " * 16}
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a directory, records request paths, can stream endless data for some paths."""
-
-    seen: list[str]
-    endless: set[str]
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.seen.append(self.path)
-        if self.path.split("?")[0] in self.endless:
-            self.send_response(200)
-            self.end_headers()
-            try:
-                while True:
-                    self.wfile.write(b" " * 65536)
-            except (BrokenPipeError, ConnectionResetError):
-                return
-        super().do_GET()
-
-
-@dataclass
-class Server:
-    base_url: str
-    seen: list[str]
-    endless: set[str]
-
-
-@pytest.fixture
-def serve() -> Iterator[callable]:
-    """`serve(directory)` starts an HTTP server on 127.0.0.1 for the test's duration."""
-    servers = []
-
-    def start(directory: Path) -> Server:
-        seen: list[str] = []
-        endless: set[str] = set()
-        handler = type("H", (_Handler,), {"seen": seen, "endless": endless})
-        srv = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
-        )
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(srv)
-        return Server(f"http://127.0.0.1:{srv.server_address[1]}", seen, endless)
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
 
 
 @dataclass

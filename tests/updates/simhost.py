@@ -18,7 +18,8 @@ from typing import Any
 
 import lz4.frame
 
-from tests.updates.conftest import ARCH, VARIANT, Server, run_updata, write_host_root
+from tests.tufserver import Server
+from tests.updates.conftest import ARCH, VARIANT, run_updata, write_host_root
 from updates import osimage
 from updates.partitions import OsDisk, create_os_disk
 

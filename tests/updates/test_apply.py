@@ -24,13 +24,6 @@ from updates.gptprio import Flags
 from updates.partitions import OsDisk
 
 
-@pytest.fixture
-def sim(tmp_path: Path, serve) -> Sim:
-    s = make_sim(tmp_path, serve)
-    s.publish("1.1.0")
-    return s
-
-
 def test_update_image_then_apply_then_boot(sim: Sim) -> None:
     done = sim.updog("update-image")
     assert done.stdout == f"Update applied: {VARIANT} 1.1.0\n"
