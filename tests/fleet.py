@@ -52,7 +52,8 @@ class FleetHost:
         assert self.sim.reboot() in ("A", "B")
         self.daemon = Daemon(self.sim.state, [
             "--variant", VARIANT, "--disk", str(self.sim.disk), "--root", str(self.sim.root),
-            "--interval", "3600", "--user-data", str(self.user_data)])
+            "--interval", "3600", "--user-data", str(self.user_data)], wait=False)
+        self.daemon.wait_ready(timeout=180)  # dozens of daemons start at once on a few cores
 
     def log_has(self, text: str) -> bool:
         """Whether this boot's daemon logged ``text`` (each daemon start rewrites the log)."""
