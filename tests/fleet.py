@@ -27,6 +27,7 @@ from tests.updates.simhost import DISK_SIZE, Sim
 from updates.partitions import create_os_disk
 
 ASKED = "skipped: the root is a sandbox"  # the daemon's reboot event, in its log
+DEFERRED = "reboot deferred: waiting for a reboot slot"  # refused: every slot is held
 RELEASED = "reboot slot released"  # RebootSlots, once the new boot passed its gate
 
 
@@ -37,6 +38,7 @@ class Timeline:
     asked: float | None = None  # the daemon asked for its reboot (it holds a slot)
     up: float | None = None  # the rebooted daemon answers
     released: float | None = None  # ...and gave its slot back
+    waited: bool = False  # it was refused a slot (and asked again) before it got one
 
 
 @dataclass
@@ -81,6 +83,7 @@ class FleetHost:
         while self.timeline.asked is None:
             if self.log_has(ASKED):
                 self.timeline.asked = time.monotonic()
+                self.timeline.waited = self.log_has(DEFERRED)  # the reboot rewrites the log
             elif time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} never asked to reboot:\n{self._tail()}")
             else:
@@ -102,6 +105,7 @@ class Fleet:
 
     def __init__(self, base: Path, count: int, lock_url: str, *, automatic: bool = True,
                  retry_interval: float = 0.5, prefix: str = "host", group: str = "default"):
+        base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.repo = base / "repo"
         if not self.repo.exists():
