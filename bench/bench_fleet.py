@@ -25,14 +25,13 @@ import math
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import Daemon  # noqa: E402
 from tests.etcd import Etcd, FleetLockServer  # noqa: E402
-from tests.fleet import Fleet  # noqa: E402
+from tests.fleet import Fleet, at_once  # noqa: E402
 from tests.gitutil import git  # noqa: E402
 
 INTERVAL = 2
@@ -40,25 +39,15 @@ INTERVAL = 2
 
 def start_fleet(base: Path, bare: Path, count: int, prefix: str) -> list[Daemon]:
     daemons: list[Daemon | None] = [None] * count
-    errors: list[BaseException] = []
 
     def start(n: int) -> None:
         user_data = base / f"{prefix}-{n}.toml"
         user_data.write_text(f'[settings.gitops]\nurl = "file://{bare}"\nref = "main"\n'
                              f'path = "fleet"\nhost-id = "{prefix}-{n}"\n'
                              f"interval = {INTERVAL}\n")
-        try:
-            daemons[n] = Daemon(base / f"{prefix}-{n}", ["--user-data", str(user_data)])
-        except BaseException as error:  # reported below
-            errors.append(error)
+        daemons[n] = Daemon(base / f"{prefix}-{n}", ["--user-data", str(user_data)])
 
-    threads = [threading.Thread(target=start, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    at_once(start, range(count))
     return [d for d in daemons if d is not None]
 
 

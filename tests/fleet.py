@@ -17,9 +17,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tests.daemon import Daemon
 from tests.updates.conftest import ARCH, VARIANT, http_server, run_updata, write_host_root
@@ -29,6 +30,7 @@ from updates.partitions import create_os_disk
 ASKED = "skipped: the root is a sandbox"  # the daemon's reboot event, in its log
 DEFERRED = "reboot deferred: waiting for a reboot slot"  # refused: every slot is held
 RELEASED = "reboot slot released"  # RebootSlots, once the new boot passed its gate
+T = TypeVar("T")
 
 
 @dataclass
@@ -100,6 +102,26 @@ class FleetHost:
         return self.daemon.logs()[-3000:] if self.daemon else "(no daemon)"
 
 
+def at_once(action: Callable[[T], None], items: Iterable[T]) -> None:
+    """``action`` on every item at once, a thread each; the first error is raised once all
+    are done."""
+    errors: list[BaseException] = []
+
+    def run(item: T) -> None:
+        try:
+            action(item)
+        except BaseException as error:  # noqa: BLE001 - raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 class Fleet:
     """``count`` hosts on 1.0.0 (set A), a TUF repository, a reboot lock at ``lock_url``."""
 
@@ -145,22 +167,7 @@ retry-interval = {retry_interval}
         self.hosts[0].sim.publish(version)
 
     def each(self, action: Callable[[FleetHost], None]) -> None:
-        """``action`` on every host at once; the first error is raised once all are done."""
-        errors: list[BaseException] = []
-
-        def run(host: FleetHost) -> None:
-            try:
-                action(host)
-            except BaseException as error:  # noqa: BLE001 - raised below
-                errors.append(error)
-
-        threads = [threading.Thread(target=run, args=(h,)) for h in self.hosts]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        at_once(action, self.hosts)
 
     def start_updates(self) -> None:
         """The operator turns automatic updates on, on every host (an API commit each)."""
