@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from reconciler.fleet.etcd import leases_prefix, semaphore_key
 from reconciler.fleet.reboots import SLOT_META
 from reconciler.store import Store
@@ -33,6 +35,8 @@ from tests.fleet import ASKED, RELEASED, Fleet, FleetHost
 # expiry while rebooting would let a third host in (checked below).
 HOSTS, SLOTS, LEASE_TTL = 20, 2, 120
 GROUP = "default"
+# 40 daemon starts and 60 updog runs: minutes on a 2-core machine, more when it is shared
+pytestmark = pytest.mark.timeout(1800)
 
 
 def test_twenty_hosts_update_through_two_reboot_slots(tmp_path: Path) -> None:
