@@ -31,6 +31,9 @@ ASKED = "skipped: the root is a sandbox"  # the daemon's reboot event, in its lo
 DEFERRED = "reboot deferred: waiting for a reboot slot"  # refused: every slot is held
 RELEASED = "reboot slot released"  # RebootSlots, once the new boot passed its gate
 T = TypeVar("T")
+# Daemons starting at once (each start is a second or two of CPU): dozens at a time on a few
+# shared cores starve each other past any readiness timeout.
+STARTING = threading.BoundedSemaphore(4)
 
 
 @dataclass
@@ -54,10 +57,11 @@ class FleetHost:
     def boot(self) -> None:
         """The bootloader picks a set; a new daemon starts (and answers)."""
         assert self.sim.reboot() in ("A", "B")
-        self.daemon = Daemon(self.sim.state, [
-            "--variant", VARIANT, "--disk", str(self.sim.disk), "--root", str(self.sim.root),
-            "--interval", "3600", "--user-data", str(self.user_data)], wait=False)
-        self.daemon.wait_ready(timeout=180)  # dozens of daemons start at once on a few cores
+        with STARTING:
+            self.daemon = Daemon(self.sim.state, [
+                "--variant", VARIANT, "--disk", str(self.sim.disk), "--root", str(self.sim.root),
+                "--interval", "3600", "--user-data", str(self.user_data)], wait=False)
+            self.daemon.wait_ready(timeout=300)
 
     def log_has(self, text: str) -> bool:
         """Whether this boot's daemon logged ``text`` (each daemon start rewrites the log)."""
