@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -71,10 +72,17 @@ class FleetHost:
         except FileNotFoundError:
             return False
 
-    def power_cycle(self) -> None:
+    def power_cycle(self, stop_timeout: float = 90.0) -> None:
+        """SIGTERM, then SIGKILL what has not stopped after ``stop_timeout`` (systemd's
+        TimeoutStopSec does the same on a real reboot), the bootloader, a new daemon."""
         assert self.daemon is not None
-        code = self.daemon.stop()
-        assert code == 0, f"{self.name}: daemon exited {code}: {self.daemon.logs()}"
+        self.daemon.process.send_signal(signal.SIGTERM)
+        try:
+            self.daemon.process.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.daemon.process.kill()
+            self.daemon.process.wait()
+        self.daemon.log.close()
         self.boot()
 
     def kill(self) -> None:
@@ -130,7 +138,7 @@ class Fleet:
     """``count`` hosts on 1.0.0 (set A), a TUF repository, a reboot lock at ``lock_url``."""
 
     def __init__(self, base: Path, count: int, lock_url: str, *, automatic: bool = True,
-                 retry_interval: float = 0.5, prefix: str = "host", group: str = "default"):
+                 retry_interval: float = 2.0, prefix: str = "host", group: str = "default"):
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.repo = base / "repo"

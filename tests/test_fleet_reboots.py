@@ -43,7 +43,7 @@ def test_twenty_hosts_update_through_two_reboot_slots(tmp_path: Path) -> None:
     etcd = Etcd(tmp_path / "etcd")
     lock = FleetLockServer(etcd, tmp_path / "fleetlock.log", "--slots", str(SLOTS),
                            "--lease-ttl", str(LEASE_TTL))
-    fleet = Fleet(tmp_path, HOSTS, lock.base, retry_interval=0.5)
+    fleet = Fleet(tmp_path, HOSTS, lock.base, retry_interval=2.0)
     victim = fleet.hosts[0]
     deadline = time.monotonic() + 1500
     died = threading.Event()
