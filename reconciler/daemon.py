@@ -23,7 +23,7 @@ from reconciler.api import limits
 from reconciler.api.server import AccessPolicy, make_app
 from reconciler.confirm import ConfirmWatch
 from reconciler.events import Events
-from reconciler.fleet.reboots import RebootSlots
+from reconciler.fleet.reboots import RebootSlots, reboot_host
 from reconciler.fleet.rollout_watch import Rollouts
 from reconciler.host import Host
 from reconciler.logs import asyncio_exception_handler, get_logger
@@ -115,8 +115,13 @@ async def _serve(
         reserve = host.reserve
         reserve.restore()
         worker.after_pass.append(lambda _receipt: reserve.restore())
-    reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker))
+    reboot_slots = RebootSlots(host.store, lambda: _boot_confirmed(host, worker),
+                               on_retry=lambda: worker.wake("reboot slot retry"))
     worker.after_pass.append(lambda _receipt: reboot_slots.poke())
+    if host.updates is not None:  # the automatic reboot into an update: the API's own path
+        host.updates.reboot = lambda: reboot_host(
+            reboot_slots, host.store.live_document(), events, host.reconciler.runner,
+            host.reconciler.sandbox, "reboot requested into an activated update")
     app = make_app(host, worker, events, metrics, git_loop, files, access, confirm_watch,
                    reboot_slots, loops=loops, rollouts=rollouts)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.runner_options())

@@ -8,9 +8,12 @@ without a disk); `host.after_pass` calls its `after_pass`; the API takes its man
 * Policy (`settings.updates.automatic`, `settings.updates.maintenance-window.{start,end}` in
   UTC, off by default): each pass inside the window starts the next command of
   refresh -> prepare -> activate in the background; the manager wakes the worker when it ends.
-  It never reboots: activation takes effect at the next reboot an operator (or orchestrator)
-  chooses. Nothing is prepared before the boot gate confirmed this boot, and a failed step is
-  retried an hour later (`retry_after`), not at every pass.
+  Without `settings.updates.automatic-reboot` it never reboots: activation takes effect at the
+  next reboot an operator (or orchestrator) chooses. With it, the pass after activation reboots
+  the host through `reboot` (the daemon's `reboot_host`: a reboot slot first when
+  `settings.coordination.reboot-lock` is set; refused, the host waits and asks again). Nothing
+  is prepared before the boot gate confirmed this boot, and a failed step (or a refresh that
+  found nothing) is retried an hour later (`retry_after`), not at every pass.
 * Boot gate: after the first pass, mark the booted set successful when the pass succeeded and
   the declared health checks passed (`updates.health`).
 """
@@ -25,12 +28,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from reconciler.fleet.reboots import RebootOutcome
 from reconciler.logs import get_logger
 from reconciler.migrator import rehearse
 from reconciler.steps import Step
 from reconciler.store import Store
 from reconciler.supervise import Loops, supervised_thread
 from reconciler.update_policy import (
+    REBOOT,
     RETRY_AFTER,
     UpdateDecision,
     UpdateObservation,
@@ -73,6 +78,10 @@ class UpdatesExecutor:
         self.events: Any = None  # the daemon's event journal (set when it wires us)
         self.rollback: RollbackWatch | None = None
         self.loops = Loops()  # the daemon's, once attached: the boot gate reports there
+        # How to reboot into an activated update (the daemon's reboot path, slot included);
+        # None: this process cannot reboot the host (``serve --once``, tools).
+        self.reboot: Callable[[], RebootOutcome] | None = None
+        self.reboot_requested = False  # once per daemon: the reboot ends it
 
     @classmethod
     def for_host(cls, store: Store, root: Path, disk: str | None, *,
@@ -119,6 +128,8 @@ class UpdatesExecutor:
                 (last.cmd_type, last.timestamp) if last and last.cmd_status == "Failed" else None
             ),
             last_auto=self.last_auto,
+            last_refresh=last.timestamp if last and last.cmd_type == "refresh" else None,
+            reboot_requested=self.reboot_requested,
             confirmed=self.gate is None or bool((self.gate.outcome or {}).get("marked_successful")),
             failure_seen=self._failure,
             retry_at=self._retry_at,
@@ -143,12 +154,30 @@ class UpdatesExecutor:
         command = decision.command
         if command is None:
             return []
+        if command == REBOOT:
+            return [self._reboot()]
         try:
             self.manager.start(command)
         except sm.CommandRefused as e:
             return [Step("update", command, "skipped", str(e))]
         self.last_auto = command
         return [Step("update", command, "started", "automatic update policy")]
+
+    def _reboot(self) -> Step:
+        """Reboot into the activated update; a refused slot is a wait, not a failure."""
+        self.last_auto = REBOOT
+        if self.reboot is None:
+            return Step("update", REBOOT, "skipped", "this process cannot reboot the host")
+        current = self.manager.peek()
+        staged = current.staging_partition if current else None
+        version = staged.image.version if staged and staged.image else "the activated update"
+        outcome = self.reboot()
+        if outcome.result == "deferred":
+            return Step("update", REBOOT, "waiting", outcome.detail)
+        if outcome.result == "failed":
+            return Step("update", REBOOT, "failed", f"reboot into {version}: {outcome.detail}")
+        self.reboot_requested = True
+        return Step("update", REBOOT, "started", f"reboot into {version}: {outcome.detail}")
 
     def reconcile(self, settings: Mapping[str, Any], generation: int = 0,
                   changed: set[str] | None = None) -> list[dict[str, Any]]:

@@ -93,3 +93,25 @@ class FleetLockServer:
             self.process.terminate()
             self.process.wait(10)
         self.log.close()
+
+
+def history(url: str, prefix: str) -> list[tuple[int, dict[str, tuple[bytes, int]]]]:
+    """Every revision of the keys under ``prefix``, oldest first: ``(revision, {key: (value,
+    mod_revision)})``. etcd keeps every revision until compacted (these tests never compact),
+    so a test can check what held at each moment after the fact."""
+    import etcd3gw
+
+    from reconciler.fleet.etcd import EtcdSlots
+
+    client = EtcdSlots(url).client
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    head = int(client.status()["header"]["revision"])
+    states = []
+    for revision in range(1, head + 1):
+        try:
+            found = client.get(prefix, metadata=True, range_end=end, revision=revision)
+        except etcd3gw.exceptions.Etcd3Exception as error:  # compacted: never in these tests
+            raise AssertionError(f"etcd revision {revision} is gone: {error}") from None
+        states.append((revision, {meta["key"].decode(): (value, int(meta["mod_revision"]))
+                                  for value, meta in found}))
+    return states

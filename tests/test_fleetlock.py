@@ -176,3 +176,19 @@ def test_fleetlock_cli_refuses_bad_flags():
     done = subprocess.run([sys.executable, "-m", "reconciler.fleet.server", "--help"],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0 and "FleetLock" in done.stdout
+
+
+def test_holders_leaves_out_a_lease_gone_since_the_read(etcd):
+    """GET /v1/holders while a holder gives its slot back: its lease is gone between reading
+    the keys and asking etcd for the lease's TTL (found by the 20-host fleet test: a 500)."""
+
+    class GivenBackMeanwhile(EtcdSlots):
+        def _read(self, group):
+            raw, leases = super()._read(group)
+            for record in leases.values():
+                self._lease(int(record["lease"])).revoke()
+            return raw, leases
+
+    EtcdSlots(etcd.url, lease_ttl=60).lock("race", "a", 2)
+    semaphore, found = GivenBackMeanwhile(etcd.url).holders("race", 2)
+    assert found == [] and semaphore.holders == ()

@@ -40,25 +40,30 @@ class Server:
     endless: set[str]
 
 
+def http_server(directory: Path) -> tuple[Server, http.server.ThreadingHTTPServer]:
+    """A static HTTP server for ``directory`` on 127.0.0.1, on a thread of its own; the caller
+    shuts the returned server down."""
+    seen: list[str] = []
+    endless: set[str] = set()
+    handler = type("H", (_Handler,), {"seen": seen, "endless": endless})
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
+    )
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    return Server(f"http://127.0.0.1:{srv.server_address[1]}", seen, endless), srv
+
+
 def serving() -> Iterator:
     """``start(directory) -> Server`` for as long as the generator runs (the fixture's body)."""
     servers = []
 
     def start(directory: Path) -> Server:
-        seen: list[str] = []
-        endless: set[str] = set()
-        handler = type("H", (_Handler,), {"seen": seen, "endless": endless})
-        srv = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
-        )
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+        server, srv = http_server(directory)
         servers.append(srv)
-        return Server(f"http://127.0.0.1:{srv.server_address[1]}", seen, endless)
+        return server
 
     yield start
     for srv in servers:
         srv.shutdown()
         srv.server_close()
-
-

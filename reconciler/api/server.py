@@ -28,7 +28,7 @@ from reconciler import status as status_rules
 from reconciler.api import diagnostics, exec_route, limits, updates_routes
 from reconciler.api.keypair import patch_from_pairs
 from reconciler.events import Events
-from reconciler.fleet.reboots import RebootSlots, SlotRefused
+from reconciler.fleet.reboots import RebootSlots, reboot_host
 from reconciler.generators import setting_generator_commands
 from reconciler.host import Host
 from reconciler.logs import get_logger
@@ -531,27 +531,16 @@ async def get_files(request: web.Request) -> web.Response:
 @routes.post("/actions/reboot")
 async def reboot(request: web.Request) -> web.Response:
     host = request.app[HOST]
-    events = request.app[EVENTS]
     slots = request.app[REBOOTS]
-    if slots is not None:  # coordinated: a reboot slot first (also in a sandbox, to test it)
-        try:
-            lock = await asyncio.to_thread(slots.before_reboot, host.store.live_document())
-        except SlotRefused as error:
-            events.emit("reboot", f"reboot deferred: {error}", level="warning")
-            raise web.HTTPConflict(text=f"Reboot deferred: {error}") from None
-        if lock is not None:
-            events.emit("reboot", f"reboot slot taken in group {lock.group}")
-    if host.reconciler.sandbox:
-        events.emit("reboot", "reboot requested; skipped: the root is a sandbox, not the host")
-        return web.Response(status=204)
-    result = await asyncio.to_thread(
-        host.reconciler.runner.run, ("shutdown", "-r", "now"), {}, 30.0
-    )
-    if not result.ok:
-        raise web.HTTPInternalServerError(
-            text=f"Reboot failed: {result.error or result.returncode}: {result.output}"
-        )
-    events.emit("reboot", "reboot requested")
+    # coordinated: a reboot slot first (also in a sandbox, to test it)
+    outcome = await asyncio.to_thread(
+        reboot_host, slots, host.store.live_document(), request.app[EVENTS],
+        host.reconciler.runner, host.reconciler.sandbox)
+    if outcome.result == "deferred":
+        slots.poke()  # its loop schedules the retry
+        raise web.HTTPConflict(text=f"Reboot deferred: {outcome.detail}")
+    if outcome.result == "failed":
+        raise web.HTTPInternalServerError(text=f"Reboot failed: {outcome.detail}")
     return web.Response(status=204)
 
 

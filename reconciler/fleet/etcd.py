@@ -131,10 +131,26 @@ class EtcdSlots:
     def holders(self, group: str, slots: int) -> tuple[Semaphore, list[Holder]]:
         raw, leases = self._read(group)
         current = Semaphore.parse(raw, slots).live(leases, slots)
-        return current, [
-            Holder(h, self._lease(int(leases[h]["lease"])).ttl() if h in leases else None)
-            for h in current.holders
-        ]
+        found = []
+        for holder in current.holders:
+            if holder not in leases:  # airlock's: no lease
+                found.append(Holder(holder, None))
+                continue
+            ttl = self._ttl(int(leases[holder]["lease"]))
+            if ttl is not None:  # None: given back or expired since the read
+                found.append(Holder(holder, ttl))
+        live = {h.id for h in found}
+        return Semaphore(current.total_slots, tuple(h for h in current.holders if h in live),
+                         tuple(h for h in current.leased if h in live)), found
+
+    def _ttl(self, lease_id: int) -> int | None:
+        """Seconds left on a lease; None once it is gone (etcd's JSON gateway then leaves out
+        the zero or negative TTL, which etcd3gw reads as a KeyError)."""
+        try:
+            ttl = self._lease(lease_id).ttl()
+        except KeyError:
+            return None
+        return ttl if ttl > 0 else None
 
     def _lease(self, lease_id: int):
         from etcd3gw.lease import Lease

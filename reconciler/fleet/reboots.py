@@ -26,6 +26,7 @@ from reconciler.store import Store
 from reconciler.supervise import Wakeup
 
 SLOT_META = "reboot-slot"
+DEFAULT_RETRY = 60.0  # seconds between two requests for a slot while all are held
 _log = get_logger("reboots")
 
 
@@ -38,6 +39,7 @@ class LockSettings:
     url: str
     group: str
     node_id: str
+    retry_interval: float = DEFAULT_RETRY
 
     def client(self) -> FleetLockClient:
         return FleetLockClient(self.url, ClientParams(self.node_id, self.group))
@@ -49,18 +51,24 @@ def lock_settings(settings: Mapping[str, Any]) -> LockSettings | None:
     lock = coordination.get("reboot-lock") or {}
     if not lock.get("url") or not coordination.get("node-id"):
         return None
-    return LockSettings(lock["url"], lock.get("group", DEFAULT_GROUP), coordination["node-id"])
+    return LockSettings(lock["url"], lock.get("group", DEFAULT_GROUP), coordination["node-id"],
+                        float(lock.get("retry-interval", DEFAULT_RETRY)))
 
 
 class RebootSlots:
     """The daemon's side of reboot coordination. ``boot_confirmed`` says whether this boot
-    counts (first pass ok, health gate passed)."""
+    counts (first pass ok, health gate passed); ``on_retry`` is called once the group's
+    ``retry-interval`` has passed since a refused request (the daemon wakes a pass, whose
+    update policy asks again)."""
 
     RETRY = 5.0
 
-    def __init__(self, store: Store, boot_confirmed: Callable[[], bool]):
+    def __init__(self, store: Store, boot_confirmed: Callable[[], bool],
+                 on_retry: Callable[[], None] | None = None):
         self.store = store
         self.boot_confirmed = boot_confirmed
+        self.on_retry = on_retry
+        self.retry_at = float("inf")  # monotonic seconds: when a refused request is tried again
         # This daemon's start: a slot taken by this very process is for a reboot still to come.
         self.instance = uuid.uuid4().hex
         self.state = "idle"  # idle | holding | waiting | releasing
@@ -80,19 +88,32 @@ class RebootSlots:
         try:
             lock.client().pre_reboot()
         except LockRejection as error:
-            self.state = "waiting"
-            self.reason = f"waiting for a reboot slot in group {lock.group}: {error.value}"
-            raise SlotRefused(self.reason) from None
+            self._refused(lock, f"waiting for a reboot slot in group {lock.group}: {error.value}")
         except OSError as error:
-            self.state = "waiting"
-            self.reason = f"waiting for a reboot slot in group {lock.group}: {lock.url}: {error}"
-            raise SlotRefused(self.reason) from None
+            self._refused(lock, f"waiting for a reboot slot in group {lock.group}: {lock.url}: "
+                          f"{error}")
         self.store.set_meta(SLOT_META, {"url": lock.url, "group": lock.group,
                                         "id": lock.node_id, "since": time.time(),
                                         "taken_by": self.instance})
         self.state, self.reason = "holding", f"holding a reboot slot in group {lock.group}"
         _log.info("reboot slot taken", group=lock.group, id=lock.node_id)
         return lock
+
+    def _refused(self, lock: LockSettings, reason: str) -> None:
+        self.state, self.reason = "waiting", reason
+        self.retry_at = time.monotonic() + lock.retry_interval  # run() sees it once poked
+        raise SlotRefused(reason) from None
+
+    def _due_retry(self) -> float | None:
+        """Call ``on_retry`` when a refused request is due again; seconds until then, if any."""
+        if self.state != "waiting" or self.on_retry is None or self.retry_at == float("inf"):
+            return None
+        left = self.retry_at - time.monotonic()
+        if left > 0:
+            return left
+        self.retry_at = float("inf")  # the next refusal sets it again
+        self.on_retry()
+        return None
 
     async def run(self) -> None:
         """Give back a held slot once the boot is confirmed; report and retry, never die."""
@@ -118,4 +139,40 @@ class RebootSlots:
                 self.reason = f"cannot release the reboot slot: {type(error).__name__}: {error}"
                 _log.warning("reboot slot release failed", error=self.reason)
                 timeout = self.RETRY
+            retry = self._due_retry()
+            if retry is not None:
+                timeout = retry if timeout is None else min(timeout, retry)
             await self.wakeup.wait(timeout)
+
+
+@dataclass(frozen=True)
+class RebootOutcome:
+    """What became of a reboot request: ``requested`` (the host is going down), ``skipped``
+    (a sandbox root: the slot is taken all the same, to test it), ``deferred`` (no slot free:
+    ``detail`` says who holds them) or ``failed`` (``shutdown`` failed)."""
+
+    result: str
+    detail: str
+
+
+def reboot_host(slots: RebootSlots | None, settings: Mapping[str, Any], events: Any,
+                runner: Any, sandbox: bool, why: str = "reboot requested") -> RebootOutcome:
+    """Reboot the host, through its reboot slot when it is coordinated (blocking: call it off
+    the event loop). One path for ``POST /actions/reboot`` and the automatic reboot into an
+    update, so both wait for a slot the same way and both are in ``/events``."""
+    if slots is not None:
+        try:
+            lock = slots.before_reboot(settings)
+        except SlotRefused as error:
+            events.emit("reboot", f"reboot deferred: {error}", level="warning")
+            return RebootOutcome("deferred", str(error))
+        if lock is not None:
+            events.emit("reboot", f"reboot slot taken in group {lock.group}")
+    if sandbox:
+        events.emit("reboot", f"{why}; skipped: the root is a sandbox, not the host")
+        return RebootOutcome("skipped", "the root is a sandbox, not the host")
+    result = runner.run(("shutdown", "-r", "now"), {}, 30.0)
+    if not result.ok:
+        return RebootOutcome("failed", f"{result.error or result.returncode}: {result.output}")
+    events.emit("reboot", why)
+    return RebootOutcome("requested", why)
