@@ -203,7 +203,7 @@ async def errors_and_audit(
         if request.method not in ("GET", "HEAD"):  # a refused write is a warning, ours an error
             level = "info" if status < 400 else "warning" if status < 500 else "error"
             getattr(audit, level)(
-                "api write" if status < 400 else "api write refused",
+                "api write",  # one event name for the audit trail; the level says refused
                 method=request.method,
                 path=request.path_qs,
                 status=status,
