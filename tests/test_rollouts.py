@@ -1,10 +1,11 @@
 """Config rollouts with a failure budget, on a real etcd, real daemons and a real git repository.
 
-Six daemons follow one fleet repository; three have seeds in the first wave, three in the last.
+Twenty daemons follow one fleet repository; three have seeds in the first wave, seventeen in
+the last.
 A revision whose health check fails on every host (budget 2) is applied by the first wave only:
 they revert to the previous revision and report failure under their lease; the third failure
 halts it, so the last wave never applies it, even once its wave has opened, and every host's
-status says RolloutHalted with the counts. A fixed revision then rolls out to all six, and
+status says RolloutHalted with the counts. A fixed revision then rolls out to all twenty, and
 ``reconciler fleet status`` shows each host's revision, OS version, result and reboot slot.
 """
 
@@ -26,7 +27,8 @@ from tests.etcd import Etcd, FleetLockServer
 from tests.gitutil import git
 
 FIRST_WAVE = {"h1": 1, "h2": 2, "h3": 3}  # seeds of the first wave (Bottlerocket's rule)
-LAST_WAVE = {"h4": 1500, "h5": 1600, "h6": 1700}
+# the rest of a 20-host fleet (the issue's fleet), seeds 1100-1900: the last wave
+LAST_WAVE = {f"h{n}": 1100 + 50 * (n - 4) for n in range(4, 21)}
 BUDGET = 2
 LAST_WAVE_DELAY = 90  # seconds after the commit: the first wave fails in ~6 s (unloaded)
 
@@ -144,7 +146,7 @@ def test_a_revision_failing_health_halts_within_its_budget_and_a_fix_rolls_out(t
             eventually(lambda d=daemon: (d.root / "etc/motd").read_text().startswith("good 2"))
         view = eventually(lambda: (lambda hosts: hosts if all(
             h["result"] == "succeeded" and h["revision"] == fixed for h in hosts)
-            and len(hosts) == 6 else None)(fleet_status(etcd)), 60)
+            and len(hosts) == len(seeds) else None)(fleet_status(etcd)), 60)
         assert [h["id"] for h in view] == sorted(seeds)
         assert all(h["os_version"] and h["reboot_slot"] is None for h in view)
     finally:
