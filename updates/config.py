@@ -12,9 +12,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from updates.fetcher import DOWNLOAD_DEADLINE
 from updates.semver import Version, VersionError, parse_version_lock
 from updates.waves import MAX_SEED
+
+# Seconds for one whole file (updog.toml `download_deadline`); here, not in updates.fetcher,
+# so that reading the configuration does not load python-tuf's fetcher (urllib3, cryptography)
+# into every daemon that only shows update status.
+DOWNLOAD_DEADLINE = 600
 
 U32_MAX = 2**32 - 1
 _ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}

@@ -30,9 +30,10 @@ import urllib3
 from tuf.api import exceptions as tuf_exc
 from tuf.ngclient import FetcherInterface, Urllib3Fetcher
 
+from updates.config import DOWNLOAD_DEADLINE
+
 CHUNK_SIZE = 1 << 20  # large chunks keep Python overhead negligible next to hashing
 RESUMES = 5  # cut downloads resumed per target before giving up
-DOWNLOAD_DEADLINE = 600  # seconds for one whole file (updog.toml `download_deadline`)
 _CUT = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
         urllib3.exceptions.SSLError, ConnectionError)
 
