@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # typing costs milliseconds at apiclient's start-up; annotati
 MAX_KEY_BYTES = 255
 _SEGMENT = re.compile(r"[A-Za-z0-9_/.-]+")
 _PLAIN = re.compile(r"[A-Za-z0-9_/-]+")
+# A key of plain segments only (no quotes, no empty segment), ASCII so its length is its size:
+# the common case, split with ``str.split`` instead of the character-by-character parser.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_/-]+(?:\.[A-Za-z0-9_/-]+)*")
 
 
 class InvalidKeyError(ValueError):
@@ -62,6 +65,13 @@ def join_key(segments: Iterable[str]) -> str:
 
 def split_key(key: str) -> tuple[str, ...]:
     """Parse a dotted key into its segments; raise InvalidKeyError naming the problem."""
+    if isinstance(key, str) and len(key) <= MAX_KEY_BYTES and _PLAIN_KEY.fullmatch(key):
+        return tuple(key.split("."))
+    return _parse_key(key)
+
+
+def _parse_key(key: str) -> tuple[str, ...]:
+    """The full parser (quotes, and the message for each mistake)."""
     if not isinstance(key, str) or not key:
         raise InvalidKeyError("empty key")
     if len(key.encode()) > MAX_KEY_BYTES:

@@ -39,20 +39,39 @@ def _inside(real_root: str, candidate: str) -> bool:
     return candidate == real_root or candidate.startswith(real_root.rstrip("/") + "/")
 
 
+def _realpath(path: str) -> str:
+    """``os.path.realpath`` of a directory, asked of the kernel when it exists: one ``open``
+    (O_PATH) and one ``readlink`` of its ``/proc/self/fd`` entry, where ``realpath`` is an
+    ``lstat`` per component in Python (a pass resolves every configuration file's parent)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # absent, not a directory, a symlink loop: the lexical answer
+        return os.path.realpath(path)
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc
+        real = ""
+    finally:
+        os.close(fd)
+    if not real.startswith("/") or real.endswith(" (deleted)"):
+        return os.path.realpath(path)
+    return real
+
+
 def resolve_parent(root: Path, path: str) -> tuple[str, str]:
     """The real directory that will hold ``path`` under ``root``, and the file's name.
 
     Symlinks in the parent chain are followed and must stay inside the root. The final component
     itself is never followed: writes replace it and reads refuse it (O_NOFOLLOW).
     """
-    return _resolve(os.path.realpath(root), path, {})
+    return _resolve(_realpath(os.fspath(root)), path, {})
 
 
 def _resolve(real_root: str, path: str, cache: dict[str, str]) -> tuple[str, str]:
     parent_rel, _, name = _relative(path).rpartition("/")
     parent = cache.get(parent_rel)
     if parent is None:
-        parent = cache[parent_rel] = os.path.realpath(os.path.join(real_root, parent_rel))
+        parent = cache[parent_rel] = _realpath(os.path.join(real_root, parent_rel))
     if not _inside(real_root, parent):
         raise PathEscapeError(f"{path} resolves to {parent}, outside the root {real_root}")
     return parent, name
@@ -84,7 +103,7 @@ def read_observed(root: Path, paths: Iterable[str]) -> dict[str, ObservedFile | 
     reports the escape for that file alone.
     """
     observed: dict[str, ObservedFile | None] = {}
-    real_root = os.path.realpath(root)
+    real_root = _realpath(os.fspath(root))
     parents: dict[str, str] = {}
     for path in paths:
         try:

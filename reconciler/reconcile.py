@@ -120,9 +120,10 @@ class Reconciler:
     ) -> tuple[PassPlan, RenderResult]:
         """Observe the host and decide (pure ``plan_pass``) for ``snapshot``; a dry run passes
         the ``settings`` it previews and the ``pending`` keys they change. Touches nothing."""
-        if settings is None:
-            settings = snapshot.settings
-        rendered = self.renderer.render_all(self.model(settings))
+        live = None
+        if settings is None:  # the pass: the renderer compares only what changed since its last
+            settings, live = snapshot.settings, snapshot.live
+        rendered = self.renderer.render_all(self.model(settings), live=live)
         desired = Desired(
             snapshot.generation,
             settings,

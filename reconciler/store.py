@@ -10,6 +10,7 @@ new generation, never a mix. What a commit *means* is decided by ``reconciler.tr
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -143,9 +144,10 @@ class Snapshot:
     changed_after: Mapping[int, frozenset[str]]
     preview: CommitPlan | None = None
 
-    @property
+    @functools.cached_property
     def settings(self) -> dict[str, Any]:
-        """Nested live settings, the inside of ``settings``."""
+        """Nested live settings, the inside of ``settings`` (built once: a pass reads them
+        more than once; readers do not change them)."""
         return unflatten(dict(self.live), strip=1)
 
 

@@ -20,7 +20,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from hostcore.keys import join_key
+from hostcore.keys import InvalidKeyError, join_key, split_key
 from renderers.helpers import HELPERS
 from renderers.hostfiles import HOST_HELPERS
 
@@ -187,6 +187,41 @@ def _same(a: Any, b: Any) -> bool:
     return a is b or a == b
 
 
+def _changed_paths(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> list[tuple[str, ...]] | None:
+    """The model paths of the flat settings keys whose values differ (types too); None when a
+    key cannot be split (then every read is compared)."""
+    try:
+        return [
+            split_key(key) for key in before.keys() | after.keys()
+            if not _same(before.get(key, _ABSENT), after.get(key, _ABSENT))
+        ]
+    except InvalidKeyError:
+        return None
+
+
+def _touches(path: tuple[Any, ...], changed: list[tuple[str, ...]]) -> bool:
+    """True when a changed key lies at, under or above ``path``: the value there changed."""
+    return any(path[:len(key)] == key or key[:len(path)] == path for key in changed)
+
+
+def _still_valid(
+    reads: tuple[tuple[tuple[Any, ...], Any], ...],
+    model: Mapping[str, Any],
+    changed: list[tuple[str, ...]] | None,
+) -> bool:
+    """Every recorded read holds the same value in ``model``. With ``changed`` (the settings
+    paths changed since the last render, for which every remembered read held), a settings
+    read no change touches is known to hold and is not compared; ``os`` and ``host`` always are."""
+    for path, value in reads:
+        if changed is not None and path[0] == "settings" and not _touches(path, changed):
+            continue
+        if not _same(_at(model, path), value):
+            return False
+    return True
+
+
 def make_environment(templates: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnvironment:
     """The one template environment: sandboxed, strict, no autoescape, newlines kept."""
     env = _Environment(
@@ -254,16 +289,39 @@ class Renderer:
         self._cacheable = {name: _reads_only_through_lookups(t) for name, t in compiled.items()}
         # file name -> ((path, value) read, bytes rendered from them)
         self._last: dict[str, tuple[tuple[tuple[tuple[Any, ...], Any], ...], bytes]] = {}
-        self._lock = threading.Lock()  # the pass and a dry run may render at once
+        # The pass and a dry run may render at once: one render at a time, so that every
+        # remembered file held for the last render's model, whose flat settings are ``_base``
+        # (None: unknown, e.g. after a dry run's or a partial render).
+        self._lock = threading.Lock()
+        self._base: dict[str, Any] | None = None
         self.reused = 0  # files whose bytes were reused (tests, metrics)
 
     def render_all(
-        self, model: Mapping[str, Any], names: Iterable[str] | None = None
+        self,
+        model: Mapping[str, Any],
+        names: Iterable[str] | None = None,
+        live: Mapping[str, Any] | None = None,
     ) -> RenderResult:
         """Render the named files (default: all); one failing template does not stop the others.
 
-        ``model`` is ``{"settings": nested settings, "os": {...}}``.
+        ``model`` is ``{"settings": nested settings, "os": {...}}``. ``live``, when given, is
+        the flat form of ``model["settings"]`` (dotted keys under ``settings``, as the store
+        holds them): a remembered file is then checked only against the settings that changed
+        since the last render, not against every read of its template (a pass changes one or
+        two keys of many).
         """
+        with self._lock:
+            return self._render_all(model, names, live)
+
+    def _render_all(
+        self,
+        model: Mapping[str, Any],
+        names: Iterable[str] | None,
+        live: Mapping[str, Any] | None,
+    ) -> RenderResult:
+        changed = None
+        if live is not None and names is None and self._base is not None:
+            changed = _changed_paths(self._base, live)
         context: _Node | None = None
         selected = sorted(self._catalog.files if names is None else set(names))
         files: dict[str, Rendered] = {}
@@ -273,9 +331,9 @@ class Renderer:
             if spec is None:
                 errors[name] = f"unknown configuration file {name!r}"
                 continue
-            with self._lock:
-                last = self._last.get(name)
-            if last is not None and all(_same(_at(model, p), v) for p, v in last[0]):
+            last = self._last.pop(name, None)  # back only if it holds for this model
+            if last is not None and _still_valid(last[0], model, changed):
+                self._last[name] = last
                 files[name] = Rendered(name, spec.path, last[1], spec.mode)
                 self.reused += 1
                 continue
@@ -297,8 +355,9 @@ class Renderer:
             files[name] = Rendered(name, spec.path, content, spec.mode)
             if cacheable:
                 seen = tuple((p, _at(model, p)) for p in dict.fromkeys(reads))
-                with self._lock:
-                    self._last[name] = (seen, content)
+                self._last[name] = (seen, content)
+        # Every remembered file now holds for this model when all of them were looked at.
+        self._base = dict(live) if live is not None and names is None else None
         return RenderResult(files, errors)
 
 

@@ -157,3 +157,18 @@ def test_runner_output_is_bounded() -> None:
         ["sh", "-c", "yes line | head -n 10000; echo END"], {}, 5)
     assert result.ok
     assert len(result.output) <= 104 and result.output.endswith("END\n")
+
+
+def test_the_kernels_realpath_agrees_with_os_path_realpath(tmp_path: Path) -> None:
+    """Parents are resolved by the kernel (open O_PATH, readlink /proc/self/fd) when they
+    exist; the answer is os.path.realpath's for symlinked, absent, looping and file paths."""
+    from reconciler.effects import _realpath
+
+    (tmp_path / "real/etc").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "real/etc/rel").symlink_to("../etc")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "file").write_text("x")
+    for path in ["link/etc", "link/etc/rel", "link/etc/rel/rel", "absent/etc", "link/absent",
+                 "loop", "loop/etc", "file", "file/etc", "."]:
+        assert _realpath(str(tmp_path / path)) == os.path.realpath(tmp_path / path), path

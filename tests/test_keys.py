@@ -137,6 +137,21 @@ def test_invalid_segments_are_rejected(segment):
         join_key(["settings", segment])
 
 
+@given(st.text(alphabet=SEGMENT_CHARS + '"é ', max_size=40))
+def test_the_plain_key_shortcut_agrees_with_the_full_parser(key):
+    """split_key splits a key of plain segments with str.split; any text, valid or not,
+    gets the full parser's answer (the same segments, or the same error)."""
+    from hostcore.keys import _parse_key
+
+    def outcome(parse):
+        try:
+            return parse(key)
+        except InvalidKeyError as error:
+            return str(error)
+
+    assert outcome(split_key) == outcome(_parse_key)
+
+
 def test_join_rejects_empty_and_long_keys():
     with pytest.raises(InvalidKeyError, match="empty key"):
         join_key([])

@@ -11,6 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostcore.keys import flatten
 from renderers.catalog import Catalog
 from renderers.render import Renderer
 
@@ -65,6 +66,40 @@ def test_remembering_never_changes_what_is_rendered(tmp_path_factory, models) ->
     for each in models:
         fresh = Renderer(cat).render_all(model(each))
         assert remembering.render_all(model(each)) == fresh
+
+
+# A render is a pass (flat settings given), a dry run (not given) or a partial render (names).
+RENDERS = st.tuples(MODELS, st.sampled_from(["pass", "dry-run", "partial"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(RENDERS, min_size=1, max_size=8))
+def test_checking_only_the_changed_settings_never_changes_what_is_rendered(
+    tmp_path_factory, renders
+) -> None:
+    """With the flat settings, the renderer compares only the reads the change touches; any
+    mix of passes, dry runs and partial renders still renders what a fresh renderer does."""
+    cat = catalog(tmp_path_factory.mktemp("cache"))
+    remembering = Renderer(cat)
+    for each, kind in renders:
+        whole = model(each)
+        live = flatten({"settings": whole["settings"]}) if kind == "pass" else None
+        names = ["lookup", "os"] if kind == "partial" else None
+        fresh = Renderer(cat).render_all(whole, names)
+        assert remembering.render_all(whole, names, live=live) == fresh
+
+
+def test_a_pass_looks_only_at_what_changed(tmp_path: Path) -> None:
+    renderer = Renderer(catalog(tmp_path))
+    first = {"motd": "hi", "labels": {"a": 1}}
+    renderer.render_all(model(first), live=flatten({"settings": first}))
+    second = {**first, "other": "x"}
+    renderer.render_all(model(second), live=flatten({"settings": second}))
+    assert renderer.reused == 3  # lookup, table, os; "bare" reads everything
+    third = {**second, "labels": {"a": 1.0}}
+    result = renderer.render_all(model(third), live=flatten({"settings": third}))
+    assert renderer.reused == 4  # the change touches labels: table and os render again
+    assert result.files["table"].content == b"a=1.0\n"
 
 
 def test_only_what_a_template_looked_up_makes_it_render_again(tmp_path: Path) -> None:
