@@ -179,6 +179,8 @@ class StoreLike(Protocol):
 
     def live_under(self, prefixes: Iterable[str]) -> dict[str, Any]: ...
 
+    def live_changed_after(self, generation: int, prefixes: Iterable[str]) -> dict[str, Any]: ...
+
 
 class Scrubber:
     """Known secret values, kept current from a tracked store; replaces them in any data."""
@@ -203,16 +205,21 @@ class Scrubber:
     def track(self, schema: SchemaLike, store: StoreLike) -> None:
         """Learn the secret values of ``store``'s live settings whenever its generation moves.
 
-        Only the sections that can hold a secret are read, so a log line after a commit costs
-        what those sections hold, not the whole store.
+        Only the sections that can hold a secret are read, and after the first read only the
+        keys that the generations since changed (values are only ever learnt, never
+        forgotten), so a log line after a commit costs what that commit changed, not what the
+        sections hold.
         """
 
         def read() -> tuple[int, set[str]]:
-            generation = store.last_generation
-            if generation == self._generation:
+            generation, known = store.last_generation, self._generation
+            if generation == known:
                 return generation, set()
             sections = [join_key(("settings", s)) for s in schema.secret_sections()]
-            return generation, flat_secret_values(schema, store.live_under(sections))
+            if known is None or generation < known:
+                return generation, flat_secret_values(schema, store.live_under(sections))
+            return generation, flat_secret_values(
+                schema, store.live_changed_after(known, sections))
 
         self._source = read
         self._generation = None

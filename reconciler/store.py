@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hostcore import faults
-from hostcore.keys import flatten, unflatten
+from hostcore.keys import flatten, is_under, unflatten
 from reconciler.ledger import LEDGER_SCHEMA, Ledger, Owed
 from reconciler.transaction import (
     DEFAULT_SOURCE,
@@ -158,6 +158,7 @@ GENERATOR_SOURCE = "generator"
 MAX_PENDING_PATCHES = 2000
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 ADD_PATCH_ATTEMPTS = 3
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock (sqlite3's default)
 
 
 def _dump(value: Any) -> str:
@@ -177,10 +178,11 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
         self._lock = threading.RLock()
         self._plan_db: sqlite3.Connection | None = None  # opened by the first PATCH planned
-        self._plan_lock = threading.Lock()
+        self._plan_lock = threading.RLock()  # reentrant: ``unwaited`` holds it around a call
         # tx -> (what it was replayed at, its pending patches replayed): the next PATCH of a
         # transaction builds on it instead of replaying every earlier patch again
         self._replays: dict[str, tuple[Any, Replay]] = {}
@@ -194,6 +196,31 @@ class Store:
                 if statement.strip():
                     self._db.execute(statement)
         self.last_generation = self.generation()
+
+    @contextmanager
+    def unwaited(self) -> Iterator[bool]:
+        """For a caller that must not wait, the event loop: True, holding the store, when no
+        other thread is in a store call; SQLite's busy wait is off meanwhile, so a write that
+        another process's lock would hold up fails at once with ``sqlite3.OperationalError``
+        ('database is locked', nothing written) for the caller to retry where it may wait.
+        False, holding nothing, when the store is in use."""
+        if not self._lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            if not self._plan_lock.acquire(blocking=False):
+                yield False
+                return
+            try:
+                self._db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    yield True
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            finally:
+                self._plan_lock.release()
+        finally:
+            self._lock.release()
 
     def trace(self, callback: Callable[[str], object] | None) -> None:
         """Call ``callback`` with every SQL statement run (None stops): tests count round trips."""
@@ -273,6 +300,19 @@ class Store:
         """Flat ``{key: value}`` of live keys at or under ``prefix`` (segment-wise)."""
         with self._lock:
             return {k: _load(v) for k, v, _ in self._live_under(self._db, prefix)}
+
+    def live_changed_after(self, generation: int, prefixes: Iterable[str]) -> dict[str, Any]:
+        """Flat live keys at or under any of ``prefixes`` that a generation after
+        ``generation`` changed: what a reader who knew the live settings of ``generation``
+        has to learn (the scrubber, after each commit), in one query."""
+        prefixes = tuple(prefixes)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM settings WHERE key IN "
+                "(SELECT key FROM changes WHERE generation > ?)",
+                (generation,),
+            ).fetchall()
+        return {k: _load(v) for k, v in rows if any(is_under(k, p) for p in prefixes)}
 
     def live_under(self, prefixes: Iterable[str]) -> dict[str, Any]:
         """Flat live keys at or under any of ``prefixes``, in one read transaction."""
@@ -434,6 +474,14 @@ class Store:
     def pending(self, tx: str) -> list[Patch]:
         with self._lock:
             return self._pending(self._db, tx)
+
+    def pending_size(self, tx: str) -> int:
+        """Bytes of JSON pending in ``tx``: what committing it has to replay and validate."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT coalesce(sum(length(body)), 0) FROM pending WHERE tx = ?", (tx,)
+            ).fetchone()
+            return int(row[0])
 
     def _pending(self, db: sqlite3.Connection, tx: str) -> list[Patch]:
         rows = db.execute(

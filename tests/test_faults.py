@@ -11,6 +11,7 @@ import resource
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -509,3 +510,24 @@ def test_an_endless_chunked_body_is_cut_off_after_its_413(tmp_path):
         assert d.ok("GET", "/os")  # and everyone else is served
     finally:
         stopped_cleanly(d)
+
+
+def test_a_patch_held_up_by_another_processs_lock_waits_off_the_event_loop(tmp_path):
+    """A one-key PATCH runs its store call on the event loop; when another process holds the
+    store, it fails there at once and waits in a thread instead: the API keeps answering, and
+    the PATCH lands when the lock goes."""
+    d = Daemon(tmp_path / "host")
+    try:
+        answers: list[int] = []
+        with store_locked(d.state_dir / "store.db"):
+            patch = threading.Thread(
+                target=lambda: answers.append(d.request("PATCH", "/settings", {"motd": "x"})[0]))
+            patch.start()
+            time.sleep(1)  # let the PATCH reach the store (no timing is asserted)
+            assert d.request("GET", "/os")[0] == 200  # answered while the PATCH waits
+            assert patch.is_alive() and not answers
+        patch.join(30)
+        assert answers == [204]
+        assert d.ok("GET", "/tx") == {"motd": "x"}
+    finally:
+        d.stop()

@@ -27,6 +27,7 @@ from reconciler.containers.planner import (
 )
 from reconciler.redact import REDACTED, Scrubber, redact_change, redact_plan, secret_values
 from reconciler.schema import Schema
+from reconciler.store import Store
 from renderers.catalog import Catalog, CatalogError
 from tests.daemon import REPO, Daemon, cli, eventually
 from updates.tuf_client import target_filename
@@ -474,3 +475,26 @@ def test_redaction_helpers():
     scrubber.learn(["c2VjcmV0LXZhbHVl"])
     assert scrubber.scrub({"m": ["x c2VjcmV0LXZhbHVl secret-value y"]}) == {
         "m": [f"x {REDACTED} {REDACTED} y"]}
+
+
+def test_the_scrubber_learns_each_commits_secrets_reading_only_what_changed(tmp_path):
+    """After its first read of the secret sections, a tracked scrubber reads only the keys the
+    new generations changed; a secret committed by any source (not through the API's PATCH,
+    which teaches it too) is still scrubbed from the next log line, and earlier ones stay."""
+    schema = Schema.load("aws-k8s")
+    with Store(tmp_path / "store.db") as store:
+        store.add_patch("a", {"kubernetes": {"bootstrap-token": "abcdef.0123456789abcdef"}}, "a",
+                        schema)
+        store.commit("a", schema)
+        scrubber = Scrubber()
+        scrubber.track(schema, store)
+        assert scrubber.scrub("abcdef.0123456789abcdef") == REDACTED
+        statements: list[str] = []
+        store.add_patch("b", {"kubernetes": {"bootstrap-token": "zyxwvu.9876543210zyxwvu"}}, "b",
+                        schema)
+        store.commit("b", schema)
+        store.trace(statements.append)
+        assert scrubber.scrub("a zyxwvu.9876543210zyxwvu b") == f"a {REDACTED} b"
+        store.trace(None)
+        assert len(statements) == 1 and "FROM changes" in statements[0], statements
+        assert scrubber.scrub("abcdef.0123456789abcdef") == REDACTED

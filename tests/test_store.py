@@ -143,3 +143,38 @@ def test_large_section_does_not_leak_into_others(store, schema):
     assert len(store.live("settings.kubernetes.node-labels")) == 500
     store.add_patch("t", {"motd": "m"}, "api:t", schema)
     assert store.commit("t", schema).changed == ("settings.motd",)
+
+
+def test_unwaited_holds_the_store_only_when_it_is_free_and_never_waits(tmp_path, store, schema):
+    """The event loop's quick path: True when no other thread is in a store call, False
+    (holding nothing) while one is; inside, a write another process's lock holds up fails at
+    once, having written nothing, and the busy wait is back for everyone afterwards."""
+    import threading
+
+    from tests.faultutil import store_locked
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.unwaited() as free:
+            assert free
+            inside.set()
+            leave.wait(30)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    inside.wait(30)
+    with store.unwaited() as free:
+        assert not free  # another thread holds the store: the caller goes to a thread
+    leave.set()
+    other.join(30)
+
+    store.add_patch("default", {"motd": "before"}, "test", schema)
+    with store_locked(tmp_path / "store.db"), store.unwaited() as free:
+        assert free
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.commit("default", schema)
+    assert store.pending_size("default") > 0  # nothing was written
+    assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    assert store.commit("default", schema).changed == ("settings.motd",)
+    assert store.pending_size("default") == 0
