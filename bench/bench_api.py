@@ -11,10 +11,16 @@
 * daemon RSS before and after 10,000 commits.
 
 ansible-core is installed from PyPI into ``bench/.ansible-venv`` on first use.
+
+``--baseline TREE``: a checkout of an older commit (``git worktree add --detach TREE
+<commit>``) whose daemon is measured in the same run, on the same interpreter, beside this
+tree's (requests per second, latency and CPU per change; the changes of the two daemons
+alternate in rounds, so a shared machine's load falls on both alike).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -136,26 +142,60 @@ def memory_after_commits(daemon: Daemon, commits: int = 10_000) -> tuple[int, in
     return before, rss_kib(daemon.process.pid)
 
 
+def start(tree: Path, state: Path) -> Daemon:
+    """The daemon of ``tree`` (this checkout or an older one) on the aws-k8s example."""
+    return Daemon(state, ["--variant", "aws-k8s", "--user-data",
+                          str(tree / "examples/user-data/aws-k8s.toml")], cwd=tree)
+
+
+def commit_of(tree: Path) -> str:
+    run = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return run.stdout.strip() or "?"
+
+
+def changes_in_rounds(daemons: list[Daemon], count: int = 300,
+                      rounds: int = 3) -> list[tuple[list[float], float]]:
+    """Each daemon's change latencies and CPU per change; the daemons take turns, a round at
+    a time, so that load from elsewhere falls on each of them alike."""
+    for daemon in daemons:
+        apply_latencies(daemon, 20)  # warm
+    latencies: list[list[float]] = [[] for _ in daemons]
+    cpu = [0.0 for _ in daemons]
+    for _ in range(rounds):
+        for n, daemon in enumerate(daemons):
+            before = cpu_seconds(daemon.process.pid)
+            latencies[n] += apply_latencies(daemon, count // rounds)
+            cpu[n] += cpu_seconds(daemon.process.pid) - before
+    return [(each, cpu[n] / len(each)) for n, each in enumerate(latencies)]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="an older checkout measured beside")
+    args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = Daemon(Path(tmp) / "state", [
-            "--variant", "aws-k8s", "--user-data", str(REPO / "examples/user-data/aws-k8s.toml"),
-        ])
+        daemons = [start(REPO, Path(tmp) / "state")]
         try:
-            rps = requests_per_second(daemon)
-            apply_latencies(daemon, 20)  # warm
-            cpu_before = cpu_seconds(daemon.process.pid)
-            latencies = apply_latencies(daemon)
-            cpu_per_change = (cpu_seconds(daemon.process.pid) - cpu_before) / len(latencies)
-            syncs = sync_latencies(daemon.state_dir)
-            before, after = memory_after_commits(daemon)
+            if baseline is not None:
+                daemons.append(start(baseline, Path(tmp) / "baseline"))
+            rates = [requests_per_second(d) for d in daemons]
+            changes = changes_in_rounds(daemons)
+            syncs = sync_latencies(daemons[0].state_dir)
+            for extra in daemons[1:]:
+                extra.stop()
+            before, after = memory_after_commits(daemons[0])
         finally:
-            daemon.stop()
+            for daemon in daemons:
+                daemon.stop()
         peer = ansible_latencies(Path(tmp))
+    latencies, cpu_per_change = changes[0]
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
     peer50 = statistics.median(peer)
     sync50 = statistics.median(syncs)
-    print(f"GET /settings on one connection:            {rps:8.0f} requests/s")
+    print(f"this tree: {commit_of(REPO)}")
+    print(f"GET /settings on one connection:            {rates[0]:8.0f} requests/s")
     print(f"PATCH + commit_and_apply?wait, file on disk: p50 {p50 * 1000:6.2f} ms, "
           f"p99 {p99 * 1000:6.2f} ms (target p50 <= 6 ms)")
     print(f"ansible-playbook, same change (peer):        p50 {peer50 * 1000:6.0f} ms")
@@ -164,6 +204,14 @@ def main() -> None:
     print(f"daemon CPU per change (all threads):         {cpu_per_change * 1000:6.2f} ms")
     print(f"daemon RSS before / after 10,000 commits:    {before / 1024:.1f} MiB / "
           f"{after / 1024:.1f} MiB")
+    if baseline is not None:
+        old, old_cpu = changes[1]
+        print(f"baseline {commit_of(baseline)}, measured in this run, turn about with this tree:")
+        print(f"  GET /settings on one connection:          {rates[1]:8.0f} requests/s "
+              f"({rates[0] / rates[1]:.2f}x)")
+        print(f"  PATCH + commit_and_apply?wait p50:        {statistics.median(old) * 1000:8.2f} "
+              f"ms, p99 {percentile(old, 0.99) * 1000:6.2f} ms")
+        print(f"  daemon CPU per change (all threads):      {old_cpu * 1000:8.2f} ms")
 
 
 if __name__ == "__main__":

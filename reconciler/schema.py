@@ -395,6 +395,7 @@ class Schema:
         self._section_set = frozenset(sections)
         self._files = files
         self._defaults: dict[str, Any] | None = None
+        self._defaults_json: str | None = None  # the same as JSON, when it is JSON
         for section in sections:  # compile every validator now: fail at load, not mid-request
             files.validator(section)
             files.secret_paths(section)
@@ -517,6 +518,13 @@ class Schema:
             if problems:
                 raise InvalidSettings(problems, "schemas/defaults.toml")
             self._defaults = chosen
+            try:  # a JSON round trip copies in C: each PATCH and commit asks for a copy
+                text = json.dumps(chosen)
+                self._defaults_json = text if json.loads(text) == chosen else None
+            except (TypeError, ValueError):
+                self._defaults_json = None
+        if self._defaults_json is not None:
+            return json.loads(self._defaults_json)
         return copy.deepcopy(self._defaults)
 
     def secret_keys(self, settings: Mapping[str, Any]) -> set[str]:

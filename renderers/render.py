@@ -334,8 +334,9 @@ class Renderer:
             last = self._last.pop(name, None)  # back only if it holds for this model
             if last is not None and _still_valid(last[0], model, changed):
                 self._last[name] = last
-                files[name] = Rendered(name, spec.path, last[1], spec.mode)
                 self.reused += 1
+                if not (spec.optional and not last[1]):  # an empty optional file stays unwritten
+                    files[name] = Rendered(name, spec.path, last[1], spec.mode)
                 continue
             if context is None:
                 context = wrap_model(model)
@@ -350,12 +351,12 @@ class Renderer:
                 continue
             finally:
                 _READS.paths = None
-            if spec.optional and not content:
-                continue  # e.g. /etc/resolv.conf without settings.dns: left to DHCP
-            files[name] = Rendered(name, spec.path, content, spec.mode)
             if cacheable:
                 seen = tuple((p, _at(model, p)) for p in dict.fromkeys(reads))
                 self._last[name] = (seen, content)
+            if spec.optional and not content:
+                continue  # e.g. /etc/resolv.conf without settings.dns: left to DHCP
+            files[name] = Rendered(name, spec.path, content, spec.mode)
         # Every remembered file now holds for this model when all of them were looked at.
         self._base = dict(live) if live is not None and names is None else None
         return RenderResult(files, errors)

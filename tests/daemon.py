@@ -35,6 +35,7 @@ class Daemon:
     def __init__(
         self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None,
         nofile: int | None = None, wait: bool = True, log_level: str | None = None,
+        cwd: Path = REPO,
     ):
         self.state_dir = state_dir
         self.socket = state_dir / "api.sock"
@@ -45,7 +46,9 @@ class Daemon:
                    str(state_dir), *args]
         limit = None if nofile is None else (
             lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log, stderr=self.log,
+        # ``cwd``: the tree whose code runs (``-m`` imports from it first; bench_api runs an
+        # older checkout's daemon beside this one)
+        self.process = subprocess.Popen(command, cwd=cwd, stdout=self.log, stderr=self.log,
                                         env={**os.environ, **(env or {})}, preexec_fn=limit)
         if wait:
             try:

@@ -23,17 +23,22 @@ TEMPLATES = {
     "bare.j2": "{{ settings }}\n",
     "os.j2": "{{ os.version }} {{ settings.labels.a | default('-') }}\n",
 }
+# optional: rendered empty (no motd), the file is not ours and is left out
+OPTIONAL = {"empty.j2": "{% if settings.motd is defined %}{{ settings.motd }}\n{% endif %}"}
 
 
-def catalog(tmp_path: Path) -> Catalog:
+def catalog(tmp_path: Path, optional: bool = False) -> Catalog:
     folder = tmp_path / "templates"
     folder.mkdir(exist_ok=True)
     lines = []
-    for name, text in TEMPLATES.items():
+    templates = {**TEMPLATES, **(OPTIONAL if optional else {})}
+    for name, text in templates.items():
         (folder / name).write_text(text)
         stem = name.removesuffix(".j2")
-        lines.append(f'[configuration-files.{stem}]\npath = "/etc/{stem}"\ntemplate = "{name}"\n')
-    names = ", ".join(f'"{n.removesuffix(".j2")}"' for n in TEMPLATES)
+        marked = "optional = true\n" if name in OPTIONAL else ""
+        lines.append(f'[configuration-files.{stem}]\npath = "/etc/{stem}"\ntemplate = "{name}"\n'
+                     + marked)
+    names = ", ".join(f'"{n.removesuffix(".j2")}"' for n in templates)
     lines.append(f"[services.s]\nconfiguration-files = [{names}]\n")
     (tmp_path / "metadata.toml").write_text("\n".join(lines))
     return Catalog.load("aws-dev", tmp_path / "metadata.toml", folder)
@@ -79,7 +84,7 @@ def test_checking_only_the_changed_settings_never_changes_what_is_rendered(
 ) -> None:
     """With the flat settings, the renderer compares only the reads the change touches; any
     mix of passes, dry runs and partial renders still renders what a fresh renderer does."""
-    cat = catalog(tmp_path_factory.mktemp("cache"))
+    cat = catalog(tmp_path_factory.mktemp("cache"), optional=True)
     remembering = Renderer(cat)
     for each, kind in renders:
         whole = model(each)
@@ -112,3 +117,16 @@ def test_only_what_a_template_looked_up_makes_it_render_again(tmp_path: Path) ->
     assert renderer.reused == 4  # only lookup.j2 did not look at the labels
     assert result.files["os"].content == b"1.0.0 1.0\n"
     assert result.files["table"].content == b"a=1.0\n"
+
+
+def test_an_optional_file_rendered_empty_is_remembered_and_stays_out(tmp_path: Path) -> None:
+    renderer = Renderer(catalog(tmp_path, optional=True))
+    first = {"labels": {"a": 1}}
+    assert "empty" not in renderer.render_all(model(first), live=flatten({"settings": first})).files
+    second = {"labels": {"a": 2}}
+    result = renderer.render_all(model(second), live=flatten({"settings": second}))
+    assert "empty" not in result.files
+    assert renderer.reused == 2  # lookup and the empty optional file, rendered once
+    third = {**second, "motd": "now"}
+    result = renderer.render_all(model(third), live=flatten({"settings": third}))
+    assert result.files["empty"].content == b"now\n"
