@@ -187,6 +187,7 @@ class Store:
         # transaction builds on it instead of replaying every earlier patch again
         self._replays: dict[str, tuple[Any, Replay]] = {}
         self.last_generation = 0  # the newest generation this process saw (log context only)
+        self._writes = 0  # write transactions committed by this process (``version``)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -270,6 +271,15 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._writes += 1
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever what the store holds may have: a write transaction of this
+        process, or one of another connection (SQLite's ``data_version``). What was read at
+        one version holds as long as it is the version."""
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+            return self._writes, row[0]
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:

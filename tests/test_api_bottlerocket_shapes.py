@@ -126,3 +126,27 @@ def test_keypair_guesses_types_as_bottlerocket_does(daemon):
             capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
         assert result.returncode == 0, result.stderr
         assert daemon.ok("GET", "/settings?keys=settings.motd") == {"motd": text}
+
+
+def test_get_settings_answers_what_the_store_holds_after_any_write(tmp_path):
+    """The whole-settings body is kept between writes; a commit through the API and a write
+    by another process on the store are both seen by the next GET."""
+    import sqlite3
+
+    d = Daemon(tmp_path / "host")
+    try:
+        before = d.ok("GET", "/settings")
+        assert d.ok("GET", "/settings") == before
+        d.ok("PATCH", "/settings", {"motd": "through the api"})
+        d.ok("POST", "/tx/commit")
+        assert d.ok("GET", "/settings")["motd"] == "through the api"
+        other = sqlite3.connect(d.state_dir / "store.db", isolation_level=None, timeout=30)
+        try:
+            other.execute("UPDATE settings SET value = ? WHERE key = ?",
+                          ('"by another process"', "settings.motd"))
+        finally:
+            other.close()
+        assert d.ok("GET", "/settings")["motd"] == "by another process"
+        assert d.request("GET", "/settings")[1] == {**before, "motd": "by another process"}
+    finally:
+        d.stop()

@@ -178,3 +178,20 @@ def test_unwaited_holds_the_store_only_when_it_is_free_and_never_waits(tmp_path,
     assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
     assert store.commit("default", schema).changed == ("settings.motd",)
     assert store.pending_size("default") == 0
+
+
+def test_version_moves_with_every_write_of_this_process_or_another(tmp_path, store, schema):
+    """What ``GET /settings`` keeps is keyed by it: any write, ours or another connection's,
+    gives a new version; reads do not."""
+    first = store.version()
+    store.live()
+    assert store.version() == first
+    store.add_patch("default", {"motd": "ours"}, "test", schema)
+    second = store.version()
+    assert second != first
+    other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    try:
+        other.execute("INSERT INTO meta (name, value) VALUES ('theirs', '1')")
+    finally:
+        other.close()
+    assert store.version() != second
