@@ -27,6 +27,7 @@ from reconciler.fleet.reboots import RebootSlots, reboot_host
 from reconciler.fleet.rollout_watch import Rollouts
 from reconciler.host import Host
 from reconciler.logs import asyncio_exception_handler, get_logger
+from reconciler.memory import IdleTrim
 from reconciler.metrics import CONTENT_TYPE, Metrics
 from reconciler.platform.providers import Platform
 from reconciler.sources.gitloop import GitLoop
@@ -170,6 +171,8 @@ async def _serve(
     watch = FileWatch(host.root, [f.path for f in host.catalog.files.values()], file_changed)
     watch.start()
     worker.after_pass.append(lambda _receipt: watch.refresh())
+    trim = IdleTrim(loop)
+    worker.after_pass.append(lambda _receipt: trim.poke())
     sd_notify("READY=1")
     events.emit(
         "started", f"serving on {path}", variant=host.variant, generation=host.store.generation()
@@ -182,6 +185,7 @@ async def _serve(
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("notify", lambda: sd_notify("STOPPING=1")),
             ("file watch", watch.stop),
+            ("idle trim", trim.stop),
             ("git loop", git_loop.stop),
             ("git task", lambda: _join(git_task)),
             ("confirm watch", confirm_watch.stop),

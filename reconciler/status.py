@@ -158,16 +158,21 @@ def coordination_part(status: Mapping[str, Any] | None) -> Part | None:
 
 def rollout_part(status: Mapping[str, Any] | None) -> Part | None:
     """``RolloutWatch.status()``: a fleet revision halted by its failure budget (the host keeps
-    its last good revision and waits for a fixed one: stalled), or a trial being watched."""
-    decision = (status or {}).get("decision")
-    if not decision:
-        return None
-    counts = decision.get("counts") or {}
-    shown = ", ".join(f"{n} {k}" for k, n in counts.items())
+    its last good revision and waits for a fixed one: stalled), the fleet's etcd out of reach
+    (the host cannot read the budget nor publish its results: failed until it answers again),
+    or a trial being watched."""
+    decision = (status or {}).get("decision") or {}
+    error = (status or {}).get("error")
     if decision.get("halted"):
+        counts = decision.get("counts") or {}
+        shown = ", ".join(f"{n} {k}" for k, n in counts.items())
         return Part("Rollout", STALLED, "RolloutHalted",
                     f"rollout of {str(decision['revision'])[:12]} halted: "
                     f"{decision.get('reason')} ({shown})")
+    if error:
+        return Part("Rollout", FAILED, "RolloutReportsUnreachable", f"rollout: {error}")
+    if not decision:
+        return None
     if (status or {}).get("trial"):
         return Part("Rollout", PROGRESSING, "HealthWindow",
                     f"watching {str(status['trial']['revision'])[:12]} for its health window")

@@ -70,6 +70,13 @@ FAILING = [
                                "ConnectionRefusedError"}), "ReleaseFailed", False),
     (status.loops_part({"git": {"state": "retrying", "last_error": "OSError: disk full"}}),
      "LoopFailing", False),
+    (status.rollout_part({"decision": None, "error": "cannot publish to etcd "
+                          "http://127.0.0.1:1: ConnectionRefusedError"}),
+     "RolloutReportsUnreachable", False),
+    (status.rollout_part({"decision": {"action": "apply", "reason": "wave open"},
+                          "error": "cannot read the rollout reports from etcd "
+                          "http://127.0.0.1:1: timed out"}),
+     "RolloutReportsUnreachable", False),
 ]
 
 

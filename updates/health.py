@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostcore.commands import CommandRunner, SubprocessRunner
-from updates.gpt import GptError
-from updates.partitions import DiskError, open_os_disk
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -102,6 +100,11 @@ class BootGate:
             "health_checks": [{"name": r.name, "ok": r.ok, "detail": r.detail}
                               for r in results]}
         if mark:
+            # the disk code (and python-tuf's errors under it) only where a boot is marked:
+            # the rollout watch runs these checks on every host, most without an OS disk
+            from updates.gpt import GptError
+            from updates.partitions import DiskError, open_os_disk
+
             try:
                 with open_os_disk(self.disk) as d:
                     d.apply("mark-successful-boot")

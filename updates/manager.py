@@ -29,6 +29,7 @@ from updates.gpt import GptError
 from updates.partitions import DiskError, open_os_disk
 from updates.selection import NoUpdate
 from updates.semver import Version
+from updates.status import Uninitialized
 from updates.timefmt import utcnow
 
 UPDOG = {
@@ -42,13 +43,6 @@ UPDOG = {
 # files, each within updog's own per-file `download_deadline`); prepare downloads and writes the
 # images; activate and deactivate only flip partition flags.
 DEADLINES = {"refresh": 900.0, "prepare": 3600.0, "activate": 300.0, "deactivate": 300.0}
-
-
-class Uninitialized(Exception):
-    status = 404
-
-    def __init__(self) -> None:
-        super().__init__("Update status is uninitialized, refresh-updates to initialize it")
 
 
 class UpdateManager:

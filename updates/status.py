@@ -57,6 +57,16 @@ class Busy(CommandRefused):
     status, exit_code = 423, 64
 
 
+class Uninitialized(Exception):
+    """No update status yet (404): here, beside the refusals, so the API can answer it without
+    loading the manager and its disk code on a host that has no OS disk."""
+
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("Update status is uninitialized, refresh-updates to initialize it")
+
+
 @dataclass(frozen=True)
 class Image:
     arch: str

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from updates import status as sm
-from updates.manager import Uninitialized, UpdateManager
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the manager (and its disk code) loads only on a host with an OS disk
     from reconciler.host import Host
+    from updates.manager import UpdateManager
 
 MANAGER = web.AppKey("update_manager", object)
 NOT_CONFIGURED = "Updates are not configured: start the daemon with --disk PATH"
@@ -33,9 +33,9 @@ routes = web.RouteTableDef()
 
 def _manager(request: web.Request) -> UpdateManager:
     manager = request.app[MANAGER]
-    if not isinstance(manager, UpdateManager):
+    if manager is NOT_CONFIGURED:
         raise web.HTTPNotFound(text=NOT_CONFIGURED)
-    return manager
+    return manager  # type: ignore[return-value]
 
 
 async def _start(request: web.Request, command: str) -> web.Response:
@@ -77,7 +77,7 @@ async def update_status(request: web.Request) -> web.Response:
     except sm.Busy as e:  # 423, as upstream; the body says how far the command got
         return web.json_response({"error": str(e), "progress": manager.progress()},
                                  status=e.status, dumps=_dumps)
-    except (sm.CommandRefused, Uninitialized) as e:
+    except (sm.CommandRefused, sm.Uninitialized) as e:
         return web.Response(status=e.status, text=str(e))
     return web.json_response(current.to_json(), dumps=_dumps)
 
