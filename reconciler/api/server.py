@@ -348,7 +348,8 @@ async def _patch(request: web.Request, body: Any) -> web.Response:
                                  level="warning", tx=tx, key=next(iter(owned)))
     if host.reserve is not None and host.reserve.short():  # on a full disk only
         await asyncio.to_thread(host.reserve.check, [body])
-    quick = (request.content_length or 0) <= QUICK_BODY
+    length = request.content_length  # None: chunked, of unknown size until read
+    quick = length is not None and length <= QUICK_BODY
     await _store_call(host.store, quick, host.store.add_patch, tx, body, f"api:{tx}", host.schema)
     return web.Response(status=204)
 
