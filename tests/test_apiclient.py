@@ -304,6 +304,7 @@ def test_apply_with_one_bad_document_applies_nothing(apiclient, tmp_path, bad):
 
 
 def test_plan(apiclient):
+    wait_ready(apiclient)  # the boot pass wrote /etc/motd: the plan's diff starts from it
     ok(apiclient("-m", "PATCH", "-u", "/settings?tx=review", "-d", '{"motd": "planned"}'))
     out = ok(apiclient("plan", "--tx", "review"))
     assert f'settings.motd: "{BOOT_MOTD}" -> "planned"' in out
