@@ -336,22 +336,27 @@ class HostContainers:
         return self._create(want, generation, f"{what}; recreated", "restarted", drift=True)
 
     def _crash_loop(self, record: Record, action: ContainerAction) -> Step:
-        """Report a crash-looping container; the first time, with its log tail and an event."""
+        """Report a crash-looping container; the first time, with its log tail and an event.
+        The record turns crash-looping and gets its reason in one step: a status read in
+        between would show the loop without why (the log read can take a while)."""
         with self._lock:
             first = not record.crash_looping
+            tail = record.log_tail
+        if first:
+            tail = self.engine.logs(record.name)[-2000:]
+        detail = crash_loop_detail(action.reason, tail)
+        with self._lock:
+            record.log_tail = tail
             record.crash_looping = True
             record.state = "failed"
+            record.last_error = detail
         if first:
-            record.log_tail = self.engine.logs(record.name)[-2000:]
             self._emit(
                 "failure",
                 f"host container {record.name} is crash-looping: {action.restarts} restarts in"
                 f" {self.window:.0f} s; not restarted until its settings change",
                 container=record.name,
             )
-        detail = crash_loop_detail(action.reason, record.log_tail)
-        with self._lock:
-            record.last_error = detail
         return self._step(record.name, "failed", detail, None, exit_code=record.exit_code)
 
     def _create(
