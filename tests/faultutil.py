@@ -28,16 +28,15 @@ def small_fs(where: Path, size: str = "24m") -> Iterator[Path]:
 
 
 def fill(directory: Path, leave: int = 0) -> Path:
-    """Fill ``directory``'s file system up to ``leave`` free bytes with one file; returns it."""
+    """Fill ``directory``'s file system up to ``leave`` free bytes with one file; returns it.
+
+    Unbuffered: a write the disk refuses fails here, where it is expected, and no buffered
+    remainder is left for the close to flush (and fail on)."""
     filler = directory / "filler"
-    with open(filler, "ab") as f:
-        while True:
-            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
-            if free <= leave:
-                break
+    with open(filler, "ab", buffering=0) as f:
+        while (free := free_bytes(directory)) > leave:
             try:
                 f.write(b"\0" * min(1 << 20, max(4096, free - leave)))
-                f.flush()
             except OSError:
                 break
     return filler
