@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -60,15 +60,21 @@ def store_locked(path: Path) -> Iterator[None]:
         db.close()
 
 
-class Blackhole:
-    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+class AcceptLoop:
+    """A listening socket's accept loop on a thread of its own: each connection is kept (closed
+    by ``close``) and handed to ``handle``.
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
+    ``close`` shuts the socket down first, which ends an ``accept`` blocked in the kernel, joins
+    the thread, and only then closes the socket. Closed under a blocked ``accept``, its file
+    descriptor number would be free for the next socket the test process opens, and the loop,
+    still running, could accept that socket's connections: a later test's repository server
+    was answered once by an earlier test's misbehaving daemon."""
+
+    def __init__(self, sock: socket.socket,
+                 handle: Callable[[socket.socket], None] = lambda conn: None) -> None:
+        self.sock = sock
         self.held: list[socket.socket] = []
+        self._handle = handle
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -79,11 +85,33 @@ class Blackhole:
             except OSError:
                 return
             self.held.append(conn)
+            self._handle(conn)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the accept loop did not end"
         self.sock.close()
         for conn in self.held:
-            conn.close()
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def tcp_listener(backlog: int = 64) -> socket.socket:
+    """A TCP socket listening on 127.0.0.1, on a port of the kernel's choice."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock
+
+
+class Blackhole(AcceptLoop):
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        super().__init__(tcp_listener())
+        self.port = self.sock.getsockname()[1]
 
 
 class StallingGitRemote:
@@ -102,12 +130,10 @@ class StallingGitRemote:
             ["git", "daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1",
              f"--port={self.daemon_port}", f"--base-path={base}", str(base)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._threads: list[threading.Thread] = []
+        self._loop = AcceptLoop(tcp_listener(16), self._proxy)
+        self.port = self._loop.sock.getsockname()[1]
 
     def url(self, name: str) -> str:
         return f"git://127.0.0.1:{self.port}/{name}"
@@ -115,13 +141,13 @@ class StallingGitRemote:
     def release(self) -> None:
         self.released.set()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+    def _proxy(self, client: socket.socket) -> None:
+        self._start(self._serve, client)
+
+    def _start(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _serve(self, client: socket.socket) -> None:
         for _ in range(100):
@@ -134,7 +160,7 @@ class StallingGitRemote:
             client.close()
             return
         self._conns += [client, server]
-        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+        self._start(self._pump, client, server, None)
         self._pump(server, client, self.budget)
 
     def _pump(self, source: socket.socket, sink: socket.socket, budget: int | None) -> None:
@@ -164,8 +190,16 @@ class StallingGitRemote:
                 sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        """As ``AcceptLoop.close``: no thread may outlive the sockets it reads (shut down
+        first, which ends a blocked ``recv``, then joined, then closed)."""
         self.released.set()
-        self.sock.close()
+        self._loop.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "a proxy thread did not end"
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.close()

@@ -64,29 +64,15 @@ class BlackHoleRegistry:
     pulls hang (until the client's own timeouts), the worst case for a reconcile pass."""
 
     def __init__(self) -> None:
-        import threading
+        from tests.faultutil import AcceptLoop, tcp_listener
 
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(16)
-        self.port = self.server.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        self._loop = AcceptLoop(tcp_listener(16))
+        self.port = self._loop.sock.getsockname()[1]
+        self.accepted = self._loop.held
 
     @property
     def source(self) -> str:
         return f"127.0.0.1:{self.port}/never/answers:1"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
-
     def close(self) -> None:
-        self.server.close()
-        for connection in self.accepted:
-            connection.close()
+        self._loop.close()

@@ -11,11 +11,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.faultutil import AcceptLoop
 
 Answer = Callable[[socket.socket], None]
 
@@ -27,32 +28,22 @@ class MisbehavingDaemon:
     def __init__(self, path: Path, answer: Answer):
         self.path = path
         self.answer = answer
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(path))
-        self.listener.listen(8)
-        self._held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(8)
+        self._loop = AcceptLoop(listener, self._serve)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            self._held.append(conn)
-            self.answer(conn)
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        self.answer(conn)
 
     def close(self) -> None:
-        self.listener.close()
-        for conn in self._held:
-            conn.close()
+        self._loop.close()
 
 
 def closes_mid_answer(conn: socket.socket) -> None:
