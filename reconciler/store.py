@@ -261,17 +261,29 @@ class Store:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front so readers never see half of it."""
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so readers never see half of it.
+
+        Not ``durable``: the commit does not wait for the disk (WAL, ``synchronous=NORMAL``).
+        It is still all or nothing, survives a crash of this process (the WAL is in the page
+        cache), and becomes durable with the next durable write (its fsync of the WAL covers
+        every frame before it); a power cut before that loses it whole. For a pending patch
+        only: committed settings, owed restarts and receipts are always durable."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._writes += 1
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                self._writes += 1
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def version(self) -> tuple[int, int]:
         """Changes whenever what the store holds may have: a write transaction of this
@@ -519,11 +531,14 @@ class Store:
         The validation (the expensive part: a big patch takes seconds) runs outside the store
         lock on a snapshot, and only for the sections the new patch touches; the insert then
         checks nothing moved meanwhile (else it validates again). With a schema (a caller's
-        patch), the pending patches of all transactions are bounded (``PendingLimit``)."""
+        patch), the pending patches of all transactions are bounded (``PendingLimit``).
+
+        The patch is written without waiting for the disk (``_write``): the commit that
+        applies it makes it durable, a power cut before that drops the patch whole."""
         patch = Patch(source, dict(body))
         text = _dump(patch.body)
         if schema is None:
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 self._insert_pending(db, tx, source, text)
             return None
         sections = touched_sections([patch])
@@ -533,12 +548,12 @@ class Store:
             with self._snapshot() as db:
                 seen, plan, kept = self._replay_patch(db, tx, patch, defaults)
             schema.check(plan.to_validate, sections=sections, origin=origin)
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 if self._pending_mark(db, tx) != seen:
                     continue  # a commit or another patch came in between: validate again
                 self._add_pending(db, tx, source, text, kept)
                 return plan
-        with self._write() as db:  # busy: do it all under the lock once
+        with self._write(durable=False) as db:  # busy: do it all under the lock once
             _, plan, kept = self._replay_patch(db, tx, patch, defaults)
             schema.check(plan.to_validate, sections=sections, origin=origin)
             self._add_pending(db, tx, source, text, kept)

@@ -104,6 +104,11 @@ class Worker:
                     future.set_result(receipt)
                 else:
                     self._waiters.append((generation, future))
+            # The events and metrics of the pass's steps after its waiters' answers have gone
+            # out (one turn of the loop): an API client reads them with its next request,
+            # which the loop reads only after this.
+            await asyncio.sleep(0)
+            self._report(receipt)
         for _, future in self._waiters:
             if not future.done():
                 future.cancel()
@@ -140,7 +145,6 @@ class Worker:
             except Exception as error:  # noqa: BLE001
                 self.health.failed(error)
         self.last_receipt = receipt
-        self._report(receipt)
         return receipt
 
     def _report(self, receipt: dict[str, Any]) -> None:
