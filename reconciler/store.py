@@ -10,19 +10,18 @@ new generation, never a mix. What a commit *means* is decided by ``reconciler.tr
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hostcore import faults
-from hostcore.keys import flatten, is_under, unflatten
+from hostcore.keys import flatten, is_under, join_key, split_key, unflatten
 from reconciler.ledger import LEDGER_SCHEMA, Ledger, Owed
 from reconciler.transaction import (
     DEFAULT_SOURCE,
@@ -143,12 +142,53 @@ class Snapshot:
     settled: Mapping[str, int]
     changed_after: Mapping[int, frozenset[str]]
     preview: CommitPlan | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Nested live settings, the inside of ``settings``. ``live`` and ``settings`` are shared
+    with the other snapshots of the same generation (``LiveSettings``): readers never change
+    them."""
 
-    @functools.cached_property
-    def settings(self) -> dict[str, Any]:
-        """Nested live settings, the inside of ``settings`` (built once: a pass reads them
-        more than once; readers do not change them)."""
-        return unflatten(dict(self.live), strip=1)
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """The live settings at ``generation``, flat (``{dotted key: value}``) and nested.
+
+    Why it is kept: every value a commit changes is in its generation's ``changes`` rows, so
+    the next snapshot reads and decodes only the keys changed since, and builds again only the
+    top-level sections they lie in (a pass after a one-key change: one row, one section),
+    where reading every live row and nesting them all took most of a snapshot."""
+
+    generation: int
+    flat: Mapping[str, Any]
+    nested: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, generation: int, flat: dict[str, Any]) -> LiveSettings:
+        return cls(generation, flat, unflatten(flat, strip=1))
+
+    def advanced(self, generation: int, values: Mapping[str, Any],
+                 gone: Iterable[str]) -> LiveSettings:
+        """At ``generation``, where the keys of ``values`` hold those and ``gone`` are absent;
+        the others are shared with this one."""
+        gone = set(gone)
+        flat = {k: v for k, v in self.flat.items() if k not in gone}
+        flat.update(values)
+        nested = dict(self.nested)
+        sections: dict[str, str] = {}  # section name -> its key (``settings.<name>``)
+        for key in (*values, *gone):
+            segments = split_key(key)
+            if len(segments) < 2 or join_key(segments) != key:  # not a canonical key below
+                return LiveSettings.of(generation, flat)  # ``settings``: nest it all again
+            sections[segments[1]] = join_key(segments[:2])
+        for section, prefix in sections.items():
+            below = prefix + "."
+            inside = {k: v for k, v in flat.items() if k.startswith(below)}
+            if prefix in flat:
+                nested[section] = flat[prefix]
+            elif inside:
+                nested[section] = unflatten(inside, strip=2)
+            else:
+                nested.pop(section, None)
+        return LiveSettings(generation, flat, nested)
 
 
 _ABSENT = object()
@@ -188,6 +228,7 @@ class Store:
         self._replays: dict[str, tuple[Any, Replay]] = {}
         self.last_generation = 0  # the newest generation this process saw (log context only)
         self._writes = 0  # write transactions committed by this process (``version``)
+        self._last_live: LiveSettings | None = None  # what the last snapshot read (``_live_at``)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -261,17 +302,29 @@ class Store:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front so readers never see half of it."""
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so readers never see half of it.
+
+        Not ``durable``: the commit does not wait for the disk (WAL, ``synchronous=NORMAL``).
+        It is still all or nothing, survives a crash of this process (the WAL is in the page
+        cache), and becomes durable with the next durable write (its fsync of the WAL covers
+        every frame before it); a power cut before that loses it whole. For a pending patch
+        only: committed settings, owed restarts and receipts are always durable."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._writes += 1
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                self._writes += 1
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def version(self) -> tuple[int, int]:
         """Changes whenever what the store holds may have: a write transaction of this
@@ -360,7 +413,7 @@ class Store:
             generation = db.execute("SELECT max(number) FROM generations").fetchone()[0] or 0
             ledger = Ledger.read(db)
             applied, owed, settled = ledger.applied, ledger.owed, ledger.settled
-            live = {k: _load(v) for k, v, _ in self._live_under(db, ROOT)}
+            live = self._live_at(db, generation)
             changed = frozenset(
                 r[0] for r in db.execute(
                     "SELECT DISTINCT key FROM changes WHERE generation > ?", (applied,)
@@ -380,7 +433,28 @@ class Store:
             if tx is not None and schema is not None:
                 preview = self._plan(db, tx, self._pending(db, tx), schema)
         self.last_generation = generation
-        return Snapshot(generation, applied, live, changed, owed, settled, changed_after, preview)
+        return Snapshot(generation, applied, live.flat, changed, owed, settled, changed_after,
+                        preview, live.nested)
+
+    def _live_at(self, db: sqlite3.Connection, generation: int) -> LiveSettings:
+        """The live settings of ``generation`` (inside the caller's read transaction): the
+        last ones read, advanced by the keys changed in the generations since."""
+        last = self._last_live
+        if last is not None and last.generation == generation:
+            return last
+        if last is None or last.generation > generation:
+            live = LiveSettings.of(
+                generation, {k: _load(v) for k, v, _ in self._live_under(db, ROOT)})
+        else:
+            rows = db.execute(  # each key changed since, and its value now (None: deleted)
+                "SELECT key, (SELECT value FROM settings WHERE settings.key = changed.key)"
+                " FROM (SELECT DISTINCT key FROM changes WHERE generation > ?) AS changed",
+                (last.generation,),
+            ).fetchall()
+            live = last.advanced(generation, {k: _load(v) for k, v in rows if v is not None},
+                                 [k for k, v in rows if v is None])
+        self._last_live = live  # one reference swapped: a concurrent snapshot sees old or new
+        return live
 
     def provenance(self, prefix: str) -> list[Provenance]:
         """Who set each live key at or under ``prefix``, in which generation, when."""
@@ -519,11 +593,14 @@ class Store:
         The validation (the expensive part: a big patch takes seconds) runs outside the store
         lock on a snapshot, and only for the sections the new patch touches; the insert then
         checks nothing moved meanwhile (else it validates again). With a schema (a caller's
-        patch), the pending patches of all transactions are bounded (``PendingLimit``)."""
+        patch), the pending patches of all transactions are bounded (``PendingLimit``).
+
+        The patch is written without waiting for the disk (``_write``): the commit that
+        applies it makes it durable, a power cut before that drops the patch whole."""
         patch = Patch(source, dict(body))
         text = _dump(patch.body)
         if schema is None:
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 self._insert_pending(db, tx, source, text)
             return None
         sections = touched_sections([patch])
@@ -533,12 +610,12 @@ class Store:
             with self._snapshot() as db:
                 seen, plan, kept = self._replay_patch(db, tx, patch, defaults)
             schema.check(plan.to_validate, sections=sections, origin=origin)
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 if self._pending_mark(db, tx) != seen:
                     continue  # a commit or another patch came in between: validate again
                 self._add_pending(db, tx, source, text, kept)
                 return plan
-        with self._write() as db:  # busy: do it all under the lock once
+        with self._write(durable=False) as db:  # busy: do it all under the lock once
             _, plan, kept = self._replay_patch(db, tx, patch, defaults)
             schema.check(plan.to_validate, sections=sections, origin=origin)
             self._add_pending(db, tx, source, text, kept)

@@ -7,8 +7,9 @@ the trace is checked against the rules that make each durability point hold afte
 * a replaced file (``write_atomic``, the migration cache) is written to a temporary file that is
   fsynced *before* the rename, and its directory is fsynced *after* the rename, before the next
   durability point; a directory created for it has its parent fsynced too;
-* an SQLite commit (WAL, ``synchronous=FULL``) has fsynced the WAL before ``commit()`` returns,
-  and no rendered file is renamed into place while a WAL write is still unsynced (the owed
+* an SQLite commit (WAL, ``synchronous=FULL``) has fsynced the WAL before ``commit()`` returns
+  (a pending patch before it is not synced on its own: the commit's fsync covers it), and no
+  rendered file is renamed into place while a WAL write is still unsynced (the owed
   restarts are durable before the file that creates the debt);
 * an image write: each GPT copy is fsynced before the other copy is touched (backup, fsync,
   primary, fsync), and image bytes (written from any descriptor, direct or not) are fsynced
@@ -250,8 +251,10 @@ from reconciler.store import Store
 schema = Schema.load("aws-dev")
 store = Store(sys.argv[1])
 for n in range(3):
+    os.write(1, b"@patch\\n")
     store.add_patch("t", {"motd": f"m{n}", "ntp": {"time-servers": [f"{n}.example"]}},
                     "api:t", schema)
+    os.write(1, b"@patched\\n")
     os.write(1, b"@commit\\n")
     store.commit("t", schema)
     os.write(1, b"@returned\\n")
@@ -273,9 +276,19 @@ def test_commit_returns_only_after_the_wal_is_fsynced(tmp_path: Path) -> None:
         inside = calls[start.index + 1 : end.index]
         writes = [c for c in inside if c.path == wal and c.name in WRITES]
         assert writes, "commit wrote nothing to the WAL"
+        # the commit's fsync covers the pending patch written before it, unsynced (below)
         assert unsynced_writes(calls[: end.index], [wal], end.index) == [], (
             "commit() returned before its WAL frames were fsynced"
         )
+    patches = [c for c in calls if c.name == "write"
+               and c.strings[:1] in (("@patch\\n",), ("@patched\\n",))]
+    assert [m.strings[0] for m in patches] == ["@patch\\n", "@patched\\n"] * 3
+    for start, end in zip(patches[::2], patches[1::2], strict=True):
+        inside = calls[start.index + 1 : end.index]
+        assert [c for c in inside if c.path == wal and c.name in WRITES], "no patch written"
+        # a pending patch does not wait for the disk (Store._write, durable=False)
+        assert not [c for c in inside if c.name in SYNCS and c.path == wal], (
+            "a pending patch waited for the disk")
     assert check_new_directories(calls, tmp_path) == []
     # the WAL file's own directory entry is made durable when it is created
     created = next(c.index for c in calls if c.name == "openat" and c.returned == wal)

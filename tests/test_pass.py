@@ -225,6 +225,7 @@ def test_store_round_trips_per_pass(tmp_path: Path, patch: dict, file: str,
             counter = RoundTrips()
             host.store.trace(counter)
             receipt = asyncio.run(worker._pass("commit"))
+            worker._report(receipt)  # the pass's events, sent once its waiters are answered
             host.store.trace(None)
         finally:
             redact.untrack()

@@ -494,7 +494,7 @@ async def _apply(request: web.Request, generation: int, answer: Any, reason: str
     if not _flag(request, "wait"):
         worker.wake(reason)
         return answer
-    waiting = asyncio.ensure_future(worker.wait_for(generation))
+    waiting = worker.wait_for(generation)
     worker.wake(reason)
     receipt = SCRUBBER.scrub(await waiting)  # command output may quote a secret
     if isinstance(answer, list):
