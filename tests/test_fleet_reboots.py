@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.fleet.etcd import leases_prefix, semaphore_key
+from reconciler.fleet.etcd import EtcdSlots, leases_prefix, semaphore_key
 from reconciler.fleet.reboots import SLOT_META
 from reconciler.store import Store
 from tests.daemon import eventually
@@ -47,6 +47,7 @@ def test_twenty_hosts_update_through_two_reboot_slots(tmp_path: Path) -> None:
     victim = fleet.hosts[0]
     deadline = time.monotonic() + 1500
     died = threading.Event()
+    etcd_view = EtcdSlots(etcd.url)
     try:
         fleet.publish("1.1.0")
 
@@ -56,9 +57,14 @@ def test_twenty_hosts_update_through_two_reboot_slots(tmp_path: Path) -> None:
             assert host.name in lock.holders(GROUP)  # it took a slot before "rebooting"
             host.kill()
             died.set()
-            # nothing gives the slot back: the lease expires (well within the test's wait)
-            eventually(lambda: host.name not in lock.holders(GROUP), timeout=LEASE_TTL * 4,
-                       interval=0.5)
+            # nothing gives the slot back: the lease expires (well within the test's wait).
+            # Waited for until etcd has deleted the lease key: the server stops listing a holder
+            # whose TTL has run out, which on a loaded machine can be seconds before etcd
+            # revokes the lease; a host back by then would give the key back itself.
+            lease_key = leases_prefix(GROUP) + host.name
+            eventually(lambda: host.name not in lock.holders(GROUP)
+                       and not etcd_view.client.get(lease_key),
+                       timeout=LEASE_TTL * 4, interval=0.5)
             host.boot()  # the machine comes back, on its activated update
             eventually(lambda: host.log_has(RELEASED), timeout=300, interval=0.2)
 
