@@ -168,7 +168,8 @@ async def _serve(
             watch_health.failed(error)
             worker.wake_threadsafe(f"file changed: {path}")
 
-    watch = FileWatch(host.root, [f.path for f in host.catalog.files.values()], file_changed)
+    watch = FileWatch(host.root, [f.path for f in host.catalog.files.values()], file_changed,
+                      watch_health)
     watch.start()
     worker.after_pass.append(lambda _receipt: watch.refresh())
     trim = IdleTrim(loop)

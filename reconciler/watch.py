@@ -20,6 +20,8 @@ from pathlib import Path
 from watchdog.observers.inotify_c import InotifyConstants as In
 from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, WatchDescriptor
 
+from reconciler.supervise import LoopHealth
+
 # What a hand edit can do to a file. Opens, reads and closes without a write are left out of
 # the mask itself: every pass reads every managed file. The directory's own removal or move
 # (``*_SELF``) ends its watch; ``refresh`` watches it again where it is expected.
@@ -39,7 +41,7 @@ class _Directory:
     def on_event(self, event: InotifyEvent) -> None:
         path = self.names.get(event.name)
         if path is not None:
-            self.watch.notify(path)
+            self.watch.notify_safely(path)
         elif event.is_move_self:  # the watch would follow the directory to its new name
             self.watch.lost(self, remove=True)
 
@@ -48,11 +50,20 @@ class _Directory:
 
     def on_queue_overflow(self) -> None:  # events were lost: look at every file
         for path in self.names.values():
-            self.watch.notify(path)
+            self.watch.notify_safely(path)
 
 
 class FileWatch:
-    def __init__(self, root: Path, paths: Iterable[str], notify: Callable[[str], None]):
+    """Calls ``notify`` with the path of a managed file that changed, on the reader's thread.
+
+    No failure ends the watch silently: one raised by ``notify`` (or by handling an event) is
+    reported to ``health`` and the reader goes on with the next event; a reader thread that
+    ended anyway (watchdog's own read failed) is reported and started again by the next
+    ``refresh``, which then reports every file (its events may have been lost)."""
+
+    def __init__(self, root: Path, paths: Iterable[str], notify: Callable[[str], None],
+                 health: LoopHealth | None = None):
+        self.health = health or LoopHealth("file-watch")
         self.files = {str(Path(root) / p.lstrip("/")) for p in paths}
         by_directory: dict[str, set[str]] = {}
         for file in self.files:
@@ -70,11 +81,27 @@ class FileWatch:
         self._inotify.start()
         self.refresh()
 
+    def notify_safely(self, path: str) -> None:
+        try:
+            self.notify(path)
+        except Exception as error:  # noqa: BLE001 - reported; the reader must go on
+            self.health.failed(error)
+
     def refresh(self) -> None:
-        """Watch directories that appeared (or came back) since the last call."""
+        """Watch directories that appeared (or came back) since the last call; start the
+        reader again if it ended."""
+        restarted = False
         with self._lock:
             if self._inotify is None:
                 return
+            if not self._inotify.is_alive():
+                self.health.failed(RuntimeError("the inotify reader thread ended; restarted"))
+                self._inotify = InotifyFD()
+                self._inotify.daemon = True
+                self._inotify.start()
+                for callback in self._callbacks:
+                    callback.wd = None
+                restarted = True
             for n, callback in enumerate(self._callbacks):
                 if callback.wd is None and os.path.isdir(callback.directory):
                     try:
@@ -82,6 +109,9 @@ class FileWatch:
                             os.fsencode(callback.directory), MASK, callback, n)
                     except OSError:  # gone again, or not ours to read: the next refresh
                         continue
+        if restarted:
+            for file in sorted(self.files):
+                self.notify_safely(file)
 
     def lost(self, callback: _Directory, *, remove: bool) -> None:
         """The directory was removed or moved away: every file in it changed; the directory
@@ -89,9 +119,12 @@ class FileWatch:
         with self._lock:
             wd, callback.wd = callback.wd, None
             if remove and wd is not None and self._inotify is not None:
-                self._inotify.remove_callbacks([(wd, self._callbacks.index(callback))])
+                try:
+                    self._inotify.remove_callbacks([(wd, self._callbacks.index(callback))])
+                except OSError as error:  # reported; the next refresh watches it again
+                    self.health.failed(error)
         for path in callback.names.values():
-            self.notify(path)
+            self.notify_safely(path)
 
     def stop(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.effects import write_atomic
+from reconciler.supervise import LoopHealth
 from reconciler.watch import FileWatch
 from tests.daemon import eventually
 
@@ -110,3 +111,41 @@ def test_stop_ends_the_reader_thread(tmp_path: Path) -> None:
     assert threading.active_count() == before + 1
     watch.stop()
     assert threading.active_count() == before
+
+
+def test_a_failing_callback_is_reported_and_the_watch_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    seen = Seen()
+    calls = []
+
+    def flaky(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("callback broke")
+        seen(path)
+
+    health = LoopHealth("file-watch")
+    watch = FileWatch(tmp_path, ["/etc/motd"], flaky, health)
+    watch.start()
+    try:
+        motd = tmp_path / "etc/motd"
+        motd.write_text("one")
+        eventually(lambda: health.errors == 1)
+        assert "callback broke" in health.last_error
+        os.chmod(motd, 0o600)
+        eventually(lambda: str(motd) in seen.paths)  # the reader is still running
+    finally:
+        watch.stop()
+
+
+def test_a_reader_that_ended_is_reported_and_restarted_by_refresh(watched) -> None:
+    root, watch, seen = watched
+    motd = str(root / "etc/motd")
+    reader = watch._inotify
+    reader.stop()  # as if watchdog's read had failed: the thread ends
+    reader.join(timeout=5)
+    watch.refresh()
+    assert watch.health.errors == 1 and "reader thread ended" in watch.health.last_error
+    assert motd in seen.take()  # every file reported: its events may have been lost
+    os.chmod(motd, 0o600)
+    assert set(_settled(seen, motd)) == {motd}  # watched again by the new reader

@@ -86,7 +86,8 @@ class DesiredFilesLoop:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watch = FileWatch(Path("/"), [str(p) for p in source.paths], self._changed)
+        self._watch = FileWatch(Path("/"), [str(p) for p in source.paths], self._changed,
+                                self.health)
 
     def _changed(self, _path: str) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -118,6 +119,7 @@ class DesiredFilesLoop:
             if self._stopping:
                 return
             changed = await asyncio.to_thread(self.source.apply)
+            self._watch.refresh()  # a reader that ended is started again
             self.health.ok()
             if changed:
                 self.wake("desired files changed")
