@@ -4,12 +4,15 @@ once its new boot is confirmed (real etcd, real fleetlock server, real daemons).
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
+from hostcore.commands import SubprocessRunner
+from reconciler.events import Events
 from reconciler.fleet import protocol
 from reconciler.fleet.client import FleetLockClient
-from reconciler.fleet.reboots import SLOT_META, RebootSlots
+from reconciler.fleet.reboots import SLOT_META, RebootSlots, reboot_host
 from reconciler.store import Store
 from tests.daemon import Daemon, eventually
 from tests.etcd import Etcd, FleetLockServer
@@ -97,3 +100,26 @@ def test_an_unreachable_lock_server_defers_the_reboot(tmp_path):
         assert refused.returncode == 1 and "waiting for a reboot slot" in refused.stderr
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize(("body", "result"), [
+    ("kill -TERM $$", "requested"),  # stopped with our service by the reboot it queued
+    ("echo 'Failed to talk to init daemon.' >&2; exit 1", "failed"),
+    ("kill -KILL $$", "failed"),
+])
+def test_a_shutdown_stopped_by_its_own_reboot_is_a_reboot_requested(tmp_path, monkeypatch,
+                                                                   body, result):
+    """systemd stops our cgroup, ``shutdown`` with it, as soon as the reboot job is queued: a
+    ``shutdown`` ended by SIGTERM asked for a reboot that is under way; any other end fails."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "shutdown").write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / "shutdown").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    events = Events()
+    outcome = reboot_host(None, {}, events, SubprocessRunner(), sandbox=False)
+    assert outcome.result == result, outcome
+    said = [e["data"]["message"] for e in events.since(0) if e["type"] == "reboot"]
+    assert said == (["reboot requested"] if result == "requested" else []), said
+    if result == "failed":
+        assert outcome.detail.split(":")[0] in ("1", "-9"), outcome

@@ -13,12 +13,14 @@ released the same way (Zincati's initialization step), so a host never holds one
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hostcore.commands import CommandResult, CommandRunner
 from reconciler.fleet.client import FleetLockClient, LockRejection
 from reconciler.fleet.protocol import DEFAULT_GROUP, ClientParams
 from reconciler.logs import get_logger
@@ -156,7 +158,8 @@ class RebootOutcome:
 
 
 def reboot_host(slots: RebootSlots | None, settings: Mapping[str, Any], events: Any,
-                runner: Any, sandbox: bool, why: str = "reboot requested") -> RebootOutcome:
+                runner: CommandRunner, sandbox: bool,
+                why: str = "reboot requested") -> RebootOutcome:
     """Reboot the host, through its reboot slot when it is coordinated (blocking: call it off
     the event loop). One path for ``POST /actions/reboot`` and the automatic reboot into an
     update, so both wait for a slot the same way and both are in ``/events``."""
@@ -172,7 +175,14 @@ def reboot_host(slots: RebootSlots | None, settings: Mapping[str, Any], events: 
         events.emit("reboot", f"{why}; skipped: the root is a sandbox, not the host")
         return RebootOutcome("skipped", "the root is a sandbox, not the host")
     result = runner.run(("shutdown", "-r", "now"), {}, 30.0)
-    if not result.ok:
+    if not result.ok and not _stopped_by_its_reboot(result):
         return RebootOutcome("failed", f"{result.error or result.returncode}: {result.output}")
     events.emit("reboot", why)
     return RebootOutcome("requested", why)
+
+
+def _stopped_by_its_reboot(result: CommandResult) -> bool:
+    """``shutdown`` ended by SIGTERM: systemd starts stopping the services, ours and every
+    process in its cgroup with it, as soon as the reboot job is queued, which can be before
+    ``shutdown`` has exited. The reboot it asked for is under way, not failed."""
+    return result.error is None and result.returncode == -signal.SIGTERM
