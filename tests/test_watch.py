@@ -5,6 +5,7 @@ among them) is not; a directory that appears, or is removed and made again, is w
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -138,12 +139,19 @@ def test_a_failing_callback_is_reported_and_the_watch_goes_on(tmp_path: Path) ->
         watch.stop()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_reader_that_ended_is_reported_and_restarted_by_refresh(watched) -> None:
     root, watch, seen = watched
     motd = str(root / "etc/motd")
     reader = watch._inotify
-    reader.stop()  # as if watchdog's read had failed: the thread ends
+
+    def read_fails(**_options: object) -> None:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    reader.read_events = read_fails  # its next read fails: the thread ends, with no callback
+    (root / "etc/other").write_text("x")  # ends the read under way
     reader.join(timeout=5)
+    assert not reader.is_alive() and seen.take() == []
     watch.refresh()
     assert watch.health.errors == 1 and "reader thread ended" in watch.health.last_error
     assert motd in seen.take()  # every file reported: its events may have been lost

@@ -26,6 +26,9 @@ from reconciler.watch import FileWatch
 
 TX = "desired-files"
 SETTLE_SECONDS = 0.1
+# How often the watch is refreshed when no file changes: a reader thread that ended is then
+# reported and started again (and every file re-read) within this time, not at the next edit.
+REFRESH_SECONDS = 60.0
 
 
 class DesiredFiles:
@@ -79,8 +82,9 @@ class DesiredFilesLoop:
     """Re-applies the files when one changes (watchdog), then calls ``wake`` (with a reason)."""
 
     def __init__(self, source: DesiredFiles, wake: Callable[[str], None],
-                 health: LoopHealth | None = None):
+                 health: LoopHealth | None = None, refresh_seconds: float = REFRESH_SECONDS):
         self.source = source
+        self.refresh_seconds = refresh_seconds
         self.wake = wake
         self.health = health or LoopHealth("desired-files")
         self._wake = asyncio.Event()
@@ -109,7 +113,11 @@ class DesiredFilesLoop:
     async def _run(self) -> None:
         self._wake.set()  # (re)start: apply what the files say now
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.refresh_seconds)
+            except TimeoutError:  # quiet: a reader that ended reports every file, waking us
+                self._watch.refresh()
+                continue
             while not self._stopping:  # let a burst of writes settle: never read a half file
                 self._wake.clear()
                 try:
