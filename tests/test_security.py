@@ -151,6 +151,22 @@ def test_access_policy_refuses_other_uids_with_403(reachable_dir):
         daemon.stop()
 
 
+def test_the_audit_line_of_a_commit_names_the_generation_it_made(tmp_path):
+    daemon = Daemon(tmp_path / "state")
+    try:
+        daemon.ok("PATCH", "/settings?tx=audited", {"motd": "audited"})
+        daemon.ok("POST", "/tx/commit_and_apply?tx=audited")
+        made = daemon.ok("GET", "/status")["live_generation"]
+        logs = daemon.logs()
+    finally:
+        daemon.stop()
+    audit = [json.loads(line) for line in logs.splitlines()
+             if line.startswith("{") and '"api write"' in line]
+    commits = [a for a in audit if a["path"].startswith("/tx/commit_and_apply")]
+    assert [a["generation"] for a in commits] == [made], audit
+    assert commits[0]["uid"] == os.getuid()
+
+
 def test_access_policy_rules():
     policy = AccessPolicy.of([1000], None)
     assert AccessPolicy.of(None, None) is None

@@ -209,6 +209,7 @@ async def errors_and_audit(
                 method=request.method,
                 path=request.path_qs,
                 status=status,
+                generation=request.app[HOST].store.last_generation,  # the one a commit made
                 **peer(request),
             )
 
