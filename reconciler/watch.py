@@ -37,8 +37,13 @@ class _Directory:
         self.directory = directory
         self.names = {os.fsencode(n): os.path.join(directory, n) for n in names}
         self.wd: WatchDescriptor | None = None
+        # The reader it belonged to is closed (stopped, or ended and replaced): the removal of
+        # its watches that closing does is no change to any file.
+        self.retired = False
 
     def on_event(self, event: InotifyEvent) -> None:
+        if self.retired:
+            return
         path = self.names.get(event.name)
         if path is not None:
             self.watch.notify_safely(path)
@@ -46,10 +51,11 @@ class _Directory:
             self.watch.lost(self, remove=True)
 
     def on_watch_deleted(self, wd: WatchDescriptor) -> None:  # removed, or on its file system
-        self.watch.lost(self, remove=False)
+        if not self.retired:
+            self.watch.lost(self, remove=False)
 
     def on_queue_overflow(self) -> None:  # events were lost: look at every file
-        for path in self.names.values():
+        for path in self.names.values() if not self.retired else ():
             self.watch.notify_safely(path)
 
 
@@ -71,14 +77,24 @@ class FileWatch:
             by_directory.setdefault(directory, set()).add(name)
         self.directories = set(by_directory)
         self.notify = notify
-        self._callbacks = [_Directory(self, d, names) for d, names in sorted(by_directory.items())]
+        self._by_directory = sorted(by_directory.items())
+        self._callbacks = self._directories()
         self._inotify: InotifyFD | None = None
         self._lock = threading.Lock()
 
+    def _directories(self) -> list[_Directory]:
+        """A callback per directory, none watched yet: one set per reader."""
+        return [_Directory(self, d, names) for d, names in self._by_directory]
+
+    @staticmethod
+    def _reader() -> InotifyFD:
+        reader = InotifyFD()
+        reader.daemon = True
+        reader.start()
+        return reader
+
     def start(self) -> None:
-        self._inotify = InotifyFD()
-        self._inotify.daemon = True
-        self._inotify.start()
+        self._inotify = self._reader()
         self.refresh()
 
     def notify_safely(self, path: str) -> None:
@@ -90,18 +106,16 @@ class FileWatch:
     def refresh(self) -> None:
         """Watch directories that appeared (or came back) since the last call; start the
         reader again if it ended."""
-        restarted = False
+        ended: InotifyFD | None = None
         with self._lock:
             if self._inotify is None:
                 return
             if not self._inotify.is_alive():
                 self.health.failed(RuntimeError("the inotify reader thread ended; restarted"))
-                self._inotify = InotifyFD()
-                self._inotify.daemon = True
-                self._inotify.start()
+                ended = self._inotify
                 for callback in self._callbacks:
-                    callback.wd = None
-                restarted = True
+                    callback.retired = True
+                self._inotify, self._callbacks = self._reader(), self._directories()
             for n, callback in enumerate(self._callbacks):
                 if callback.wd is None and os.path.isdir(callback.directory):
                     try:
@@ -109,7 +123,11 @@ class FileWatch:
                             os.fsencode(callback.directory), MASK, callback, n)
                     except OSError:  # gone again, or not ours to read: the next refresh
                         continue
-        if restarted:
+        if ended is not None:
+            try:
+                ended.close()  # its watches and descriptors, not left open by every restart
+            except OSError as error:
+                self.health.failed(error)
             for file in sorted(self.files):
                 self.notify_safely(file)
 
@@ -129,6 +147,8 @@ class FileWatch:
     def stop(self) -> None:
         with self._lock:
             inotify, self._inotify = self._inotify, None
+            for callback in self._callbacks:  # closing removes every watch: no file changed
+                callback.retired = True
         if inotify is not None:
             inotify.stop()
             inotify.join(timeout=5)

@@ -157,3 +157,32 @@ def test_a_reader_that_ended_is_reported_and_restarted_by_refresh(watched) -> No
     assert motd in seen.take()  # every file reported: its events may have been lost
     os.chmod(motd, 0o600)
     assert set(_settled(seen, motd)) == {motd}  # watched again by the new reader
+
+
+def test_stop_reports_no_file(tmp_path: Path) -> None:
+    """Closing the reader removes every watch; that is no change to a managed file."""
+    (tmp_path / "etc").mkdir()
+    seen = Seen()
+    watch = FileWatch(tmp_path, ["/etc/motd"], seen)
+    watch.start()
+    watch.stop()
+    assert seen.paths == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_reader_that_ended_is_closed_when_it_is_replaced(watched) -> None:
+    """Its inotify descriptor and wake-up pipe are closed, not left open by every restart, and
+    the removal of its watches is not reported again."""
+    root, watch, seen = watched
+    descriptors = len(os.listdir("/proc/self/fd"))
+    reader = watch._inotify
+
+    def read_fails(**_options: object) -> None:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    reader.read_events = read_fails
+    (root / "etc/other").write_text("x")  # ends the read under way
+    reader.join(timeout=5)
+    watch.refresh()
+    assert sorted(seen.take()) == sorted(watch.files)  # once each, from the restart
+    assert len(os.listdir("/proc/self/fd")) == descriptors
