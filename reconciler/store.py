@@ -199,6 +199,19 @@ MAX_PENDING_PATCHES = 2000
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 ADD_PATCH_ATTEMPTS = 3
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock (sqlite3's default)
+BUSY_PAUSE_MAX = 0.05  # the longest pause between two tries for another process's lock
+
+
+def sqlite_code(error: sqlite3.Error) -> int | None:
+    """SQLite's primary result code for ``error`` (``sqlite3.SQLITE_BUSY``, ...), read from
+    the error itself rather than its message; None when SQLite gave none."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF  # an extended code keeps it in its low byte
+
+
+def store_busy(error: sqlite3.Error) -> bool:
+    """``error`` says another connection holds the lock asked for: worth a retry."""
+    return sqlite_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _dump(value: Any) -> str:
@@ -218,9 +231,12 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # No busy wait in SQLite: ``_write`` waits for another process's lock itself, with
+        # ``_lock`` let go (WAL readers never wait, so nothing else here would).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
+                                   timeout=0)
         self._lock = threading.RLock()
+        self._waits = True  # False while ``unwaited`` holds the store: a write fails at once
         self._plan_db: sqlite3.Connection | None = None  # opened by the first PATCH planned
         self._plan_lock = threading.RLock()  # reentrant: ``unwaited`` holds it around a call
         # tx -> (what it was replayed at, its pending patches replayed): the next PATCH of a
@@ -242,10 +258,10 @@ class Store:
     @contextmanager
     def unwaited(self) -> Iterator[bool]:
         """For a caller that must not wait, the event loop: True, holding the store, when no
-        other thread is in a store call; SQLite's busy wait is off meanwhile, so a write that
-        another process's lock would hold up fails at once with ``sqlite3.OperationalError``
-        ('database is locked', nothing written) for the caller to retry where it may wait.
-        False, holding nothing, when the store is in use."""
+        other thread is in a store call; a write that another process's lock would hold up
+        fails at once meanwhile with ``sqlite3.OperationalError`` ('database is locked',
+        nothing written) for the caller to retry where it may wait. False, holding nothing,
+        when the store is in use."""
         if not self._lock.acquire(blocking=False):
             yield False
             return
@@ -254,11 +270,11 @@ class Store:
                 yield False
                 return
             try:
-                self._db.execute("PRAGMA busy_timeout = 0")
+                self._waits = False
                 try:
                     yield True
                 finally:
-                    self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                    self._waits = True
             finally:
                 self._plan_lock.release()
         finally:
@@ -305,26 +321,43 @@ class Store:
     def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front so readers never see half of it.
 
+        While another process holds the store's write lock, this waits for it (up to
+        ``BUSY_TIMEOUT_MS``, then 'database is locked') between tries with ``_lock`` let go:
+        SQLite's own busy wait would hold it all along, and every read of this process,
+        the event loop's included, would wait behind a lock that is not ours.
+
         Not ``durable``: the commit does not wait for the disk (WAL, ``synchronous=NORMAL``).
         It is still all or nothing, survives a crash of this process (the WAL is in the page
         cache), and becomes durable with the next durable write (its fsync of the WAL covers
         every frame before it); a power cut before that loses it whole. For a pending patch
         only: committed settings, owed restarts and receipts are always durable."""
-        with self._lock:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                self._writes += 1
-            finally:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        while True:
+            with self._lock:
                 if not durable:
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    try:
+                        self._db.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as error:
+                        if not (self._waits and store_busy(error)
+                                and time.monotonic() < deadline):
+                            raise
+                    else:
+                        try:
+                            yield self._db
+                        except BaseException:
+                            self._db.execute("ROLLBACK")
+                            raise
+                        self._db.execute("COMMIT")
+                        self._writes += 1
+                        return
+                finally:
+                    if not durable:
+                        self._db.execute("PRAGMA synchronous=FULL")
+            time.sleep(pause)
+            pause = min(pause * 2, BUSY_PAUSE_MAX)
 
     def version(self) -> tuple[int, int]:
         """Changes whenever what the store holds may have: a write transaction of this

@@ -514,8 +514,9 @@ def test_an_endless_chunked_body_is_cut_off_after_its_413(tmp_path):
 
 def test_a_patch_held_up_by_another_processs_lock_waits_off_the_event_loop(tmp_path):
     """A one-key PATCH runs its store call on the event loop; when another process holds the
-    store, it fails there at once and waits in a thread instead: the API keeps answering, and
-    the PATCH lands when the lock goes."""
+    store, it fails there at once and waits in a thread instead: the API keeps answering,
+    reads of the store included (the waiting write does not hold the store), and the PATCH
+    lands when the lock goes."""
     d = Daemon(tmp_path / "host")
     try:
         answers: list[int] = []
@@ -525,7 +526,8 @@ def test_a_patch_held_up_by_another_processs_lock_waits_off_the_event_loop(tmp_p
             patch.start()
             time.sleep(1)  # let the PATCH reach the store (no timing is asserted)
             assert d.request("GET", "/os")[0] == 200  # answered while the PATCH waits
-            assert patch.is_alive() and not answers
+            assert d.request("GET", "/settings")[0] == 200  # a read of the store, too
+            assert patch.is_alive() and not answers, answers
         patch.join(30)
         assert answers == [204]
         assert d.ok("GET", "/tx") == {"motd": "x"}

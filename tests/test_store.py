@@ -148,7 +148,7 @@ def test_large_section_does_not_leak_into_others(store, schema):
 def test_unwaited_holds_the_store_only_when_it_is_free_and_never_waits(tmp_path, store, schema):
     """The event loop's quick path: True when no other thread is in a store call, False
     (holding nothing) while one is; inside, a write another process's lock holds up fails at
-    once, having written nothing, and the busy wait is back for everyone afterwards."""
+    once, having written nothing, and writes wait again for everyone afterwards."""
     import threading
 
     from tests.faultutil import store_locked
@@ -175,9 +175,33 @@ def test_unwaited_holds_the_store_only_when_it_is_free_and_never_waits(tmp_path,
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             store.commit("default", schema)
     assert store.pending_size("default") > 0  # nothing was written
-    assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
     assert store.commit("default", schema).changed == ("settings.motd",)
     assert store.pending_size("default") == 0
+
+
+def test_a_write_waiting_for_another_processs_lock_holds_up_no_read(tmp_path, store, schema):
+    """While one thread's write waits for a lock another process holds, the store is not
+    held: other threads (the event loop among them) read meanwhile, and the write lands
+    once the lock goes. Under SQLite's own busy wait the reads would wait behind the write
+    until it gave up, 'database is locked'."""
+    import threading
+
+    from tests.faultutil import store_locked
+
+    store.add_patch("default", {"motd": "waited"}, "test", schema)
+    tries = threading.Semaphore(0)
+    store.trace(lambda sql: tries.release() if sql == "BEGIN IMMEDIATE" else None)
+    outcome: list[object] = []
+    with store_locked(tmp_path / "store.db"):
+        writer = threading.Thread(target=lambda: outcome.append(store.commit("default", schema)))
+        writer.start()
+        assert tries.acquire(timeout=30) and tries.acquire(timeout=30)  # tried, and waits
+        store.trace(None)
+        assert store.live("settings.motd") == {}  # answered while the write still waits
+        assert store.generation() == 0 and writer.is_alive()
+    writer.join(30)
+    assert [result.changed for result in outcome] == [("settings.motd",)]
+    assert store.live("settings.motd") == {"settings.motd": "waited"}
 
 
 def test_version_moves_with_every_write_of_this_process_or_another(tmp_path, store, schema):

@@ -46,6 +46,8 @@ from reconciler.store import (
     RollbackRefused,
     Store,
     UnknownGeneration,
+    sqlite_code,
+    store_busy,
 )
 from reconciler.worker import Worker
 
@@ -214,24 +216,13 @@ async def errors_and_audit(
             )
 
 
-def _sqlite_code(error: sqlite3.Error) -> int | None:
-    """SQLite's primary result code for ``error`` (``sqlite3.SQLITE_BUSY``, ...), read from
-    the error itself rather than its message; None when SQLite gave none."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF  # an extended code keeps it in its low byte
-
-
-STORE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
 def _store_trouble(error: sqlite3.OperationalError) -> web.Response | None:
     """A full disk is 507 and a store another process holds is 503, each saying so (not a
     bare 500); nothing was changed either way."""
-    code = _sqlite_code(error)
-    if code == sqlite3.SQLITE_FULL:
+    if sqlite_code(error) == sqlite3.SQLITE_FULL:
         return web.Response(status=507, text=f"The store's file system is full ({error}); "
                             "nothing was changed. Free space in the state dir and retry.")
-    if code in STORE_BUSY:
+    if store_busy(error):
         return web.Response(status=503, text=f"The store is busy ({error}); nothing was "
                             "changed. Retry.")
     return None
@@ -417,7 +408,7 @@ async def _store_call(store: Store, quick: bool | Callable[[], bool],
                 try:
                     return call(*args, **kwargs)
                 except sqlite3.OperationalError as error:
-                    if _sqlite_code(error) not in STORE_BUSY:
+                    if not store_busy(error):
                         raise
     return await asyncio.to_thread(call, *args, **kwargs)
 
